@@ -3,7 +3,8 @@ import os
 import yaml
 
 from ansible_collections.ebpf.oom.plugins.module_utils import common
-from conftest import REPO
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_collection_version_matches_galaxy_yml():

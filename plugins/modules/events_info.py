@@ -1,0 +1,257 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: events_info
+short_description: Report the OOM kills of a host, with the policy that chose each victim
+description:
+  - Returns the host's OOM kills, oldest first, from two sources, merged into one event per kill.
+  - The kernel log (C(/dev/kmsg)) holds the OOM report of each kill; on a kernel with the OOM
+    policy hook the report names the policy (C(policy_name=)). The log is a ring buffer, old
+    reports scroll away.
+  - The OOM observer, a small BPF program on the C(oom/mark_victim) tracepoint that the loader
+    deploys as C(observer) (C(/sys/fs/bpf/ebpf_oom/observer/)), counts every kill and keeps the
+    last 64 victims in pinned maps, on any kernel, with or without the hook. It does not know
+    the policy; the kernel log does.
+  - Changes nothing, except the metrics file and its counting state when O(metrics_file) is given.
+version_added: "0.1.0"
+author:
+  - ebpf.oom maintainers
+options:
+  since:
+    description:
+      - Only kills at or after this time. A duration before now (C(90s), C(15m), C(2h), C(7d)),
+        Unix seconds, or an ISO 8601 time (UTC unless it has an offset, for example
+        C(2026-01-31T12:00:00Z)).
+    type: str
+  policy:
+    description:
+      - Only kills chosen by one of these policies (the name the kernel printed; C(default) is
+        the in-kernel heuristic on a hook kernel). Kills whose policy is unknown never match.
+    type: list
+    elements: str
+    default: []
+  sources:
+    description:
+      - Which sources to read.
+    type: list
+    elements: str
+    choices: [kmsg, observer]
+    default: [kmsg, observer]
+  metrics_file:
+    description:
+      - Also write metrics of all known kills (regardless of O(since) and O(policy)) to this file
+        in the node_exporter textfile-collector format, replacing it atomically (mode 0644) when
+        its content differs. Its directory must exist.
+      - So that the counters never go down while the kernel log scrolls away, what was counted
+        is kept in C(/var/lib/ebpf-oom/metrics-state.json) (mode 0600); a kill counts once,
+        with the policy and cgroup known when it was first seen. A reboot starts from zero.
+      - Metrics are C(ebpf_oom_kills_total{policy,cgroup}),
+        C(ebpf_oom_last_kill_timestamp_seconds{policy,cgroup}), C(ebpf_oom_observer_loaded) and
+        C(ebpf_oom_observer_kills_total); an unknown label value is C(unknown).
+      - The role's metrics timer runs C(ebpf-oom events --metrics-file PATH) instead, which needs
+        no Ansible on the host.
+    type: path
+notes:
+  - Reading C(/dev/kmsg) needs root (C(CAP_SYSLOG)) unless C(kernel.dmesg_restrict=0); without it
+    the module warns and reports the observer's kills only.
+  - A kill is in RV(events) while the kernel log still has its report or it is among the
+    observer's last 64 victims; RV(observer.kills) counts every kill since the observer was loaded.
+  - Kernels before 6.9 give the observer the victim's pid only; the kernel log adds the rest.
+seealso:
+  - module: ebpf.oom.policy
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: In check mode the metrics file is not written; C(changed) says whether it would be.
+  diff_mode:
+    support: full
+    details: The metrics file's old and new text.
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: The OOM kills of the last hour
+  ebpf.oom.events_info:
+    since: 1h
+  register: oom
+
+- name: Which processes did protect_db kill
+  ansible.builtin.debug:
+    msg: "{{ oom.events | selectattr('policy', 'equalto', 'protect_db')
+             | map(attribute='comm') | list }}"
+
+- name: Kills of two policies since a given time
+  ebpf.oom.events_info:
+    policy: [protect_db, kill_batch]
+    since: "2026-01-31T12:00:00Z"
+
+- name: Write node_exporter textfile metrics
+  ebpf.oom.events_info:
+    metrics_file: /var/lib/prometheus/node-exporter/ebpf_oom.prom
+"""
+
+RETURN = r"""
+events:
+  description: The OOM kills, oldest first, after the O(since) and O(policy) filters. A key is
+    null when no source knew it.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    time:
+      description: When the victim was marked, ISO 8601 UTC.
+      type: str
+      sample: "2026-01-31T12:03:04.512310Z"
+    timestamp:
+      description: The same as Unix seconds.
+      type: float
+      sample: 1769860984.51231
+    monotonic:
+      description: Seconds since boot (CLOCK_MONOTONIC), as the kernel log stamps it.
+      type: float
+      sample: 490.936768
+    pid:
+      description: The victim's pid.
+      type: int
+      sample: 6684
+    comm:
+      description: The victim's command name (at most 15 characters).
+      type: str
+      sample: python3
+    uid:
+      description: The victim's user id.
+      type: int
+      sample: 0
+    memcg:
+      description: The victim's memory cgroup, as the kernel prints cgroup paths.
+      type: str
+      sample: /system.slice/app.service
+    memcg_id:
+      description: The victim's memory cgroup id (from the observer).
+      type: int
+      sample: 4242
+    oom_memcg:
+      description: The memory cgroup that hit its limit; null for a global OOM.
+      type: str
+      sample: /system.slice/app.service
+    constraint:
+      description: C(global), C(memcg), C(cpuset) or C(mempolicy).
+      type: str
+      sample: memcg
+    policy:
+      description: The policy that chose the victim, as the hook kernel printed it
+        (C(policy_name=)); C(default) is the in-kernel heuristic; null on kernels without the
+        hook or when the report is gone.
+      type: str
+      sample: protect_db
+    invoker:
+      description: The command whose allocation invoked the OOM killer.
+      type: str
+      sample: python3
+    rss_kb:
+      description: The victim's resident memory (anonymous + file + shmem), KiB.
+      type: int
+      sample: 71912
+    anon_rss_kb:
+      description: Anonymous resident memory, KiB.
+      type: int
+      sample: 65280
+    file_rss_kb:
+      description: File-backed resident memory, KiB.
+      type: int
+      sample: 6632
+    shmem_rss_kb:
+      description: Shared-memory resident memory, KiB.
+      type: int
+      sample: 0
+    total_vm_kb:
+      description: The victim's virtual memory size, KiB (kernel log only).
+      type: int
+      sample: 75160
+    pgtables_kb:
+      description: The victim's page tables, KiB (kernel log only).
+      type: int
+      sample: 188
+    oom_score_adj:
+      description: The victim's oom_score_adj.
+      type: int
+      sample: 0
+    sources:
+      description: Where the event comes from, C(kmsg) and/or C(observer).
+      type: list
+      elements: str
+      sample: [kmsg, observer]
+    kmsg_seq:
+      description: Sequence number of the kernel log record of the kill.
+      type: int
+      sample: 418
+    observer_seq:
+      description: The kill's number in the observer's count.
+      type: int
+      sample: 3
+observer:
+  description: The OOM observer's state.
+  returned: always
+  type: dict
+  contains:
+    loaded:
+      description: Whether the observer's maps are pinned.
+      type: bool
+      sample: true
+    kills:
+      description: Every kill since the observer was loaded; null when it is not loaded.
+      type: int
+      sample: 3
+metrics_file:
+  description: The metrics file written (or that would be written in check mode).
+  returned: when O(metrics_file) is set
+  type: str
+  sample: /var/lib/prometheus/node-exporter/ebpf_oom.prom
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ebpf.oom.plugins.module_utils import events
+
+ARGUMENT_SPEC = dict(
+    since=dict(type="str"),
+    policy=dict(type="list", elements="str", default=[]),
+    sources=dict(type="list", elements="str", choices=["kmsg", "observer"], default=["kmsg", "observer"]),
+    metrics_file=dict(type="path"),
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    try:
+        found = events.collect(since=p["since"], policies=p["policy"], sources=p["sources"])
+    except ValueError as e:
+        module.fail_json(msg=str(e))
+    for warning in found["warnings"]:
+        module.warn(warning)
+    result = dict(changed=False, events=found["events"], observer=found["observer"])
+    if p["metrics_file"]:
+        try:
+            changed, before, text = events.update_metrics(p["metrics_file"], found, check_mode=module.check_mode)
+        except OSError as e:
+            module.fail_json(msg="cannot write the metrics file %s: %s" % (p["metrics_file"], e))
+        result.update(changed=changed, metrics_file=p["metrics_file"])
+        if module._diff:
+            result["diff"] = dict(before=before or "", after=text,
+                                  before_header=p["metrics_file"], after_header=p["metrics_file"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""OOM kill reporting on this machine's kernel: the observer (bpf/observer.bpf.c) is
+compiled and loaded through the engine, a real memcg OOM kills a memory hog in a cgroup
+v1 memory cgroup, and the observer's maps, events.collect() and the events_info module
+(ansible-playbook, connection local) must all name the process that died.
+
+The observer lives under a bpffs root and state dir of its own (EBPF_OOM_BPFFS_ROOT,
+EBPF_OOM_STATE_DIR) and is removed at teardown; the hog is killed and its cgroup removed
+even when a test fails.
+"""
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ansible_collections.ebpf.oom.plugins.module_utils import compiler, events, libbpf, loader
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+OBSERVER_SRC = os.path.join(REPO, "bpf", events.OBSERVER_SOURCE)
+HOG_LIMIT_MIB = 64
+HOG_TIMEOUT_S = 120
+
+# Runs as root with any python3 (also in the VM tests, fed on stdin):
+#   python3 - NAME COMM OOM_SCORE_ADJ LIMIT_MIB TIMEOUT_S
+# Makes memory cgroup NAME (v1 when the memory controller is mounted there, else v2) with
+# a LIMIT_MIB limit and no swap, runs a hog in it that names itself COMM and sets its
+# oom_score_adj, waits until the OOM killer kills it, removes the cgroup and prints JSON:
+# pid, returncode, memcg (the path as the kernel prints it), memcg_id (its inode).
+OOM_CHILD = r'''
+import json, os, subprocess, sys, time
+name, comm, adj, mib, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+HOG = """import sys
+open("/proc/self/comm", "w").write(sys.argv[1])
+open("/proc/self/oom_score_adj", "w").write(sys.argv[2])
+hold = []
+while True:
+    hold.append(b"\\1" * (1 << 20))
+"""
+def put(path, value):
+    with open(path, "w") as f:
+        f.write(str(value))
+v1 = "/sys/fs/cgroup/memory"
+if os.path.isdir(v1) and os.path.exists(os.path.join(v1, "memory.limit_in_bytes")):
+    cg = os.path.join(v1, name)
+    os.mkdir(cg)
+    put(os.path.join(cg, "memory.limit_in_bytes"), mib << 20)
+    if os.path.exists(os.path.join(cg, "memory.memsw.limit_in_bytes")):
+        put(os.path.join(cg, "memory.memsw.limit_in_bytes"), mib << 20)
+else:
+    put("/sys/fs/cgroup/cgroup.subtree_control", "+memory")
+    cg = os.path.join("/sys/fs/cgroup", name)
+    os.mkdir(cg)
+    put(os.path.join(cg, "memory.max"), mib << 20)
+    if os.path.exists(os.path.join(cg, "memory.swap.max")):
+        put(os.path.join(cg, "memory.swap.max"), 0)
+out = {"memcg": "/" + name, "memcg_id": os.stat(cg).st_ino}
+child = None
+try:
+    child = subprocess.Popen([sys.executable, "-c", HOG, comm, adj],
+                             preexec_fn=lambda: put(os.path.join(cg, "cgroup.procs"), os.getpid()))
+    out["pid"] = child.pid
+    out["returncode"] = child.wait(timeout=timeout)
+finally:
+    if child is not None and child.poll() is None:
+        child.kill()
+        child.wait()
+    for _ in range(100):
+        try:
+            os.rmdir(cg)
+            break
+        except OSError:
+            time.sleep(0.1)
+print(json.dumps(out))
+'''
+
+
+def oom_kill_hog(comm, adj=0):
+    """Run OOM_CHILD here; returns its JSON (the hog must have died of SIGKILL)."""
+    name = "ebpf_oom_test_%s" % uuid.uuid4().hex[:8]
+    proc = subprocess.run([sys.executable, "-c", OOM_CHILD, name, comm, str(adj), str(HOG_LIMIT_MIB),
+                           str(HOG_TIMEOUT_S)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=HOG_TIMEOUT_S + 30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    hog = json.loads(proc.stdout)
+    assert hog["returncode"] == -9, "the hog was not OOM-killed: %r" % hog
+    assert not os.path.exists(os.path.join("/sys/fs/cgroup/memory", name))
+    hog["comm"] = comm
+    return hog
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    """A bpffs root and state dir of this module's own, through the environment."""
+    tag = uuid.uuid4().hex[:8]
+    env = {"EBPF_OOM_BPFFS_ROOT": "/sys/fs/bpf/ebpf_oom_test_events_%s" % tag,
+           "EBPF_OOM_STATE_DIR": str(tmp_path_factory.mktemp("state"))}
+    saved = dict((k, os.environ.get(k)) for k in env)
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if os.path.isdir(env["EBPF_OOM_BPFFS_ROOT"]):
+            os.rmdir(env["EBPF_OOM_BPFFS_ROOT"])
+
+
+@pytest.fixture(scope="module")
+def builds():
+    """{variant: object path} of bpf/observer.bpf.c, compiled by the engine against this kernel."""
+    return dict((label, compiler.compile_object(src=OBSERVER_SRC, defines=defines)["object"])
+                for label, defines in events.OBSERVER_VARIANTS)
+
+
+@pytest.fixture(scope="module")
+def observer(roots, builds):
+    """The observer loaded (tp_btf build) as the engine deploys it; removed afterwards."""
+    result = events.apply_observer([builds[label] for label, _d in events.OBSERVER_VARIANTS])
+    try:
+        yield result
+    finally:
+        loader.remove(events.OBSERVER_NAME)
+
+
+@pytest.fixture(scope="module")
+def killed(observer):
+    """One real memcg OOM kill while the observer runs, and the observer's count before it."""
+    before = events.read_observer()["kills"]
+    start = time.time()
+    hog = oom_kill_hog("ebpfoom_hog%s" % uuid.uuid4().hex[:4], adj=500)
+    hog.update(kills_before=before, start=start)
+    return hog
+
+
+def the_event(found, hog):
+    matches = [e for e in found if e["pid"] == hog["pid"]]
+    assert len(matches) == 1, found
+    return matches[0]
+
+
+def test_observer_deploys_as_tp_btf_program_under_its_own_entry(observer, builds):
+    assert observer["object"] == builds["tp_btf"]
+    assert observer["record"]["name"] == events.OBSERVER_NAME
+    [prog] = observer["record"]["programs"]
+    assert (prog["section"], prog["target"]) == ("tp_btf/mark_victim", "mark_victim")
+    problems = loader.verify(name=events.OBSERVER_NAME)["problems"]
+    assert problems == []
+
+
+def test_observer_maps_have_the_layout_of_observer_h(observer):
+    layout = events.observer_layout()
+    with libbpf.pinned(layout.map(events.OBSERVER_VICTIMS_MAP)) as fd:
+        info = libbpf.map_info(fd)
+    assert (info["value_size"], info["max_entries"]) == (
+        ctypes.sizeof(events.ObserverVictim), events.OBSERVER_VICTIMS)
+
+
+def test_observer_records_the_killed_process(killed):
+    state = events.read_observer()
+    assert state["kills"] == killed["kills_before"] + 1
+    ev = the_event(state["events"], killed)
+    assert ev["comm"] == killed["comm"]
+    assert ev["memcg_id"] == killed["memcg_id"]
+    assert (ev["uid"], ev["oom_score_adj"]) == (0, 500)
+    assert ev["anon_rss_kb"] > HOG_LIMIT_MIB * 1024 // 2
+    assert ev["sources"] == ["observer"]
+
+
+def test_events_name_the_killed_process_from_kernel_log_and_observer(killed):
+    found = events.collect(since=killed["start"] - 1)
+    assert found["warnings"] == []
+    ev = the_event(found["events"], killed)
+    assert ev["comm"] == killed["comm"]
+    assert ev["sources"] == ["kmsg", "observer"]
+    assert (ev["memcg"], ev["oom_memcg"], ev["constraint"]) == (killed["memcg"], killed["memcg"], "memcg")
+    assert ev["memcg_id"] == killed["memcg_id"]
+    assert ev["oom_score_adj"] == 500 and ev["rss_kb"] > HOG_LIMIT_MIB * 1024 // 2
+    assert ev["policy"] is None  # this kernel has no policy hook: no policy_name= in the report
+    assert ev["timestamp"] >= killed["start"] - 1
+
+
+def test_events_from_the_kernel_log_alone_name_the_killed_process(killed):
+    ev = the_event(events.collect(sources=("kmsg",))["events"], killed)
+    assert ev["sources"] == ["kmsg"] and ev["comm"] == killed["comm"]
+
+
+def run_events_info(tmp_path, args, check=False):
+    """events_info through ansible-playbook on localhost; returns the registered result."""
+    out = tmp_path / "result.json"
+    play = [{
+        "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "vars": {"ansible_python_interpreter": sys.executable},
+        "environment": dict((k, os.environ[k]) for k in ("EBPF_OOM_BPFFS_ROOT", "EBPF_OOM_STATE_DIR")),
+        "tasks": [
+            {"ebpf.oom.events_info": args, "register": "r"},
+            {"ansible.builtin.copy": {"content": "{{ r | to_json }}", "dest": str(out), "mode": "0600"},
+             "check_mode": False},
+        ],
+    }]
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(json.dumps(play))
+    argv = [ANSIBLE_PLAYBOOK, "-i", "localhost,", str(playbook)] + (["--check", "--diff"] if check else [])
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout
+    return json.loads(out.read_text())
+
+
+def metric_samples(text):
+    return dict(((s.name, tuple(sorted(s.labels.items()))), s.value)
+                for family in text_string_to_metric_families(text) for s in family.samples)
+
+
+def test_events_info_module_returns_the_killed_process_and_counts_it_in_metrics(killed, tmp_path):
+    prom = tmp_path / "ebpf_oom.prom"
+    r = run_events_info(tmp_path, {"since": str(killed["start"] - 1), "metrics_file": str(prom)})
+    ev = the_event(r["events"], killed)
+    assert (ev["comm"], ev["memcg"], ev["constraint"]) == (killed["comm"], killed["memcg"], "memcg")
+    assert ev["sources"] == ["kmsg", "observer"]
+    assert r["observer"]["loaded"] and r["observer"]["kills"] >= 1
+    assert r["changed"] and r["metrics_file"] == str(prom)
+    assert oct(prom.stat().st_mode & 0o777) == "0o644"
+    samples = metric_samples(prom.read_text())
+    assert samples[("ebpf_oom_kills_total", (("cgroup", killed["memcg"]), ("policy", "unknown")))] == 1
+    assert samples[("ebpf_oom_observer_kills_total", ())] == r["observer"]["kills"]
+    assert samples[("ebpf_oom_observer_loaded", ())] == 1
+
+
+def test_events_info_filters_out_kills_before_since_and_of_other_policies(killed, tmp_path):
+    r = run_events_info(tmp_path, {"since": "%.3f" % (time.time() + 3600)})
+    assert r["events"] == [] and not r["changed"]
+    r = run_events_info(tmp_path, {"since": str(killed["start"] - 1), "policy": ["protect_db"]})
+    assert r["events"] == []
+
+
+def test_events_info_check_mode_writes_no_metrics(observer, tmp_path):
+    prom = tmp_path / "ebpf_oom.prom"
+    r = run_events_info(tmp_path, {"metrics_file": str(prom)}, check=True)
+    assert r["changed"] and not prom.exists()
+    assert "ebpf_oom_observer_loaded 1" in r["diff"]["after"]
+
+
+def test_metrics_command_writes_the_file_the_timer_expects(killed, tmp_path):
+    """What the role's timer runs: the engine's events entry point with --metrics-file."""
+    prom = tmp_path / "ebpf_oom.prom"
+    code = "import sys; from ansible_collections.ebpf.oom.plugins.module_utils import events; " \
+           "sys.exit(events.main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, "--metrics-file", str(prom)],
+                          env=dict(os.environ, PYTHONPATH=os.environ["ANSIBLE_COLLECTIONS_PATH"]),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    samples = metric_samples(prom.read_text())
+    assert samples[("ebpf_oom_kills_total", (("cgroup", killed["memcg"]), ("policy", "unknown")))] == 1
+    assert sorted(os.listdir(str(tmp_path))) == ["ebpf_oom.prom"]
+
+
+def test_raw_tp_fallback_build_records_the_killed_process(killed, builds):
+    """The fallback replaces the tp_btf build in place and sees the next kill the same way."""
+    result = events.apply_observer([builds["raw_tp"]])
+    assert result["action"] == "replaced"
+    [prog] = result["record"]["programs"]
+    assert prog["section"] == "raw_tp/mark_victim"
+    hog = oom_kill_hog("ebpfoom_raw%s" % uuid.uuid4().hex[:4], adj=300)
+    [victim] = [v for v in events.read_observer()["events"] if v["pid"] == hog["pid"]]
+    assert victim["comm"] == hog["comm"]
+    assert (victim["memcg_id"], victim["oom_score_adj"]) == (hog["memcg_id"], 300)
+
+
+def test_observer_falls_back_when_a_build_does_not_load(observer, builds, tmp_path):
+    broken = tmp_path / "broken.bpf.o"
+    broken.write_bytes(b"\x7fELF not really")
+    result = events.apply_observer([str(broken), builds["tp_btf"]])
+    assert result["object"] == builds["tp_btf"]
+    [prog] = result["record"]["programs"]
+    assert prog["section"] == "tp_btf/mark_victim"
+
+
+def test_observer_reports_every_build_that_failed(observer, tmp_path):
+    broken = tmp_path / "broken.bpf.o"
+    broken.write_bytes(b"\x7fELF not really")
+    with pytest.raises(loader.LoaderError, match="no build of the OOM observer loads: .*broken.bpf.o"):
+        events.apply_observer([str(broken)])
