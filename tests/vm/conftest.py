@@ -1,0 +1,56 @@
+"""Guests for the vm tests: QEMU VMs that molecule/vm/vmctl starts, reached over SSH.
+
+Fixtures
+  vm_factory         start(name, kernel='hook', memory=1024) -> Guest; every guest it
+                     started is stopped (destroyed) when the test ends, failed or not
+  vm_factory_module  the same, guests live for the test module
+  hook_vm, stock_vm  one guest each for the whole session (hook kernel / Debian kernel)
+and run_playbook(playbook, inventory, extra_vars=None, check=True).
+
+Guest names get a per-process prefix (pt<pid>-) so parallel sessions do not clash;
+guests left by a killed session (its pid gone) are destroyed before new ones start.
+Prerequisites missing (image not built, hook kernel not built) make the fixture fail
+with vmctl's message: CI builds both first.
+"""
+
+import pytest
+
+# Importable by test modules here too (from vmharness import ...).
+from vmharness import Fleet, Guest, GuestCommandError, run_playbook, vmctl  # noqa: F401
+
+
+@pytest.fixture
+def vm_factory():
+    fleet = Fleet()
+    try:
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+@pytest.fixture(scope="module")
+def vm_factory_module():
+    fleet = Fleet()
+    try:
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+@pytest.fixture(scope="session")
+def _session_fleet():
+    fleet = Fleet()
+    try:
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+@pytest.fixture(scope="session")
+def hook_vm(_session_fleet):
+    return _session_fleet.start("hook", kernel="hook", memory=1024)
+
+
+@pytest.fixture(scope="session")
+def stock_vm(_session_fleet):
+    return _session_fleet.start("stock", kernel="stock", memory=1024)

@@ -1,0 +1,193 @@
+"""Helpers behind tests/vm/conftest.py's fixtures: vmctl, Guest, Fleet, run_playbook."""
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VMCTL = os.path.join(REPO, "molecule", "vm", "vmctl")
+
+_spec = importlib.util.spec_from_file_location(
+    "ebpf_oom_vmlib", os.path.join(REPO, "molecule", "vm", "vmlib.py"))
+vmlib = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(vmlib)
+
+PREFIX = "pt%d-" % os.getpid()
+STALE = re.compile(r"^pt(\d+)-")
+
+
+class GuestCommandError(subprocess.CalledProcessError):
+    """A command in a guest failed; the message carries its output."""
+
+    def __str__(self):
+        return "%s\nstdout:\n%s\nstderr:\n%s" % (
+            super().__str__(), self.stdout or "", self.stderr or "")
+
+
+def vmctl(*args, check=True, env=None, timeout=None):
+    """Run molecule/vm/vmctl; return the CompletedProcess (text)."""
+    done = subprocess.run([sys.executable, VMCTL] + list(args), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    if check and done.returncode != 0:
+        raise GuestCommandError(done.returncode, ["vmctl"] + list(args), done.stdout,
+                                done.stderr)
+    return done
+
+
+class Guest:
+    """One running guest. ssh/put/get go over its SSH port (multiplexed)."""
+
+    def __init__(self, name, inventory_line):
+        state = vmlib.load_state(name)
+        self.name = name
+        self.port = state["port"]
+        self.key = state["key"]
+        self.kernel = state["kernel"]
+        self.memory = state["memory"]
+        self.inventory_line = inventory_line
+        self._control = vmlib.control_path(name)
+
+    def __repr__(self):
+        return "Guest(%s, port=%d, kernel=%s)" % (self.name, self.port, self.kernel)
+
+    @property
+    def state(self):
+        """What vmctl recorded (disk, pid, kernel_image, ...)."""
+        return vmlib.load_state(self.name)
+
+    def _options(self):
+        return vmlib.ssh_options(self.port, self.key, self._control)
+
+    def _run(self, argv, check, input=None, timeout=None):
+        done = subprocess.run(argv, input=input, capture_output=True, text=True,
+                              timeout=timeout,
+                              stdin=subprocess.DEVNULL if input is None else None)
+        if check and done.returncode != 0:
+            raise GuestCommandError(done.returncode, argv, done.stdout, done.stderr)
+        return done
+
+    def ssh(self, argv, check=True, input=None, timeout=None):
+        """Run argv (a list, quoted for the remote shell) in the guest as root."""
+        command = " ".join(shlex.quote(str(word)) for word in argv)
+        return self._run(vmlib.ssh_argv(self.port, self.key, self._control) + [command],
+                         check, input=input, timeout=timeout)
+
+    def put(self, local, remote):
+        """Copy a file or directory into the guest."""
+        return self._run(["scp", "-q", "-r"] + self._options()
+                         + [str(local), "root@127.0.0.1:" + str(remote)], True)
+
+    def get(self, remote, local):
+        """Copy a file or directory out of the guest."""
+        return self._run(["scp", "-q", "-r"] + self._options()
+                         + ["root@127.0.0.1:" + str(remote), str(local)], True)
+
+    def boot_id(self):
+        return self.ssh(["cat", "/proc/sys/kernel/random/boot_id"]).stdout.strip()
+
+    def reboot(self):
+        """A real reboot (same disk, same kernel); returns once SSH answers again."""
+        vmctl("reboot", self.name)
+
+    def inventory(self, tmp_path):
+        """Path of an INI inventory holding just this guest."""
+        path = os.path.join(str(tmp_path), "inventory-%s.ini" % self.name)
+        with open(path, "w") as handle:
+            handle.write("[ebpf_oom_vms]\n%s\n" % self.inventory_line)
+        return path
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+_reaped = threading.Lock()
+_reaped_done = []
+
+
+def reap_stale_guests():
+    """Destroy guests of test sessions that died without cleaning up (once per process)."""
+    with _reaped:
+        if _reaped_done:
+            return
+        _reaped_done.append(True)
+        root = vmlib.vm_root()
+        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            match = STALE.match(name)
+            if match and not _pid_alive(int(match.group(1))):
+                vmctl("stop", name, check=False)
+
+
+_names_lock = threading.Lock()
+_names = set()
+
+
+class Fleet:
+    """Starts guests and destroys every one of them at teardown."""
+
+    def __init__(self):
+        self.guests = []
+        self._lock = threading.Lock()
+
+    def start(self, name, kernel="hook", memory=1024):
+        reap_stale_guests()
+        with _names_lock:  # unique in this process, so a taken name is never ours to stop
+            full = PREFIX + name
+            while full in _names:
+                full = "%s%s-%d" % (PREFIX, name, len(_names))
+            _names.add(full)
+        with self._lock:
+            self.guests.append(full)  # registered first: a half-started guest is stopped too
+        done = vmctl("start", full, "--kernel", kernel, "--memory", str(memory), check=False)
+        if done.returncode != 0:
+            pytest.fail("vmctl start %s --kernel %s failed:\n%s%s"
+                        % (full, kernel, done.stdout, done.stderr), pytrace=False)
+        return Guest(full, done.stdout.strip().splitlines()[-1])
+
+    def stop_all(self):
+        errors = []
+        for name in reversed(self.guests):
+            if vmlib.load_state(name) is not None:
+                done = vmctl("stop", name, check=False)
+                if done.returncode != 0:
+                    errors.append(done.stderr)
+        self.guests = []
+        assert not errors, "vmctl stop failed: %s" % errors
+
+
+def venv_tool(name):
+    """An Ansible command from the interpreter's own venv (or PATH)."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return beside if os.access(beside, os.X_OK) else name
+
+
+def ansible_env():
+    """Environment for ansible commands (tests/conftest.py set ANSIBLE_COLLECTIONS_PATH
+    to this checkout as ebpf.oom)."""
+    return dict(os.environ, ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_NOCOLOR="1",
+                ANSIBLE_RETRY_FILES_ENABLED="False")
+
+
+def run_playbook(playbook, inventory, extra_vars=None, check=True):
+    """ansible-playbook PLAYBOOK -i INVENTORY [-e JSON]; raises on failure when check."""
+    argv = [venv_tool("ansible-playbook"), "-i", str(inventory), str(playbook)]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env=ansible_env())
+    if check and done.returncode != 0:
+        raise GuestCommandError(done.returncode, argv, done.stdout, done.stderr)
+    return done
