@@ -1,0 +1,53 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+"""Action for ebpf.oom.compile: sends the collection's bundled headers along.
+
+The module runs where the task runs; the headers under the collection's
+bpf/include (the minimal CO-RE vmlinux.h, ebpf_oom.h) are only on the
+controller, so their text goes with the module arguments (they are small)
+and the module stores them in its cache.  A task delegated to localhost
+compiles on the controller, where `vmlinux: auto` means the bundled header
+(a CO-RE object built once serves every kernel).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible import constants as C
+from ansible.plugins.action import ActionBase
+
+INCLUDE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "bpf", "include")
+
+
+def bundled_headers(directory=INCLUDE_DIR):
+    """{file name: text} of the *.h files in the collection's bpf/include."""
+    headers = {}
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".h"):
+                with open(os.path.join(directory, name)) as f:
+                    headers[name] = f.read()
+    return headers
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        args = dict(self._task.args)
+        args["_bundled_headers"] = bundled_headers()
+        if args.get("vmlinux", "auto") == "auto" and self._task.delegate_to in C.LOCALHOST:
+            args["vmlinux"] = "bundled"
+        result.update(self._execute_module(module_name="ebpf.oom.compile", module_args=args,
+                                           task_vars=task_vars))
+        return result

@@ -1,0 +1,127 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+"""What a host can do: the kernel facts behind ebpf.oom.kernel_info, and the
+checks ebpf.oom.policy adds before anything changes (the loader itself refuses
+an object whose kernel symbols are missing, with UnsupportedKernel).
+
+Reads only (BTF through the engine's libbpf binding, /proc, /sys); standard
+library only.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from . import common, compiler, libbpf, loader, bpffs
+
+JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
+LOCKDOWN = "/sys/kernel/security/lockdown"
+BTF_VMLINUX = compiler.BTF_VMLINUX
+
+HOOK_SECTION = "fmod_ret/" + common.HOOK_FUNC
+HOOK_SYMBOLS = ((common.HOOK_FUNC, "func"), (common.NAME_FUNC, "func"), (common.NAME_KFUNC, "func"))
+
+
+def btf_present():
+    return os.path.exists(BTF_VMLINUX)
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def lockdown_mode():
+    """The selected lockdown mode ('none', 'integrity', 'confidentiality') or None."""
+    text = _read(LOCKDOWN)
+    if text is None:
+        return None
+    for word in text.split():
+        if word.startswith("["):
+            return word.strip("[]")
+    return text
+
+
+def jit_enabled():
+    """bpf_jit_enable as an int (0 off, 1 on, 2 debug), or None when unknown."""
+    text = _read(JIT_SYSCTL)
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+
+def hook_program_problem(object_path):
+    """Why the object is not an OOM policy (no fmod_ret/bpf_oom_evaluate_task program), or None."""
+    try:
+        with libbpf.Object(object_path) as obj:
+            sections = [p.section for p in obj.programs()]
+    except (libbpf.BpfError, OSError) as e:
+        return "object %s cannot be opened: %s" % (object_path, e)
+    if HOOK_SECTION in sections:
+        return None
+    return ("object %s has no %s program (it has: %s); a policy needs SEC(\"%s\") "
+            "(require_hook=always)" % (object_path, HOOK_SECTION, ", ".join(sections) or "none",
+                                       HOOK_SECTION))
+
+
+def unsupported_message(missing):
+    """The failure message for a kernel that lacks the given BTF symbols."""
+    msg = "kernel %s lacks %s" % (os.uname().release, ", ".join(missing))
+    if not btf_present():
+        return msg + ": it has no BTF (%s; CONFIG_DEBUG_INFO_BTF=n)" % BTF_VMLINUX
+    if set(missing) & set(name for name, _kind in HOOK_SYMBOLS):
+        return msg + " in its BTF: it is not a kernel with the OOM policy hook"
+    return msg + " in its BTF"
+
+
+def _clang():
+    try:
+        path = compiler.find_clang()
+    except compiler.CompileError:
+        return None
+    return dict(path=path, version=compiler.clang_version(path)[1])
+
+
+def _libbpf_version():
+    try:
+        return libbpf.libbpf_version()
+    except libbpf.BpfError:
+        return None
+
+
+def kernel_info(with_policies=True):
+    """Everything kernel_info reports; see plugins/modules/kernel_info.py RETURN."""
+    version = _libbpf_version()
+    btf = btf_present() and version is not None
+    has = dict((name, btf and libbpf.vmlinux_btf_has(name, kind))
+               for name, kind in HOOK_SYMBOLS + ((common.STRUCT_OPS_SUCCESSOR, "struct"),))
+    reasons = []
+    if version is None:
+        reasons.append("libbpf.so.1 cannot be loaded (install the libbpf1 package)")
+    if not btf_present():
+        reasons.append("no kernel BTF (%s missing: CONFIG_DEBUG_INFO_BTF=n)" % BTF_VMLINUX)
+    elif btf and not has[common.HOOK_FUNC]:
+        reasons.append("%s is not in the kernel's BTF: the kernel lacks the OOM policy hook" % common.HOOK_FUNC)
+    jit = jit_enabled()
+    info = dict(
+        kernel_release=os.uname().release,
+        btf=btf_present(),
+        hook=dict((name, has[name]) for name, _kind in HOOK_SYMBOLS),
+        policy_name_supported=has[common.NAME_FUNC] and has[common.NAME_KFUNC],
+        struct_ops={common.STRUCT_OPS_SUCCESSOR: has[common.STRUCT_OPS_SUCCESSOR]},
+        bpffs_mounted=bpffs.is_bpffs(bpffs.mount_point(bpffs.roots()[0])),
+        jit=jit,
+        jit_enabled=None if jit is None else jit > 0,
+        lockdown=lockdown_mode(),
+        clang=_clang(),
+        libbpf_version=version,
+        backend="none" if reasons else "evaluate_task",
+        reasons=reasons,
+    )
+    if with_policies:
+        info["policies"] = loader.list_policies() if version else []
+    return info

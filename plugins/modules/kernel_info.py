@@ -1,0 +1,141 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: kernel_info
+short_description: Report what a host's kernel offers for BPF OOM policies
+description:
+  - Reads the kernel's BTF, C(/proc) and C(/sys) and reports whether the host can run an OOM
+    victim-selection policy, which tools are there, and which policies are loaded now.
+  - The hook backend (RV(backend=evaluate_task)) needs C(bpf_oom_evaluate_task) in the kernel's
+    BTF; the policy name in OOM reports also needs C(bpf_set_policy_name) and the kfunc
+    C(set_oom_policy_name). C(bpf_oom_ops), the upstream-track struct_ops successor, is reported
+    only.
+  - Never changes anything (it does not mount bpffs).
+version_added: "0.1.0"
+author:
+  - ebpf.oom maintainers (@ebpf-oom)
+options:
+  policies:
+    description:
+      - Whether to list the loaded policies with their records (RV(policies)).
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: What can this host do
+  ebpf.oom.kernel_info:
+  register: kinfo
+
+- name: Only hosts with the hook get a policy
+  ebpf.oom.policy:
+    name: protect_db
+    object: /var/lib/ebpf-oom/protect_db.bpf.o
+  when: kinfo.backend == 'evaluate_task'
+"""
+
+RETURN = r"""
+kernel_release:
+  description: C(uname -r).
+  returned: always
+  type: str
+  sample: 6.12.0-ebpf-oom
+btf:
+  description: Whether C(/sys/kernel/btf/vmlinux) exists.
+  returned: always
+  type: bool
+  sample: true
+hook:
+  description: Presence of each hook symbol in the kernel's BTF.
+  returned: always
+  type: dict
+  sample: {"bpf_oom_evaluate_task": true, "bpf_set_policy_name": true, "set_oom_policy_name": true}
+policy_name_supported:
+  description: Whether a policy can name itself in OOM reports (C(bpf_set_policy_name) and C(set_oom_policy_name)).
+  returned: always
+  type: bool
+  sample: true
+struct_ops:
+  description: Presence of the upstream-track C(bpf_oom_ops) struct_ops (report only).
+  returned: always
+  type: dict
+  sample: {"bpf_oom_ops": false}
+bpffs_mounted:
+  description: Whether bpffs is mounted at C(/sys/fs/bpf).
+  returned: always
+  type: bool
+  sample: true
+jit:
+  description: C(/proc/sys/net/core/bpf_jit_enable) (0 off, 1 on, 2 debug), null when absent.
+  returned: always
+  type: int
+  sample: 1
+jit_enabled:
+  description: Whether the BPF JIT is on, null when unknown.
+  returned: always
+  type: bool
+  sample: true
+lockdown:
+  description: The kernel lockdown mode (none, integrity, confidentiality), null without the lockdown LSM.
+  returned: always
+  type: str
+  sample: none
+clang:
+  description: The clang the compile module would use (path, version), null when none.
+  returned: always
+  type: dict
+  sample: {"path": "/usr/bin/clang-16", "version": "16.0.6"}
+libbpf_version:
+  description: Version of the system's libbpf (C(libbpf.so.1)), null when it cannot be loaded.
+  returned: always
+  type: str
+  sample: "1.1"
+backend:
+  description: C(evaluate_task) when policies can be loaded, else C(none).
+  returned: always
+  type: str
+  sample: evaluate_task
+reasons:
+  description: Why RV(backend) is C(none); empty otherwise.
+  returned: always
+  type: list
+  elements: str
+  sample: ["bpf_oom_evaluate_task is not in the kernel's BTF: the kernel lacks the OOM policy hook"]
+policies:
+  description: The loaded policies' records (name, object_sha256, source_sha256, collection_version,
+    policy_name, loaded_at, globals, maps, programs).
+  returned: when O(policies=true)
+  type: list
+  elements: dict
+  sample: [{"name": "protect_db", "object_sha256": "c0af8b60...", "policy_name": "protect_db"}]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ebpf.oom.plugins.module_utils import probe
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(policies=dict(type="bool", default=True)),
+                           supports_check_mode=True)
+    module.exit_json(changed=False, **probe.kernel_info(with_policies=module.params["policies"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: policy
+short_description: Load, attach and pin a BPF OOM policy, or remove it
+description:
+  - Loads a compiled BPF object (see M(ebpf.oom.compile)), sets its C(const volatile) globals
+    before load, attaches every program by its section (the C(fmod_ret/bpf_oom_evaluate_task)
+    hook, the C(fentry/bpf_set_policy_name) name program, or any other section libbpf attaches,
+    such as C(tp_btf/)), fills its maps and pins links and maps under
+    C(/sys/fs/bpf/ebpf_oom/<name>/) with a record of what is loaded. bpffs is mounted when missing.
+  - Idempotent. Nothing changes when the object's sha256, O(globals) and O(maps) equal the record
+    and the links are alive; changed globals or a changed object reload the policy, changed map
+    entries are written in place.
+  - Replacing a policy is atomic; the new links are pinned beside the old ones and renamed over
+    them. A new object that the verifier rejects leaves the old policy attached, and the failure
+    message ends with the verifier log.
+  - Before anything changes, refuses a kernel that lacks what the object needs (see
+    O(require_hook)), naming the missing kernel symbols; O(on_unsupported=skip) skips such hosts.
+  - O(state=absent) detaches and unpins everything of the policy; removing an unknown policy is
+    not a change.
+version_added: "0.1.0"
+author:
+  - ebpf.oom maintainers (@ebpf-oom)
+options:
+  name:
+    description:
+      - The policy's name, also its bpffs directory; 1 to 15 bytes of letters, digits, C(_) and C(-).
+    type: str
+    required: true
+  object:
+    description:
+      - Path of the compiled BPF object on the host. Required with O(state=present).
+    type: path
+  state:
+    description:
+      - C(present) loads (or keeps) the policy, C(absent) removes it.
+    type: str
+    choices: [present, absent]
+    default: present
+  globals:
+    description:
+      - Values for the object's C(const volatile) globals (for example C(target_pid)), set before
+        load. Integers are packed to the variable's size, strings are NUL-padded.
+    type: dict
+    default: {}
+  maps:
+    description:
+      - Map contents, a dict of map name to a dict of C(key) to C(value). The named maps hold
+        exactly these entries afterwards (hash maps lose other keys, array maps zero other slots).
+      - Keys and values are integers (YAML integers or decimal strings; packed little-endian to
+        the map's key or value size) or hex strings of raw bytes in memory order, either
+        C(0x)-prefixed (C(0x0a000000)) or byte pairs separated by spaces or colons (C(0a 00 00 00)).
+    type: dict
+    default: {}
+  require_hook:
+    description:
+      - Before anything changes, the kernel's BTF must have every symbol the object needs, namely the
+        attach target of each program (C(bpf_oom_evaluate_task) for the
+        C(fmod_ret/bpf_oom_evaluate_task) hook, C(bpf_set_policy_name) for the name program,
+        the C(mark_victim) tracepoint for a C(tp_btf/mark_victim) observer) and each kfunc
+        it calls (C(set_oom_policy_name)). So with C(auto) the hook is required exactly when the
+        object has a hook program, and an observer without one loads on any kernel with BTF.
+      - C(always) also refuses an object without an C(fmod_ret/bpf_oom_evaluate_task) program.
+    type: str
+    choices: [auto, always]
+    default: auto
+  on_unsupported:
+    description:
+      - What to do on a kernel that lacks a symbol the object needs (see O(require_hook)). C(fail) fails the task, C(skip)
+        skips it (mixed fleets).
+    type: str
+    choices: [fail, skip]
+    default: fail
+  persist:
+    description:
+      - Also store the object and its record under C(/var/lib/ebpf-oom/policies/<name>/), so the
+        boot service restores the policy after a reboot.
+    type: bool
+    default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Kill the given pid first on OOM
+  ebpf.oom.policy:
+    name: select_pid
+    object: /var/lib/ebpf-oom/select_pid.bpf.o
+    globals:
+      target_pid: "{{ victim_pid }}"
+
+- name: A policy with a protected-cgroups map, on the hosts that can run it
+  ebpf.oom.policy:
+    name: protect_db
+    object: /var/lib/ebpf-oom/protect_db.bpf.o
+    require_hook: always
+    on_unsupported: skip
+    maps:
+      protected:
+        1234: 1
+        "0x2a000000": "01 00 00 00"
+
+- name: Remove it
+  ebpf.oom.policy:
+    name: protect_db
+    state: absent
+"""
+
+RETURN = r"""
+action:
+  description: What happened, one of C(created), C(replaced), C(reloaded), C(maps_updated),
+    C(unchanged), C(removed), C(absent) (nothing to remove), C(skipped), or C(pending) (check mode,
+    the object is not built yet).
+  returned: always
+  type: str
+  sample: created
+record:
+  description: The policy's record after the change (name, object_sha256, source_sha256,
+    collection_version, policy_name, loaded_at, globals, maps, programs).
+  returned: when O(state=present) and not skipped
+  type: dict
+  sample: {"name": "select_pid", "object_sha256": "c0af8b60...", "programs": []}
+map_changes:
+  description: Map entries written, C({map, key, before, after}) as hex strings.
+  returned: when O(state=present) and not skipped
+  type: list
+  elements: dict
+  sample: [{"map": "protected", "key": "d2040000", "before": null, "after": "01000000"}]
+missing:
+  description: Kernel symbols the object needs and the kernel lacks.
+  returned: when the kernel is unsupported
+  type: list
+  elements: str
+  sample: ["bpf_oom_evaluate_task"]
+log_tail:
+  description: Tail of the libbpf and verifier log when loading failed.
+  returned: failure
+  type: str
+  sample: "R1 invalid mem access 'scalar'"
+"""
+
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ebpf.oom.plugins.module_utils import loader, probe
+
+ARGUMENT_SPEC = dict(
+    name=dict(type="str", required=True),
+    object=dict(type="path"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    globals=dict(type="dict", default={}),
+    maps=dict(type="dict", default={}),
+    require_hook=dict(type="str", choices=["auto", "always"], default="auto"),
+    on_unsupported=dict(type="str", choices=["fail", "skip"], default="fail"),
+    persist=dict(type="bool", default=True),
+)
+SPEC_KWARGS = dict(required_if=[("state", "present", ("object",))])
+
+DECIMAL_RE = re.compile(r"^[+-]?[0-9]+$")
+HEX_RE = re.compile(r"^0[xX]((?:[0-9a-fA-F]{2})+)$")
+BYTES_RE = re.compile(r"^[0-9a-fA-F]{2}(?:[\s:]+[0-9a-fA-F]{2})+$")
+
+
+def map_value(value, where):
+    """An int (packed by the loader to the map's size) or raw bytes, from a maps key or value."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if DECIMAL_RE.match(text):
+            return int(text, 10)
+        m = HEX_RE.match(text)
+        if m:
+            return bytes.fromhex(m.group(1))
+        if BYTES_RE.match(text):
+            return bytes.fromhex(re.sub(r"[\s:]", "", text))
+    raise ValueError("%s: %r is neither an integer nor hex bytes ('0x0a000000' or '0a 00 00 00')"
+                     % (where, value))
+
+
+def map_entries(maps):
+    """The maps option as loader.apply wants it: {map: [(key, value), ...]}."""
+    out = {}
+    for name, entries in (maps or {}).items():
+        if not isinstance(entries, dict):
+            raise ValueError("maps.%s must be a dict of key: value" % name)
+        out[name] = [(map_value(k, "maps.%s key %r" % (name, k)),
+                      map_value(v, "maps.%s[%r]" % (name, k)))
+                     for k, v in entries.items()]
+    return out
+
+
+def desired(p):
+    """(globals, maps in loader.apply's form) that the task asks for.
+
+    The place for the declarative `policy:` option: its action plugin sends the
+    generic object and the document, which is rendered here into globals and maps.
+    """
+    return p["globals"], map_entries(p["maps"])
+
+
+def present(module, p):
+    """Load or keep the policy; returns the result dict (the caller exits)."""
+    if not os.path.isfile(p["object"]):
+        if module.check_mode:  # an earlier task (ebpf.oom.compile) would have made it
+            return dict(changed=True, action="pending",
+                        msg="object %s does not exist yet; check mode assumes an earlier task makes it" % p["object"])
+        module.fail_json(msg="object %s does not exist or is not a file" % p["object"])
+    if p["require_hook"] == "always":
+        problem = probe.hook_program_problem(p["object"])
+        if problem:
+            module.fail_json(msg=problem)
+    try:
+        if not probe.btf_present():
+            raise loader.UnsupportedKernel(["BTF (%s)" % probe.BTF_VMLINUX])
+        globals_, maps = desired(p)
+        return loader.apply(p["name"], p["object"], globals=globals_, maps=maps,
+                            check_mode=module.check_mode, persist=p["persist"])
+    except loader.UnsupportedKernel as e:
+        msg = probe.unsupported_message(e.missing)
+        if p["on_unsupported"] == "skip":
+            return dict(changed=False, skipped=True, action="skipped", msg=msg, missing=e.missing)
+        module.fail_json(msg=msg, missing=e.missing)
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, **SPEC_KWARGS)
+    p = module.params
+    try:
+        if p["state"] == "absent":
+            result = loader.remove(p["name"], check_mode=module.check_mode)
+            result["action"] = "removed" if result["changed"] else "absent"
+        else:
+            result = present(module, p)
+    except ValueError as e:
+        module.fail_json(msg=str(e))
+    except loader.LoaderError as e:
+        module.fail_json(msg=str(e), log_tail=e.log_tail)
+    diff = result.pop("diff", None)
+    if diff is not None and module._diff:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

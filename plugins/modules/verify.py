@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: verify
+short_description: Check that a host runs the BPF OOM policy a playbook says it runs
+description:
+  - For one policy (O(name)) or every recorded policy, checks against the kernel that the pins
+    under C(/sys/fs/bpf/ebpf_oom/<name>/) are present, that each link is alive and attached to the
+    recorded target with the recorded attach type, that the loaded programs are the recorded
+    ones (ids, tags, embedded C(bpf_metadata_ebpf_oom_*) data), and optionally that they come
+    from a given object and report a given policy name.
+  - Fails listing every discrepancy (RV(problems)); succeeds with the facts it checked.
+  - Never changes anything.
+version_added: "0.1.0"
+author:
+  - ebpf.oom maintainers (@ebpf-oom)
+options:
+  name:
+    description:
+      - The policy to check; all recorded policies when omitted (then at least one must exist).
+    type: str
+  object:
+    description:
+      - Path of the object the policy must have been loaded from, on the host; its sha256 is
+        compared with the record. Mutually exclusive with O(object_sha256).
+    type: path
+  object_sha256:
+    description:
+      - The sha256 the policy's object must have. Mutually exclusive with O(object).
+    type: str
+  policy_name:
+    description:
+      - The policy name the loaded programs must report (C(bpf_metadata_ebpf_oom_policy)).
+    type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: The host runs exactly this policy
+  ebpf.oom.verify:
+    name: select_pid
+    object: /var/lib/ebpf-oom/select_pid.bpf.o
+    policy_name: select_pid
+
+- name: Every recorded policy is intact
+  ebpf.oom.verify:
+"""
+
+RETURN = r"""
+policies:
+  description: The facts checked per policy (name, record, pins, links with their attach type and
+    target, program ids and tags, metadata).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "select_pid", "object_sha256": "c0af8b60...", "policy_name": "select_pid"}]
+problems:
+  description: Every discrepancy found (the task fails when there is any).
+  returned: always
+  type: list
+  elements: str
+  sample: ["select_pid: link link_on_mark_victim is not pinned"]
+object_sha256:
+  description: The sha256 that the policies were compared with, when one was given.
+  returned: when O(object) or O(object_sha256) is given
+  type: str
+  sample: c0af8b60a5095e342f6716ed59b863f8b91d9cc02086140ceaad6d8ad2e56a6b
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ebpf.oom.plugins.module_utils import compiler, loader
+
+
+ARGUMENT_SPEC = dict(
+    name=dict(type="str"),
+    object=dict(type="path"),
+    object_sha256=dict(type="str"),
+    policy_name=dict(type="str"),
+)
+SPEC_KWARGS = dict(mutually_exclusive=[("object", "object_sha256")])
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, **SPEC_KWARGS)
+    p = module.params
+    sha = p["object_sha256"]
+    if p["object"] is not None:
+        if not os.path.isfile(p["object"]):
+            module.fail_json(msg="object %s does not exist" % p["object"])
+        sha = compiler.sha256_file(p["object"])
+    try:
+        result = loader.verify(name=p["name"], object_sha256=sha.lower() if sha else None,
+                               policy_name=p["policy_name"])
+    except loader.LoaderError as e:
+        module.fail_json(msg=str(e), log_tail=e.log_tail)
+    if p["name"] is None and not result["policies"] and not result["problems"]:
+        result["problems"].append("no policy is loaded")
+    if sha:
+        result["object_sha256"] = sha.lower()
+    if result["problems"]:
+        module.fail_json(msg="verify found %d problem(s): %s" % (len(result["problems"]), "; ".join(result["problems"])),
+                         **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,583 @@
+"""The four modules run for real: ansible-playbook against localhost (connection local) on
+this machine's kernel, with tp_btf/mark_victim programs (this kernel refuses fmod_ret and
+fentry, and has no OOM policy hook, which is itself one of the bad inputs).
+
+Each test uses its own bpffs root (EBPF_OOM_BPFFS_ROOT), state dir and compiler cache,
+so nothing outside them changes, and every policy it loads is removed at teardown.
+"""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, common
+
+ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+
+# Records every task result as one JSON line (task name, status, result with diff).
+CALLBACK = '''
+import json, os
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "results_jsonl"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def _write(self, status, result):
+        data = getattr(result, "result", None)
+        if data is None:
+            data = result._result
+        with open(os.environ["RESULTS_JSONL"], "a") as f:
+            f.write(json.dumps({"task": result.task_name, "status": status, "result": data},
+                               default=str) + "\\n")
+
+    def v2_runner_on_ok(self, result):
+        self._write("ok", result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._write("failed", result)
+
+    def v2_runner_on_skipped(self, result):
+        self._write("skipped", result)
+'''
+
+OBSERVER = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+const volatile pid_t target_pid = 0;
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16);
+    __type(key, __u32);
+    __type(value, __u32);
+} settings SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} kills SEC(".maps");
+
+SEC("tp_btf/mark_victim")
+int BPF_PROG(count_victim, struct task_struct *task)
+{
+    __u32 zero = 0;
+    __u64 *n = bpf_map_lookup_elem(&kills, &zero);
+
+    if (n && (!target_pid || task->pid == target_pid))
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+# The verifier refuses it: it reads past the end of a map value.
+REJECTED = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} kills SEC(".maps");
+
+SEC("tp_btf/mark_victim")
+int BPF_PROG(count_victim, struct task_struct *task)
+{
+    __u32 zero = 0;
+    volatile __u64 *n = bpf_map_lookup_elem(&kills, &zero);
+
+    return n ? n[9] : 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+# A real policy: needs the OOM hook that this host's kernel lacks.
+HOOK_POLICY = r"""
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "ebpf_oom.h"
+
+const volatile pid_t target_pid = 0;
+
+SEC("fmod_ret/bpf_oom_evaluate_task")
+int BPF_PROG(select_target, struct task_struct *task, struct oom_control *oc)
+{
+    return task->tgid == target_pid ? BPF_EVAL_SELECT : NO_BPF_POLICY;
+}
+
+SEC("fentry/bpf_set_policy_name")
+int BPF_PROG(name_policy, struct oom_control *oc)
+{
+    EBPF_OOM_SET_NAME(oc, EBPF_OOM_POLICY_NAME);
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+NAME = "hosttest"
+
+
+class Host:
+    """Playbooks against localhost with this test's roots; results by task name."""
+
+    def __init__(self, tmp_path, cache):
+        self.tmp = tmp_path
+        self.root = "/sys/fs/bpf/ebpf_oom_t%d" % os.getpid()
+        self.state = str(tmp_path / "state")
+        self.cache = cache
+        self.files = tmp_path / "files"
+        self.files.mkdir()
+        cb = tmp_path / "callbacks"
+        cb.mkdir()
+        (cb / "results_jsonl.py").write_text(CALLBACK)
+        self.env = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=str(cb), ANSIBLE_CALLBACKS_ENABLED="results_jsonl",
+                        ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0",
+                        ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+        self.runs = 0
+
+    def environment(self, **override):
+        env = {"EBPF_OOM_BPFFS_ROOT": self.root, "EBPF_OOM_STATE_DIR": self.state,
+               "EBPF_OOM_CACHE": self.cache}
+        env.update(override)
+        return env
+
+    def source(self, name, text, mode=0o644):
+        path = self.files / name
+        path.write_text(textwrap.dedent(text))
+        path.chmod(mode)
+        return str(path)
+
+    def play(self, tasks, check=False, diff=False, environment=None):
+        """Run the tasks; returns {task name: {"status", "result"}} and the process."""
+        self.runs += 1
+        book = self.tmp / ("play%d.yml" % self.runs)
+        results = self.tmp / ("results%d.jsonl" % self.runs)
+        book.write_text(yaml.safe_dump([{
+            "hosts": "localhost", "gather_facts": False, "connection": "local",
+            "environment": environment or self.environment(), "tasks": tasks,
+        }], sort_keys=False))
+        argv = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-e", "ansible_python_interpreter=/usr/bin/python3",
+                str(book)]
+        if check:
+            argv.append("--check")
+        if diff:
+            argv.append("--diff")
+        proc = subprocess.run(argv, env=dict(self.env, RESULTS_JSONL=str(results)), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, universal_newlines=True, timeout=600, check=False)
+        out = {}
+        if results.exists():
+            for line in results.read_text().splitlines():
+                rec = json.loads(line)
+                out[rec["task"]] = rec
+        return out, proc
+
+    def run(self, tasks, **kw):
+        """Like play(), the results only."""
+        return self.play(tasks, **kw)[0]
+
+    def policy_dir(self, name=NAME):
+        return os.path.join(self.root, name)
+
+
+def bpftool_json(*args):
+    return json.loads(subprocess.run(["bpftool", "-j"] + list(args), check=True, stdout=subprocess.PIPE,
+                                     universal_newlines=True).stdout or "null")
+
+
+def map_contents(pin):
+    """{key: value} as ints of the map pinned at pin (bpftool prints raw bytes as hex lists)."""
+    def num(v):
+        return v if isinstance(v, int) else int.from_bytes(bytes(int(b, 16) for b in v), "little")
+    return {num(e["key"]): num(e["value"]) for e in bpftool_json("map", "dump", "pinned", pin)}
+
+
+def prog_ids_named(name):
+    return sorted(p["id"] for p in bpftool_json("prog", "show") if p.get("name") == name)
+
+
+def pinned_prog_id(link_pin):
+    return bpftool_json("link", "show", "pinned", link_pin)["prog_id"]
+
+
+def tree_snapshot(path):
+    """{relative path: (mode, sha256)} of every file under path (missing -> {})."""
+    out = {}
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            st = os.lstat(full)
+            out[os.path.relpath(full, path)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    # One compiler cache for the module: the host's vmlinux.h is generated once.
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def host(tmp_path, cache):
+    h = Host(tmp_path, cache)
+    try:
+        yield h
+    finally:
+        if os.path.isdir(h.root):
+            for name in os.listdir(h.root):
+                bpffs.remove_tree(os.path.join(h.root, name))
+            os.rmdir(h.root)
+
+
+def compile_task(src, dest, **extra):
+    args = dict(src=src, dest=dest, policy_name=NAME)
+    args.update(extra)
+    return {"name": "compile", "ebpf.oom.compile": args}
+
+
+def policy_task(obj, **extra):
+    args = {"name": NAME, "object": obj}
+    args.update(extra)
+    return {"name": "policy", "ebpf.oom.policy": args}
+
+
+def verify_task(**extra):
+    args = {"name": NAME, "policy_name": NAME}
+    args.update(extra)
+    return {"name": "verify", "ebpf.oom.verify": args}
+
+
+def cycle(host, src, obj, **policy_args):
+    return [compile_task(src, obj), policy_task(obj, **policy_args),
+            verify_task(object=obj)]
+
+
+def assert_ok(results, *tasks):
+    for task in tasks:
+        assert results[task]["status"] == "ok", results[task]["result"].get("msg")
+
+
+def test_compile_pin_verify_then_a_second_run_changes_nothing(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    tasks = cycle(host, src, obj, globals={"target_pid": 4242}, maps={"settings": {7: 1, "8": "0x02000000"}})
+
+    first = host.run(tasks)
+    assert_ok(first, "compile", "policy", "verify")
+    assert first["compile"]["result"]["changed"] and first["policy"]["result"]["changed"]
+    assert first["policy"]["result"]["action"] == "created"
+    link = os.path.join(host.policy_dir(), "link_count_victim")
+    assert stat.S_IMODE(os.stat(host.policy_dir()).st_mode) == 0o700
+    prog_id = pinned_prog_id(link)
+    meta = bpftool_json("prog", "show", "id", str(prog_id)).get("metadata", {})
+    assert meta.get("ebpf_oom_policy") == NAME
+    assert meta.get("ebpf_oom_src_sha256") == first["compile"]["result"]["source_sha256"]
+    assert meta.get("ebpf_oom_version") == common.COLLECTION_VERSION
+    assert map_contents(os.path.join(host.policy_dir(), "map_settings")) == {7: 1, 8: 2}
+    checked = first["verify"]["result"]["policies"]
+    assert [p["name"] for p in checked] == [NAME]
+
+    second, proc = host.play(tasks)
+    assert_ok(second, "compile", "policy", "verify")
+    assert [second[t]["result"]["changed"] for t in ("compile", "policy", "verify")] == [False] * 3, proc.stdout
+    assert second["compile"]["result"]["cached"] is True
+    assert second["policy"]["result"]["action"] == "unchanged"
+    assert pinned_prog_id(link) == prog_id
+    assert "changed=0" in proc.stdout
+
+
+def test_changed_global_reloads_and_changed_map_entry_is_written_in_place(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    link = os.path.join(host.policy_dir(), "link_count_victim")
+    host.play(cycle(host, src, obj, globals={"target_pid": 1}, maps={"settings": {1: 1}}))
+    first_id = pinned_prog_id(link)
+
+    maps_only = host.run([policy_task(obj, globals={"target_pid": 1}, maps={"settings": {1: 5}})])
+    assert maps_only["policy"]["result"]["action"] == "maps_updated"
+    assert pinned_prog_id(link) == first_id
+
+    reload = host.run([policy_task(obj, globals={"target_pid": 2}, maps={"settings": {1: 5}}), verify_task()])
+    assert reload["policy"]["result"]["changed"] is True
+    assert reload["policy"]["result"]["action"] in ("reloaded", "replaced")
+    assert pinned_prog_id(link) != first_id
+    assert_ok(reload, "verify")
+    assert first_id not in prog_ids_named("count_victim")
+
+
+def test_check_mode_reports_changes_and_changes_nothing(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    before_cache = tree_snapshot(host.cache)
+    fresh = host.run([compile_task(src, obj), policy_task(obj)], check=True, diff=True)
+    assert_ok(fresh, "compile", "policy")
+    assert fresh["compile"]["result"]["changed"] and fresh["policy"]["result"]["changed"]
+    assert not os.path.exists(obj)
+    assert not os.path.exists(host.policy_dir())
+    assert not os.path.exists(host.state)
+    after_cache = tree_snapshot(host.cache)
+    assert {k: v for k, v in after_cache.items() if k.startswith("objects")} == \
+        {k: v for k, v in before_cache.items() if k.startswith("objects")}
+
+    host.play(cycle(host, src, obj, globals={"target_pid": 1}))
+    link = os.path.join(host.policy_dir(), "link_count_victim")
+    prog_id = pinned_prog_id(link)
+    state = tree_snapshot(host.state)
+    changed = host.run([policy_task(obj, globals={"target_pid": 2}),
+                        {"name": "absent", "ebpf.oom.policy": {"name": NAME, "state": "absent"}}],
+                       check=True, diff=True)
+    assert changed["policy"]["result"]["changed"] is True
+    assert changed["absent"]["result"]["changed"] is True
+    assert pinned_prog_id(link) == prog_id
+    assert tree_snapshot(host.state) == state
+
+
+def test_diff_shows_what_changes(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    res = host.run([compile_task(src, obj), policy_task(obj, globals={"target_pid": 3})], diff=True)
+    cdiff = res["compile"]["result"]["diff"]
+    assert cdiff["before"]["sha256"] is None
+    assert cdiff["after"]["sha256"] == res["compile"]["result"]["object_sha256"]
+    pdiff = res["policy"]["result"]["diff"]
+    assert pdiff["before"] != pdiff["after"]
+    assert "3" in json.dumps(pdiff["after"])
+
+
+def test_state_absent_removes_every_pin_program_and_map(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    host.play(cycle(host, src, obj))
+    prog_id = pinned_prog_id(os.path.join(host.policy_dir(), "link_count_victim"))
+    map_ids = bpftool_json("prog", "show", "id", str(prog_id))["map_ids"]
+    res = host.run([{"name": "absent", "ebpf.oom.policy": {"name": NAME, "state": "absent"}}])
+    assert res["absent"]["result"]["changed"] is True
+    assert not os.path.exists(host.policy_dir())
+    assert prog_id not in [p["id"] for p in bpftool_json("prog", "show")]
+    live_maps = [m["id"] for m in bpftool_json("map", "show")]
+    assert not set(map_ids) & set(live_maps)
+
+
+def test_state_absent_of_an_unknown_policy_is_ok_and_unchanged(host):
+    res = host.run([{"name": "absent", "ebpf.oom.policy": {"name": "neverloaded", "state": "absent"}}])
+    assert res["absent"]["status"] == "ok"
+    assert res["absent"]["result"]["changed"] is False
+
+
+def test_verify_fails_listing_every_discrepancy(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    host.play(cycle(host, src, obj))
+    os.mkdir(os.path.join(host.policy_dir(), "stray"))
+    res = host.run([verify_task(object_sha256="0" * 64, policy_name="othername")])
+    assert res["verify"]["status"] == "failed"
+    problems = res["verify"]["result"]["problems"]
+    assert len(problems) == 3, problems
+    assert any("0" * 64 in p for p in problems)
+    assert any("othername" in p for p in problems)
+    assert any("stray" in p for p in problems)
+    assert all(p in res["verify"]["result"]["msg"] for p in problems)
+
+    os.rmdir(os.path.join(host.policy_dir(), "stray"))
+    os.unlink(os.path.join(host.policy_dir(), "link_count_victim"))
+    res = host.run([verify_task()])
+    assert res["verify"]["status"] == "failed"
+    assert any("link_count_victim" in p and "missing" in p for p in res["verify"]["result"]["problems"])
+
+
+def test_verify_without_a_name_fails_when_no_policy_is_loaded(host):
+    res = host.run([{"name": "verify", "ebpf.oom.verify": {}}])
+    assert res["verify"]["status"] == "failed"
+    assert res["verify"]["result"]["problems"] == ["no policy is loaded"]
+
+
+def test_kernel_info_reports_this_host_and_its_policies(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    host.play(cycle(host, src, obj))
+    res = host.run([{"name": "info", "ebpf.oom.kernel_info": {}}], check=True)
+    info = res["info"]["result"]
+    assert info["changed"] is False
+    assert info["btf"] is True
+    assert info["hook"] == {common.HOOK_FUNC: False, common.NAME_FUNC: False, common.NAME_KFUNC: False}
+    assert info["backend"] == "none"
+    assert any(common.HOOK_FUNC in r for r in info["reasons"])
+    assert info["bpffs_mounted"] is True
+    with open("/proc/sys/net/core/bpf_jit_enable") as f:
+        assert info["jit"] == int(f.read())
+    assert info["clang"]["version"] and info["libbpf_version"].startswith("1.")
+    assert [p["name"] for p in info["policies"]] == [NAME]
+
+
+# ---- bad inputs: each a clear error, and nothing on the host changed -------------------------
+
+def assert_failed_and_untouched(host, res, task, *fragments, obj=None):
+    assert res[task]["status"] == "failed"
+    msg = res[task]["result"]["msg"]
+    for fragment in fragments:
+        assert fragment in msg, msg
+    assert not os.path.exists(host.policy_dir())
+    assert not os.path.exists(host.state)
+    if obj:
+        assert not os.path.exists(obj)
+
+
+def test_missing_source_is_refused(host):
+    obj = str(host.files / "x.bpf.o")
+    res = host.run([compile_task(str(host.files / "missing.bpf.c"), obj)])
+    assert_failed_and_untouched(host, res, "compile", "missing.bpf.c", "No such file", obj=obj)
+
+
+def test_unreadable_source_is_refused(host):
+    obj = str(host.files / "x.bpf.o")
+    unreadable = host.files / "dir.bpf.c"
+    unreadable.mkdir()
+    res = host.run([compile_task(str(unreadable), obj)])
+    assert_failed_and_untouched(host, res, "compile", "dir.bpf.c", "not a regular file", obj=obj)
+
+
+def test_c_syntax_error_names_file_and_line(host):
+    src = host.source("broken.bpf.c", OBSERVER.replace("return 0;\n}", "return 0\n}"))
+    obj = str(host.files / "x.bpf.o")
+    res = host.run([compile_task(src, obj)])
+    broken = OBSERVER.replace("return 0;\n}", "return 0\n}").splitlines()
+    line = [i for i, text in enumerate(broken, 1) if text.strip() == "return 0"][0]
+    assert_failed_and_untouched(host, res, "compile", "compiling %s failed" % src, "expected ';'", obj=obj)
+    assert "%s:%d:" % (src, line) in res["compile"]["result"]["stderr"]
+
+
+def test_world_writable_source_is_refused(host):
+    src = host.source("open.bpf.c", OBSERVER, mode=0o666)
+    obj = str(host.files / "x.bpf.o")
+    res = host.run([compile_task(src, obj)])
+    assert_failed_and_untouched(host, res, "compile", "world-writable", obj=obj)
+
+
+@pytest.mark.parametrize("task", ["compile", "policy"])
+def test_policy_name_longer_than_15_bytes_is_refused(host, task):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    if task == "policy":
+        host.play([compile_task(src, obj)])
+        tasks = [{"name": "policy", "ebpf.oom.policy": {"name": "n" * 16, "object": obj}}]
+    else:
+        tasks = [compile_task(src, obj, policy_name="n" * 16)]
+    res = host.run(tasks)
+    assert res[task]["status"] == "failed"
+    assert "n" * 16 in res[task]["result"]["msg"] and "15" in res[task]["result"]["msg"]
+    assert not os.path.exists(os.path.join(host.root, "n" * 16))
+    assert not os.path.exists(host.state)
+    if task == "compile":
+        assert not os.path.exists(obj)
+
+
+def test_verifier_rejection_keeps_the_old_policy_attached(host):
+    good = host.source("observer.bpf.c", OBSERVER)
+    bad = host.source("rejected.bpf.c", REJECTED)
+    good_obj, bad_obj = str(host.files / "good.bpf.o"), str(host.files / "bad.bpf.o")
+    host.play(cycle(host, good, good_obj))
+    link = os.path.join(host.policy_dir(), "link_count_victim")
+    prog_id = pinned_prog_id(link)
+    pins = sorted(os.listdir(host.policy_dir()))
+    res = host.run([compile_task(bad, bad_obj), policy_task(bad_obj)])
+    assert res["compile"]["status"] == "ok"
+    assert res["policy"]["status"] == "failed"
+    msg = res["policy"]["result"]["msg"]
+    assert "count_victim" in msg
+    assert "invalid access to map value" in msg or "value_size=8" in msg, msg
+    assert pinned_prog_id(link) == prog_id
+    assert sorted(os.listdir(host.policy_dir())) == pins
+    assert_ok(host.run([verify_task(object=good_obj)]), "verify")
+
+
+def test_kernel_without_the_hook_is_refused_naming_what_is_missing(host):
+    src = host.source("hook.bpf.c", HOOK_POLICY)
+    obj = str(host.files / "hook.bpf.o")
+    res = host.run([compile_task(src, obj), policy_task(obj)])
+    assert res["compile"]["status"] == "ok"
+    assert_failed_and_untouched(host, res, "policy", common.HOOK_FUNC, common.NAME_FUNC, common.NAME_KFUNC)
+    assert res["policy"]["result"]["missing"] == [common.HOOK_FUNC, common.NAME_FUNC, common.NAME_KFUNC]
+
+
+def test_kernel_without_the_hook_is_skipped_with_on_unsupported_skip(host):
+    src = host.source("hook.bpf.c", HOOK_POLICY)
+    obj = str(host.files / "hook.bpf.o")
+    res, proc = host.play([compile_task(src, obj), policy_task(obj, on_unsupported="skip")])
+    assert res["policy"]["status"] == "skipped"
+    assert "skipped=1" in proc.stdout
+    assert not os.path.exists(host.policy_dir())
+
+
+def test_object_without_a_hook_program_is_refused_when_the_hook_is_required(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    res = host.run([compile_task(src, obj), policy_task(obj, require_hook="always")])
+    assert_failed_and_untouched(host, res, "policy", "has no fmod_ret/%s program" % common.HOOK_FUNC)
+
+
+def test_bpffs_that_cannot_be_mounted_is_a_clear_error(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    host.play([compile_task(src, obj)])
+    nowhere = str(host.tmp / "no-such-dir" / "ebpf_oom")
+    res = host.run([policy_task(obj)], environment=host.environment(EBPF_OOM_BPFFS_ROOT=nowhere))
+    assert res["policy"]["status"] == "failed"
+    assert "bpffs" in res["policy"]["result"]["msg"] and "mount" in res["policy"]["result"]["msg"]
+    assert not os.path.exists(os.path.dirname(nowhere))
+    assert not os.path.exists(host.state)
+    assert "count_victim" not in [p.get("name") for p in bpftool_json("prog", "show")]
+
+
+def test_check_mode_with_an_object_not_built_yet_reports_a_change(host):
+    res = host.run([policy_task(str(host.files / "later.bpf.o"))], check=True)
+    assert res["policy"]["status"] == "ok"
+    assert res["policy"]["result"]["changed"] is True
+    assert not os.path.exists(host.policy_dir())
+
+
+def test_missing_object_is_refused(host):
+    res = host.run([policy_task(str(host.files / "nothere.bpf.o"))])
+    assert_failed_and_untouched(host, res, "policy", "nothere.bpf.o", "does not exist")
+
+
+def test_compile_on_a_host_uses_its_own_btf_and_a_root_owned_cache(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    res = host.run([compile_task(src, obj)])
+    key = res["compile"]["result"]["key"]
+    st = os.stat(os.path.join(host.cache, "objects", key + ".o"))
+    assert st.st_uid == 0 and not st.st_mode & stat.S_IWOTH
+    assert res["compile"]["result"]["vmlinux"].startswith(os.path.join(host.cache, "vmlinux") + os.sep)
+
+
+def test_compile_delegated_to_the_controller_uses_the_bundled_headers(host):
+    src = host.source("observer.bpf.c", OBSERVER)
+    obj = str(host.files / "observer.bpf.o")
+    task = dict(compile_task(src, obj), delegate_to="localhost", run_once=True)
+    res = host.run([task])
+    assert_ok(res, "compile")
+    header = res["compile"]["result"]["vmlinux"]
+    assert header.startswith(os.path.join(host.cache, "include") + os.sep)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(header) as mine, open(os.path.join(repo, "bpf", "include", "vmlinux.h")) as bundled:
+        assert mine.read() == bundled.read()

@@ -1,0 +1,72 @@
+"""The collection as users get it: ansible-galaxy build, install into a temp path, and
+ansible-doc for every module from that installed copy (not from this checkout)."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+BIN = os.path.dirname(sys.executable)
+MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules"))
+                 if f.endswith(".py") and not f.startswith("_"))
+
+
+def run(argv, env=None):
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          env=env, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(tarball, collections path holding the installed ebpf.oom)."""
+    base = tmp_path_factory.mktemp("galaxy")
+    run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", REPO, "--output-path", str(base)])
+    with open(os.path.join(REPO, "galaxy.yml")) as f:
+        version = yaml.safe_load(f)["version"]
+    tarball = base / ("ebpf-oom-%s.tar.gz" % version)
+    assert tarball.exists(), os.listdir(str(base))
+    collections = base / "collections"
+    # Only the temp path: the checkout itself is on ANSIBLE_COLLECTIONS_PATH for the other tests.
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections))
+    run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", str(tarball), "-p", str(collections)],
+        env=env)
+    return tarball, collections
+
+
+def test_collection_builds_with_the_files_the_modules_need(installed):
+    tarball, _collections = installed
+    with tarfile.open(str(tarball)) as tar:
+        names = set(tar.getnames())
+    for module in MODULES:
+        assert "plugins/modules/%s.py" % module in names
+    assert "plugins/action/compile.py" in names
+    assert "bpf/include/vmlinux.h" in names  # sent by the compile action to the hosts
+    assert not [n for n in names if "__pycache__" in n or n.startswith("tests/output")]
+
+
+def test_installed_collection_reports_its_version(installed):
+    _tarball, collections = installed
+    with open(os.path.join(str(collections), "ansible_collections", "ebpf", "oom", "MANIFEST.json")) as f:
+        manifest = json.load(f)
+    with open(os.path.join(REPO, "galaxy.yml")) as f:
+        assert manifest["collection_info"]["version"] == yaml.safe_load(f)["version"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ansible_doc_works_for_every_installed_module(installed, module):
+    _tarball, collections = installed
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections))
+    doc = json.loads(run([os.path.join(BIN, "ansible-doc"), "--json", "ebpf.oom.%s" % module], env=env))
+    entry = doc["ebpf.oom.%s" % module]
+    assert entry["doc"]["collection"] == "ebpf.oom"
+    assert entry["doc"]["filename"].startswith(str(collections))
+    assert entry["doc"]["short_description"]
+    assert entry["examples"] and entry["return"] is not None
