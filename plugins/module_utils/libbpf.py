@@ -490,6 +490,10 @@ class Btf:
                 if self.type(tid).kind == BTF_KIND_FUNC
                 and self.type(tid).vlen == BTF_FUNC_EXTERN]
 
+    def is_number(self, tid):
+        """True when type ``tid`` is an integer or enum (not a char array)."""
+        return self.type(self.strip(tid)).kind in (BTF_KIND_INT, BTF_KIND_ENUM, BTF_KIND_ENUM64)
+
     def render(self, tid, data):
         """A var's value as bpftool shows metadata: char arrays as text, ints as numbers."""
         tid = self.strip(tid)
@@ -766,8 +770,11 @@ class Object:
             known = ", ".join(sorted(table)) or "none"
             raise BpfError("the object has no const volatile global %r (it has: %s)"
                            % (name, known))
-        off, size, _tid = table[name]
+        off, size, tid = table[name]
         try:
+            if isinstance(value, str) and Btf(lib().bpf_object__btf(self.ptr)).is_number(tid):
+                # Ansible templating hands numbers over as text: "1234" means 1234.
+                value = int(value, 0)
             packed = pack(value, size, "global %s" % name)
         except ValueError as exc:
             raise BpfError(str(exc))

@@ -507,3 +507,17 @@ def test_mark_victim_program_fires_on_a_real_memcg_oom(engine, objects, memcg):
     values = counters(engine)
     assert values[KILLS] >= 1
     assert values[VARIANT_SEEN] == 2 * values[KILLS]
+
+
+def test_integer_global_given_as_decimal_text_is_packed_as_a_number(objects):
+    # Ansible's templating hands numbers over as text ("{{ pid }}" -> "1234").
+    obj = libbpf.Object(objects["counter"])
+    try:
+        obj.set_global("target_pid", "1234")
+        assert obj.get_global("target_pid") == (1234).to_bytes(4, "little")
+        obj.set_global("bpf_metadata_ebpf_oom_policy", "1234")
+        assert obj.get_global("bpf_metadata_ebpf_oom_policy").rstrip(b"\0") == b"1234"
+        with pytest.raises(libbpf.BpfError, match="target_pid|invalid literal"):
+            obj.set_global("target_pid", "twelve")
+    finally:
+        obj.close()
