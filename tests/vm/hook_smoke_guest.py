@@ -1,0 +1,330 @@
+#!/usr/bin/python3
+# Copyright: ebpf.oom contributors
+# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+"""Guest side of tests/vm/test_hook_smoke.py (copied into the guest, run as root).
+
+The engine's module_utils are copied beside this file as the package
+ebpf_oom_engine. Every command prints one JSON object as its last line.
+
+  attach OBJ PINDIR GLOBALS_JSON   load OBJ with its const volatile globals set,
+                                   attach every program, pin each link in PINDIR
+  detach PINDIR                    unpin the links (the programs detach)
+  runs PINDIR                      each pinned link's target and its program's run_cnt
+  stats 0|1                        set kernel.bpf_stats_enabled (run counts), answer
+                                   the previous value
+  btf-has NAME...                  which names the running kernel's BTF has
+  spawn CGROUP NAME:MIB...         a memory cgroup with one process per NAME
+                                   holding MIB MiB of touched memory; returns
+                                   when all are ready: their pids
+  limit CGROUP HEADROOM_MIB        memory.max = memory.current + HEADROOM
+  push CGROUP [--stall N]          start a process that allocates 1 MiB after
+                                   1 MiB in CGROUP until the cgroup's first OOM
+                                   kill; wait for it to finish, or with --stall
+                                   until the cgroup saw N OOMs while it still
+                                   runs. Reports who is alive, the cgroup's
+                                   memory.events and the kernel log since start
+  grow CGROUP / hold CGROUP NAME MIB   the workloads themselves
+  status CGROUP                    memory.events and the pids in CGROUP
+  kill PID                         SIGKILL PID and wait until it is gone
+  cleanup CGROUP                   kill everything in CGROUP and remove it
+"""
+
+import ctypes
+import errno
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CGROUP_ROOT = "/sys/fs/cgroup"
+BPFFS = "/sys/fs/bpf"
+MIB = 1 << 20
+PR_SET_NAME = 15
+WAIT_LIMIT = 240  # seconds any wait may take before it counts as a failure (TCG is slow)
+
+
+def emit(obj, code=0):
+    print(json.dumps(obj))
+    sys.exit(code)
+
+
+def cgroup_dir(name):
+    return os.path.join(CGROUP_ROOT, name)
+
+
+def read_events(cgroup):
+    with open(os.path.join(cgroup_dir(cgroup), "memory.events")) as handle:
+        return {key: int(value) for key, value in (line.split() for line in handle)}
+
+
+def procs(cgroup):
+    with open(os.path.join(cgroup_dir(cgroup), "cgroup.procs")) as handle:
+        return {int(line) for line in handle if line.strip()}
+
+
+def join(cgroup):
+    """Move this process into the cgroup, with the default OOM score (sshd's may differ)."""
+    with open(os.path.join(cgroup_dir(cgroup), "cgroup.procs"), "w") as handle:
+        handle.write(str(os.getpid()))
+    with open("/proc/self/oom_score_adj", "w") as handle:
+        handle.write("0")
+
+
+def set_comm(name):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0) != 0:
+        sys.exit("prctl(PR_SET_NAME): %s" % os.strerror(ctypes.get_errno()))
+
+
+def touched(mib):
+    # bytes * n writes every byte: the pages are resident, not just mapped.
+    return [b"\x5a" * MIB for _ in range(mib)]
+
+
+def wait_until(predicate, what):
+    deadline = time.monotonic() + WAIT_LIMIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            emit({"error": "timed out waiting for " + what}, 3)
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- BPF (engine)
+
+def engine():
+    sys.path.insert(0, HERE)
+    from ebpf_oom_engine import libbpf  # noqa: E402 (copied at run time)
+    return libbpf
+
+
+def ensure_bpffs():
+    with open("/proc/self/mounts") as handle:
+        if any(line.split()[1] == BPFFS and line.split()[2] == "bpf" for line in handle):
+            return
+    subprocess.run(["mount", "-t", "bpf", "bpf", BPFFS], check=True)
+
+
+def attach(obj_path, pindir, globals_json):
+    libbpf = engine()
+    ensure_bpffs()
+    os.makedirs(pindir, mode=0o700, exist_ok=True)
+    obj = libbpf.Object(obj_path)
+    pins = []
+    try:
+        for name, value in json.loads(globals_json).items():
+            obj.set_global(name, value)
+        obj.load()
+        for prog in obj.programs():
+            link = prog.attach()
+            pin = os.path.join(pindir, prog.name)
+            link.pin(pin)
+            pins.append(pin)
+            link.close()
+    except libbpf.BpfError as exc:
+        emit({"error": exc.message, "log_tail": exc.log_tail}, 2)
+    finally:
+        obj.close()
+    emit({"pins": pins})
+
+
+def detach(pindir):
+    removed = []
+    if os.path.isdir(pindir):
+        for name in sorted(os.listdir(pindir)):
+            os.unlink(os.path.join(pindir, name))
+            removed.append(name)
+        os.rmdir(pindir)
+    emit({"removed": removed})
+
+
+def runs(pindir):
+    """How often each pinned link's program ran (counted while bpf_stats_enabled is 1)."""
+    libbpf = engine()
+    out = {}
+    for name in sorted(os.listdir(pindir)):
+        with libbpf.pinned(os.path.join(pindir, name)) as link_fd:
+            link = libbpf.link_info(link_fd)
+        prog_fd = libbpf.prog_fd_by_id(link["prog_id"])
+        try:
+            out[name] = {"target": link["target"], "run_cnt": libbpf.prog_info(prog_fd)["run_cnt"]}
+        finally:
+            os.close(prog_fd)
+    emit(out)
+
+
+def stats(value):
+    """Set kernel.bpf_stats_enabled; answer the previous value."""
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(path) as handle:
+        previous = int(handle.read())
+    with open(path, "w") as handle:
+        handle.write(str(int(value)))
+    emit({"previous": previous})
+
+
+def btf_has(*names):
+    libbpf = engine()
+    emit({name: libbpf.vmlinux_btf_has(name, "func") for name in names})
+
+
+# ---------------------------------------------------------------- workloads
+
+def hold(cgroup, name, mib):
+    join(cgroup)
+    set_comm(name)
+    keep = touched(int(mib))
+    sys.stdout.write("ready %d\n" % len(keep))
+    sys.stdout.flush()
+    while True:
+        signal.pause()
+
+
+def grow(cgroup):
+    join(cgroup)
+    set_comm("kern-pusher")
+    first = read_events(cgroup)["oom_kill"]
+    keep = []
+    while read_events(cgroup)["oom_kill"] == first:
+        keep.extend(touched(1))
+    emit({"grown_mib": len(keep)})
+
+
+def spawn(cgroup, *specs):
+    path = cgroup_dir(cgroup)
+    with open(os.path.join(CGROUP_ROOT, "cgroup.subtree_control"), "w") as handle:
+        handle.write("+memory")
+    os.mkdir(path, 0o755)
+    swap_max = os.path.join(path, "memory.swap.max")
+    if os.path.exists(swap_max):
+        with open(swap_max, "w") as handle:
+            handle.write("0")
+    pids, pending = {}, {}
+    for spec in specs:
+        name, mib = spec.split(":")
+        # No inherited stdout/stderr: ssh would wait for these to close.
+        child = subprocess.Popen([sys.executable, __file__, "hold", cgroup, name, mib],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        pids[name] = child.pid
+        pending[child.stdout] = name
+    deadline = time.monotonic() + WAIT_LIMIT
+    while pending:
+        ready, _w, _x = select.select(list(pending), [], [], max(0, deadline - time.monotonic()))
+        if not ready:
+            emit({"error": "not ready: %s" % sorted(pending.values())}, 3)
+        for pipe in ready:
+            line = pipe.readline()
+            if not line.startswith(b"ready"):
+                emit({"error": "%s did not get ready: %r" % (pending[pipe], line)}, 3)
+            pipe.close()
+            del pending[pipe]
+    emit({"pids": pids})
+
+
+def limit(cgroup, headroom_mib):
+    path = cgroup_dir(cgroup)
+    with open(os.path.join(path, "memory.current")) as handle:
+        current = int(handle.read())
+    value = current + int(headroom_mib) * MIB
+    with open(os.path.join(path, "memory.max"), "w") as handle:
+        handle.write(str(value))
+    emit({"memory_max": value})
+
+
+def kmsg_since(marker):
+    """Kernel log messages after the line `marker` (read from /dev/kmsg)."""
+    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    lines, seen = [], False
+    try:
+        while True:
+            try:
+                record = os.read(fd, 8192)
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    break
+                if exc.errno == errno.EPIPE:  # overwritten records: read on
+                    continue
+                raise
+            text = record.decode("utf-8", "replace").split(";", 1)[-1].split("\n")[0]
+            if seen:
+                lines.append(text)
+            elif text == marker:
+                seen = True
+    finally:
+        os.close(fd)
+    return lines
+
+
+def push(cgroup, *options):
+    stall = int(options[1]) if options[:1] == ("--stall",) else None
+    marker = "kern-smoke: push %s %d" % (cgroup, time.monotonic_ns())
+    with open("/dev/kmsg", "w") as handle:
+        handle.write(marker + "\n")
+    before = set(procs(cgroup))
+    pusher = subprocess.Popen([sys.executable, __file__, "grow", cgroup],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    result = {"pusher": pusher.pid}
+    if stall is None:
+        try:
+            out, _err = pusher.communicate(timeout=WAIT_LIMIT)
+        except subprocess.TimeoutExpired:
+            pusher.kill()
+            emit({"error": "the pusher did not finish: no OOM kill?"}, 3)
+        result["pusher_exit"] = pusher.returncode
+        result["pusher_out"] = out.decode("utf-8", "replace")
+    else:
+        wait_until(lambda: read_events(cgroup)["oom"] >= stall or pusher.poll() is not None,
+                   "%s OOMs in %s" % (stall, cgroup))
+        result["pusher_exit"] = pusher.poll()
+    now = procs(cgroup)
+    result["alive"] = sorted(before & now)
+    result["gone"] = sorted(before - now)
+    result["events"] = read_events(cgroup)
+    result["kmsg"] = kmsg_since(marker)
+    emit(result)
+
+
+def gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def status(cgroup):
+    emit({"events": read_events(cgroup), "procs": sorted(procs(cgroup))})
+
+
+def kill(pid):
+    pid = int(pid)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: gone(pid), "pid %d to die" % pid)
+    emit({"killed": pid})
+
+
+def cleanup(cgroup):
+    path = cgroup_dir(cgroup)
+    if os.path.isdir(path):
+        with open(os.path.join(path, "cgroup.kill"), "w") as handle:
+            handle.write("1")
+        wait_until(lambda: not procs(cgroup), "%s to empty" % cgroup)
+        os.rmdir(path)
+    emit({"removed": cgroup})
+
+
+COMMANDS = {
+    "attach": attach, "detach": detach, "runs": runs, "stats": stats, "btf-has": btf_has,
+    "spawn": spawn, "limit": limit, "push": push, "grow": grow, "hold": hold,
+    "status": status, "kill": kill, "cleanup": cleanup,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(__doc__)
+    COMMANDS[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,303 @@
+"""Real OOMs in a guest prove the kernel interface (KERNEL-INTERFACE.md).
+
+The programs of bpf/examples are compiled on the host (the engine's compiler,
+clang) against a vmlinux.h made from the hook guest's own BTF: one toolchain
+and fast, where compiling under TCG in the guest takes much longer; the BTF is
+the running guest kernel's, so CO-RE relocations match it exactly. The guest
+loads them with the engine's libbpf binding (plugins/module_utils copied in as
+a package) through tests/vm/hook_smoke_guest.py, pins the links, and drives
+python workloads in a cgroup v2 memory cgroup: three holders of different size
+are ready first, then memory.max is set a little above the cgroup's usage and a
+pusher allocates until the cgroup's first OOM kill. Who died is read from the
+cgroup, the victim and policy name from the OOM report in the kernel log.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from ansible_collections.ebpf.oom.plugins.module_utils import common, compiler
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+EXAMPLES = os.path.join(REPO, "bpf", "examples")
+ENGINE = os.path.join(REPO, "plugins", "module_utils")
+GUEST_HELPER = os.path.join(HERE, "hook_smoke_guest.py")
+GUEST_DIR = "/root/kern-smoke"
+GUEST_PINS = "/sys/fs/bpf/kern-smoke"
+GUEST_TIMEOUT = 900
+PROGRAMS = ("select_target", "policy_name", "verdict_for_pid")
+HOOK_SYMBOLS = (common.HOOK_FUNC, common.NAME_FUNC, common.NAME_KFUNC)
+
+# Holders in the memory cgroup (MiB each); the pusher then gets HEADROOM MiB
+# more, so it stays between the smallest and the middle holder.
+TARGET, MEDIUM, LARGE = "kern-target", "kern-medium", "kern-large"
+HOLDERS = {TARGET: 16, MEDIUM: 48, LARGE: 96}
+HEADROOM_MIB = 32
+
+KILLED = re.compile(r"Killed process (\d+) \(")
+INVOKED = re.compile(r"invoked oom-killer: .*policy_name=(\S*)$")
+# dump_tasks(): [  pid  ]   uid  tgid total_vm      rss ...
+TASK_ROW = re.compile(r"^\[\s*(\d+)\]\s+\d+\s+\d+\s+\d+\s+(\d+)\s")
+NOTABLE = re.compile(r"invoked oom-killer|Killed process|killable|reaped|^\[")
+
+
+class OomReport:
+    """What one push into OOM did: the helper's answer plus what the kernel log says."""
+
+    def __init__(self, answer):
+        self.__dict__.update(answer)
+        self.killed, self.named_kills, self.rss, name = [], {}, {}, None
+        for line in self.kmsg:
+            invoked, killed, row = INVOKED.search(line), KILLED.search(line), TASK_ROW.match(line)
+            if invoked:
+                name = invoked.group(1)
+            elif killed:
+                self.killed.append(int(killed.group(1)))
+                self.named_kills[int(killed.group(1))] = name  # the report's policy_name
+            elif row and int(row.group(1)) not in self.rss:  # the first report's task list
+                self.rss[int(row.group(1))] = int(row.group(2))
+
+    def largest(self):
+        """The pid with the most resident pages in the OOM report's task list."""
+        return max(self.rss, key=self.rss.get)
+
+    def __repr__(self):
+        """Shown when an assertion fails: the OOM report's gist."""
+        lines = ["alive=%s gone=%s pusher_exit=%s events=%s"
+                 % (self.alive, self.gone, self.pusher_exit, self.events)]
+        lines += [line for line in self.kmsg if NOTABLE.search(line)]
+        return "\n".join(lines)
+
+
+def find_bpftool():
+    found = shutil.which("bpftool", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    assert found, "bpftool is needed on the host to make vmlinux.h (apt-get install bpftool)"
+    return found
+
+
+class GuestLab:
+    """The guest helper's commands; every one returns its JSON answer."""
+
+    def __init__(self, guest, objects):
+        self.guest = guest
+        self.objects = objects
+
+    def run(self, *args, expect_rc=0):
+        done = self.guest.ssh(["python3", GUEST_DIR + "/helper.py"] + [str(a) for a in args],
+                              check=False, timeout=GUEST_TIMEOUT)
+        lines = done.stdout.strip().splitlines()
+        assert done.returncode == expect_rc and lines, (
+            "guest helper %s: exit %d (wanted %d)\nstdout:\n%s\nstderr:\n%s"
+            % (" ".join(map(str, args)), done.returncode, expect_rc, done.stdout, done.stderr))
+        return json.loads(lines[-1])
+
+    def attach(self, program, expect_rc=0, **globals_):
+        return self.run("attach", self.objects[program], "%s/%s" % (GUEST_PINS, program),
+                        json.dumps(globals_), expect_rc=expect_rc)
+
+    def detach(self, program):
+        return self.run("detach", "%s/%s" % (GUEST_PINS, program))
+
+
+def install_lab(guest, objects_dir):
+    """Copy the engine, the helper and the compiled objects into the guest."""
+    package = GUEST_DIR + "/ebpf_oom_engine"
+    guest.ssh(["rm", "-rf", GUEST_DIR])
+    guest.ssh(["mkdir", "-p", package])
+    for name in sorted(os.listdir(ENGINE)):
+        if name.endswith(".py"):
+            guest.put(os.path.join(ENGINE, name), package)
+    guest.ssh(["touch", package + "/__init__.py"])
+    guest.put(GUEST_HELPER, GUEST_DIR + "/helper.py")
+    objects = {}
+    for name in PROGRAMS:
+        guest.put(os.path.join(objects_dir, name + ".bpf.o"), GUEST_DIR)
+        objects[name] = "%s/%s.bpf.o" % (GUEST_DIR, name)
+    return GuestLab(guest, objects)
+
+
+@pytest.fixture(scope="module")
+def hook_objects(hook_vm, tmp_path_factory):
+    """bpf/examples compiled against the hook guest's BTF (vmlinux.h in a temp dir)."""
+    work = tmp_path_factory.mktemp("hook-smoke")
+    btf = str(work / "vmlinux.btf")
+    # scp copies the size stat() gives for the sysfs file; dd reads it to the end.
+    hook_vm.ssh(["dd", "if=/sys/kernel/btf/vmlinux", "of=/tmp/kern-smoke-vmlinux.btf",
+                 "bs=1M", "status=none"])
+    hook_vm.get("/tmp/kern-smoke-vmlinux.btf", btf)
+    header = work / "vmlinux.h"
+    with open(str(header), "wb") as out:
+        subprocess.run([find_bpftool(), "btf", "dump", "file", btf, "format", "c"],
+                       stdout=out, check=True)
+    for name in PROGRAMS:
+        try:
+            compiler.compile_object(src=os.path.join(EXAMPLES, name + ".bpf.c"),
+                                    dest=str(work / (name + ".bpf.o")), vmlinux=str(header))
+        except compiler.CompileError as exc:
+            pytest.fail("%s: %s\n%s" % (name, exc, exc.log_tail), pytrace=False)
+    return str(work)
+
+
+@pytest.fixture(scope="module")
+def hook_lab(hook_vm, hook_objects):
+    return install_lab(hook_vm, hook_objects)
+
+
+@pytest.fixture(scope="module")
+def stock_lab(stock_vm, hook_objects):
+    return install_lab(stock_vm, hook_objects)
+
+
+class Scene:
+    """One memory cgroup with the holders, and the programs attached for it."""
+
+    def __init__(self, lab, cgroup):
+        self.lab = lab
+        self.cgroup = cgroup
+        self.attached = []
+        self.pids = {}
+        self.stats_before = None
+
+    def start(self):
+        """Count program runs, start the holders; their pids by name."""
+        self.stats_before = self.lab.run("stats", 1)["previous"]
+        specs = ["%s:%d" % item for item in HOLDERS.items()]
+        self.pids = self.lab.run("spawn", self.cgroup, *specs)["pids"]
+        return self.pids
+
+    def attach(self, program, **globals_):
+        self.attached.append(program)
+        return self.lab.attach(program, **globals_)
+
+    def runs(self, program):
+        """{link name: {target, run_cnt}} of a program attached here."""
+        return self.lab.run("runs", "%s/%s" % (GUEST_PINS, program))
+
+    def oom(self, stall=None):
+        """Push the cgroup into OOM; the report of what happened (see the helper)."""
+        self.lab.run("limit", self.cgroup, HEADROOM_MIB)
+        args = ["push", self.cgroup] + (["--stall", stall] if stall else [])
+        return OomReport(self.lab.run(*args))
+
+    def close(self):
+        errors = []
+        for program in self.attached:
+            try:
+                self.lab.detach(program)
+            except AssertionError as exc:
+                errors.append(str(exc))
+        self.lab.run("cleanup", self.cgroup)
+        if self.stats_before is not None:
+            self.lab.run("stats", self.stats_before)
+        assert not errors, errors
+
+
+@pytest.fixture
+def scene(hook_lab, request):
+    name = "kern-" + request.node.name[len("test_"):][:40]
+    current = Scene(hook_lab, name)
+    try:
+        yield current
+    finally:
+        current.close()
+
+
+def test_hook_kernel_has_hook_in_btf(hook_lab):
+    assert hook_lab.run("btf-has", *HOOK_SYMBOLS) == {name: True for name in HOOK_SYMBOLS}
+
+
+def test_select_kills_target_although_not_largest(scene):
+    pids = scene.start()
+    scene.attach("select_target", target_pid=pids[TARGET])
+    report = scene.oom()
+    assert report.killed == [pids[TARGET]], report
+    assert report.gone == [pids[TARGET]], report
+    assert report.largest() == pids[LARGE] != pids[TARGET], report
+
+
+def test_oom_report_shows_policy_name(scene):
+    pids = scene.start()
+    scene.attach("select_target", target_pid=pids[TARGET])
+    scene.attach("policy_name", policy_name="kern-smoke-name")
+    report = scene.oom()
+    assert report.named_kills == {pids[TARGET]: "kern-smoke-name"}, report
+
+
+def test_policy_name_longer_than_15_bytes_is_cut(scene):
+    pids = scene.start()
+    scene.attach("select_target", target_pid=pids[TARGET])
+    scene.attach("policy_name", policy_name="abcdefghijklmnop")  # 16 bytes, no NUL
+    report = scene.oom()
+    assert report.named_kills == {pids[TARGET]: "abcdefghijklmno"}, report
+
+
+def test_oom_report_says_default_without_name_program(scene):
+    pids = scene.start()
+    scene.attach("select_target", target_pid=pids[TARGET])
+    report = scene.oom()
+    assert report.named_kills == {pids[TARGET]: "default"}, report
+
+
+def test_next_protects_largest_task(scene):
+    pids = scene.start()
+    scene.attach("verdict_for_pid", target_pid=pids[LARGE], verdict=common.BPF_EVAL_NEXT)
+    report = scene.oom()
+    assert report.largest() == pids[LARGE], report
+    assert pids[LARGE] in report.alive, report
+    assert report.killed == [pids[MEDIUM]], report
+
+
+def test_no_opinion_leaves_choice_to_kernel(scene):
+    pids = scene.start()
+    scene.attach("verdict_for_pid", target_pid=pids[TARGET], verdict=common.NO_BPF_POLICY)
+    report = scene.oom()
+    assert report.killed == [pids[LARGE]] == [report.largest()], report
+    link = scene.runs("verdict_for_pid")["verdict_for_pid"]
+    assert link["target"] == common.HOOK_FUNC and link["run_cnt"] > 0  # it was asked
+
+
+def test_unknown_verdict_counts_as_no_opinion(scene):
+    pids = scene.start()
+    scene.attach("verdict_for_pid", target_pid=pids[LARGE], verdict=7)
+    report = scene.oom()
+    assert report.killed == [pids[LARGE]], report
+    assert scene.runs("verdict_for_pid")["verdict_for_pid"]["run_cnt"] > 0
+
+
+def test_abort_kills_nothing_in_memcg(scene):
+    pids = scene.start()
+    scene.attach("verdict_for_pid", target_pid=pids[TARGET], verdict=common.BPF_EVAL_ABORT)
+    report = scene.oom(stall=3)
+    assert report.events["oom"] >= 3, report
+    assert report.events["oom_kill"] == 0, report
+    assert report.killed == [] and report.gone == [], report
+    assert sorted(report.alive) == sorted(pids.values()), report
+
+
+def test_abort_stalls_allocator_until_it_is_killed(scene):
+    pids = scene.start()
+    scene.attach("verdict_for_pid", target_pid=pids[TARGET], verdict=common.BPF_EVAL_ABORT)
+    report = scene.oom(stall=3)
+    assert report.pusher_exit is None, report  # still in its page fault, retrying
+    scene.lab.run("kill", report.pusher)  # SIGKILL ends the wait
+    after = scene.lab.run("status", scene.cgroup)
+    assert after["events"]["oom_kill"] == 0, after
+    assert sorted(after["procs"]) == sorted(pids.values()), after
+
+
+def test_stock_kernel_has_no_hook_in_btf(stock_lab):
+    found = stock_lab.run("btf-has", "oom_badness", *HOOK_SYMBOLS)
+    assert found == dict({"oom_badness": True}, **{name: False for name in HOOK_SYMBOLS})
+
+
+def test_stock_kernel_refuses_hook_program_clearly(stock_lab):
+    answer = stock_lab.attach("select_target", expect_rc=2, target_pid=1)
+    text = answer["error"] + "\n" + answer["log_tail"]
+    assert "refused to load" in answer["error"]
+    assert common.HOOK_FUNC in text
+    assert stock_lab.detach("select_target")["removed"] == []
