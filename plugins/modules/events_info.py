@@ -23,7 +23,7 @@ description:
   - Changes nothing, except the metrics file and its counting state when O(metrics_file) is given.
 version_added: "0.1.0"
 author:
-  - ebpf.oom maintainers
+  - ebpf.oom maintainers (@ebpf-oom)
 options:
   since:
     description:

@@ -126,7 +126,7 @@ def test_killed_line_without_report_has_no_policy():
     """The kernel rate-limits the report but always prints the kill."""
     lines = global_report(1, 10.0, 100, "first") + [
         rec(20, 100.0, "Out of memory: Killed process 200 (second) total-vm:1kB, anon-rss:1kB, "
-                      "file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0", 3)]
+                       "file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0", 3)]
     first, second = parse(lines)
     assert first["policy"] == "protect_db" and second["policy"] is None
     assert second["pid"] == 200 and second["memcg"] is None and second["invoker"] is None

@@ -15,8 +15,7 @@ with vmctl's message: CI builds both first.
 
 import pytest
 
-# Importable by test modules here too (from vmharness import ...).
-from vmharness import Fleet, Guest, GuestCommandError, run_playbook, vmctl  # noqa: F401
+from vmharness import Fleet
 
 
 @pytest.fixture

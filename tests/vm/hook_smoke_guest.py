@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: ebpf.oom contributors
 # GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
 """Guest side of tests/vm/test_hook_smoke.py (copied into the guest, run as root).
@@ -82,7 +81,7 @@ def set_comm(name):
 
 def touched(mib):
     # bytes * n writes every byte: the pages are resident, not just mapped.
-    return [b"\x5a" * MIB for _ in range(mib)]
+    return [b"\x5a" * MIB for _page in range(mib)]
 
 
 def wait_until(predicate, what):

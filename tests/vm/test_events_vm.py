@@ -29,28 +29,9 @@ _host = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_host)
 OOM_CHILD, HOG_LIMIT_MIB, HOG_TIMEOUT_S = _host.OOM_CHILD, _host.HOG_LIMIT_MIB, _host.HOG_TIMEOUT_S
 
-# No opinion on any task (the kernel's heuristic chooses), but named in the OOM report.
-NAMED_POLICY = r"""
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-#include "ebpf_oom.h"
-
-SEC("fmod_ret/bpf_oom_evaluate_task")
-int BPF_PROG(no_opinion, struct task_struct *task, struct oom_control *oc)
-{
-	return NO_BPF_POLICY;
-}
-
-SEC("fentry/bpf_set_policy_name")
-int BPF_PROG(name_policy, struct oom_control *oc)
-{
-	EBPF_OOM_SET_NAME(oc, "%s");
-	return 0;
-}
-
-char LICENSE[] SEC("license") = "GPL";
-""" % POLICY
+# Names itself in the OOM report and has no opinion on any task (the kernel's heuristic
+# chooses): the example program of the policy name alone.
+NAMED_POLICY = os.path.join(REPO, "bpf", "examples", "policy_name.bpf.c")
 
 
 def bundled_headers():
@@ -78,12 +59,13 @@ def playbook(tmp_path, guest, tasks, name):
 
 
 def deploy(tmp_path, guest, policies):
-    """Copy the objects in and load them: policies = {name: local object}."""
+    """Copy the objects in and load them: policies = {name: (local object, globals)}."""
     tasks = []
-    for name, obj in policies.items():
+    for name, (obj, values) in policies.items():
         remote = "/root/%s.bpf.o" % name
         guest.put(obj, remote)
-        tasks.append({"ebpf.oom.policy": {"name": name, "object": remote, "persist": False}})
+        tasks.append({"ebpf.oom.policy": {"name": name, "object": remote, "globals": values,
+                                          "persist": False}})
     playbook(tmp_path, guest, tasks, "deploy")
 
 
@@ -131,8 +113,9 @@ def guest_since(guest):
 
 def test_events_info_names_the_policy_that_chose_the_victim_on_the_hook_kernel(hook_vm, tmp_path):
     observer = build(src=os.path.join(REPO, "bpf", events.OBSERVER_SOURCE))
-    policy = build(content=NAMED_POLICY, policy_name=POLICY)
-    deploy(tmp_path, hook_vm, {events.OBSERVER_NAME: observer, POLICY: policy})
+    policy = build(src=NAMED_POLICY, policy_name=POLICY)
+    deploy(tmp_path, hook_vm, {events.OBSERVER_NAME: (observer, {}),
+                               POLICY: (policy, {"policy_name": POLICY})})
     try:
         since = guest_since(hook_vm)
         hog = oom_kill_hog(hook_vm, "ebpfoom_vm%s" % uuid.uuid4().hex[:4])
@@ -154,7 +137,7 @@ def test_observer_on_the_stock_kernel_records_the_victim_pid(stock_vm, tmp_path)
     still atomics in struct mm_rss_stat): the observer loads, records the victim on its
     own, and the kernel log adds the cgroup path; there is no policy name."""
     observer = build(src=os.path.join(REPO, "bpf", events.OBSERVER_SOURCE))
-    deploy(tmp_path, stock_vm, {events.OBSERVER_NAME: observer})
+    deploy(tmp_path, stock_vm, {events.OBSERVER_NAME: (observer, {})})
     try:
         since = guest_since(stock_vm)
         hog = oom_kill_hog(stock_vm, "ebpfoom_st%s" % uuid.uuid4().hex[:4])

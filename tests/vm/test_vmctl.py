@@ -87,7 +87,7 @@ def test_inventory_answers_ansible_ping(pair, tmp_path):
     done = subprocess.run(
         [venv_tool("ansible"), "all", "-i", str(path), "-m", "ping",
          "--limit", ",".join(guest.name for guest in pair)],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=ansible_env())
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=ansible_env(), check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     for guest in pair:
         assert '%s | SUCCESS' % guest.name in done.stdout

@@ -34,7 +34,7 @@ class GuestCommandError(subprocess.CalledProcessError):
 def vmctl(*args, check=True, env=None, timeout=None):
     """Run molecule/vm/vmctl; return the CompletedProcess (text)."""
     done = subprocess.run([sys.executable, VMCTL] + list(args), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, env=env, timeout=timeout)
+                          capture_output=True, text=True, env=env, timeout=timeout, check=False)
     if check and done.returncode != 0:
         raise GuestCommandError(done.returncode, ["vmctl"] + list(args), done.stdout,
                                 done.stderr)
@@ -68,7 +68,7 @@ class Guest:
     def _run(self, argv, check, input=None, timeout=None):
         done = subprocess.run(argv, input=input, capture_output=True, text=True,
                               timeout=timeout,
-                              stdin=subprocess.DEVNULL if input is None else None)
+                              stdin=subprocess.DEVNULL if input is None else None, check=False)
         if check and done.returncode != 0:
             raise GuestCommandError(done.returncode, argv, done.stdout, done.stderr)
         return done
@@ -187,7 +187,7 @@ def run_playbook(playbook, inventory, extra_vars=None, check=True):
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          env=ansible_env())
+                          env=ansible_env(), check=False)
     if check and done.returncode != 0:
         raise GuestCommandError(done.returncode, argv, done.stdout, done.stderr)
     return done
