@@ -34,12 +34,33 @@ options:
   name:
     description:
       - The policy's name, also its bpffs directory; 1 to 15 bytes of letters, digits, C(_) and C(-).
+      - Required unless O(policy) is given (then it defaults to the document's name).
     type: str
-    required: true
   object:
     description:
-      - Path of the compiled BPF object on the host. Required with O(state=present).
+      - Path of the compiled BPF object on the host. With O(state=present), O(object) or O(policy)
+        is required.
+      - With O(policy), the generic program to run; by default the action plugin compiles the
+        collection's C(bpf/generic.bpf.c) on the controller (once, cached) and sends it.
     type: path
+  policy:
+    description:
+      - A declarative policy document (see C(schemas/README.md)), inline or the path of a YAML or
+        JSON file on the controller, as an alternative to writing BPF C.
+      - Validated against C(schemas/policy.schema.json) on the controller before any host is
+        contacted; errors name the field and the reason (C(rules[2].action: 'abort' is only allowed
+        with scope memcg)).
+      - Rendered on each host into the generic program's map entries (cgroup paths become that
+        host's cgroup ids) and its policy-name global. A change of rules, scope or fallback only
+        rewrites map entries (RV(action=maps_updated), same program ids); RV(map_changes) lists them.
+      - O(name) defaults to the document's C(name). Mutually exclusive with O(globals) and O(maps).
+    type: raw
+  strict:
+    description:
+      - Fail, rather than warn, when the document's lint finds a problem (a global-scope policy that
+        can leave a global OOM without a victim, which panics the kernel). Only with O(policy).
+    type: bool
+    default: false
   state:
     description:
       - C(present) loads (or keeps) the policy, C(absent) removes it.
@@ -116,6 +137,25 @@ EXAMPLES = r"""
         1234: 1
         "0x2a000000": "01 00 00 00"
 
+- name: A declarative policy - protect postgres, kill /batch first, then /web
+  ebpf.oom.policy:
+    policy:
+      name: pg-batch-web
+      rules:
+        - match: {comm: postgres}
+          action: protect
+        - match: {cgroup: /batch}
+          action: prefer
+          tier: 1
+        - match: {cgroup: /web}
+          action: prefer
+          tier: 2
+    strict: true
+
+- name: The same document from a file on the controller
+  ebpf.oom.policy:
+    policy: files/pg-batch-web.yml
+
 - name: Remove it
   ebpf.oom.policy:
     name: protect_db
@@ -148,6 +188,18 @@ missing:
   type: list
   elements: str
   sample: ["bpf_oom_evaluate_task"]
+cgroups:
+  description: With O(policy), the cgroup paths of the document and the ids they resolved to on
+    this host (C({id, level}), null when the cgroup does not exist here).
+  returned: when O(policy) is given
+  type: dict
+  sample: {"/batch": {"id": 4523, "level": 1}}
+lint:
+  description: With O(policy), the lint findings (also shown as warnings).
+  returned: when O(policy) is given
+  type: list
+  elements: str
+  sample: []
 log_tail:
   description: Tail of the libbpf and verifier log when loading failed.
   returned: failure
@@ -159,11 +211,13 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import loader, probe
+from ansible_collections.ebpf.oom.plugins.module_utils import loader, probe, renderer
 
 ARGUMENT_SPEC = dict(
-    name=dict(type="str", required=True),
+    name=dict(type="str"),
     object=dict(type="path"),
+    policy=dict(type="raw"),
+    strict=dict(type="bool", default=False),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     globals=dict(type="dict", default={}),
     maps=dict(type="dict", default={}),
@@ -171,7 +225,8 @@ ARGUMENT_SPEC = dict(
     on_unsupported=dict(type="str", choices=["fail", "skip"], default="fail"),
     persist=dict(type="bool", default=True),
 )
-SPEC_KWARGS = dict(required_if=[("state", "present", ("object",))])
+SPEC_KWARGS = dict(required_if=[("state", "present", ("object", "policy"), True)],
+                   required_one_of=[("name", "policy")])
 
 DECIMAL_RE = re.compile(r"^[+-]?[0-9]+$")
 HEX_RE = re.compile(r"^0[xX]((?:[0-9a-fA-F]{2})+)$")
@@ -209,13 +264,24 @@ def map_entries(maps):
     return out
 
 
-def desired(p):
-    """(globals, maps in loader.apply's form) that the task asks for.
+def desired(module, p):
+    """(globals, maps in loader.apply's form, extra result fields) that the task asks for.
 
-    The place for the declarative `policy:` option: its action plugin sends the
-    generic object and the document, which is rendered here into globals and maps.
+    With `policy:` (validated by the action plugin on the controller, which also
+    sends the generic object), the document is rendered here, where its cgroup
+    paths resolve to this host's cgroup ids.
     """
-    return p["globals"], map_entries(p["maps"])
+    if p["policy"] is None:
+        return p["globals"], map_entries(p["maps"]), {}
+    if p["globals"] or p["maps"]:
+        module.fail_json(msg="policy sets the generic program's globals and maps; drop globals and maps")
+    try:
+        rendered = renderer.render(p["policy"])
+    except renderer.RenderError as e:
+        module.fail_json(msg="policy: %s" % e)
+    for warning in rendered.warnings:
+        module.warn(warning)
+    return rendered.globals, rendered.maps, {"cgroups": rendered.cgroups}
 
 
 def present(module, p):
@@ -232,9 +298,12 @@ def present(module, p):
     try:
         if not probe.btf_present():
             raise loader.UnsupportedKernel(["BTF (%s)" % probe.BTF_VMLINUX])
-        globals_, maps = desired(p)
-        return loader.apply(p["name"], p["object"], globals=globals_, maps=maps,
-                            check_mode=module.check_mode, persist=p["persist"])
+        globals_, maps, extra = desired(module, p)
+        result = loader.apply(p["name"], p["object"], globals=globals_, maps=maps,
+                              check_mode=module.check_mode, persist=p["persist"],
+                              document=p["policy"])
+        result.update(extra)
+        return result
     except loader.UnsupportedKernel as e:
         msg = probe.unsupported_message(e.missing)
         if p["on_unsupported"] == "skip":
@@ -245,6 +314,10 @@ def present(module, p):
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, **SPEC_KWARGS)
     p = module.params
+    if p["policy"] is not None and not isinstance(p["policy"], dict):
+        module.fail_json(msg="policy must be a document here; the action plugin reads policy files on the controller")
+    if not p["name"]:
+        p["name"] = p["policy"].get("name")
     try:
         if p["state"] == "absent":
             result = loader.remove(p["name"], check_mode=module.check_mode)

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Map layout of the generic declarative policy program (bpf/generic.bpf.c),
+ * shared with plugins/module_utils/renderer.py, whose ctypes structs and
+ * constants carry the same names (tests/unit/test_renderer.py checks that
+ * sizes, offsets and values agree with the compiled object).
+ *
+ * Only fixed-width types and explicit padding: the renderer writes the map
+ * values byte for byte. schemas/README.md explains the semantics.
+ */
+#ifndef EBPF_OOM_GENERIC_H
+#define EBPF_OOM_GENERIC_H
+
+/* Entries of the oom_rules array map: at most this many rules per policy. */
+#define EBPF_OOM_MAX_RULES 64
+/* TASK_COMM_LEN: 15 bytes and the NUL. */
+#define EBPF_OOM_COMM_LEN 16
+/* Deepest cgroup a rule may name (the root is level 0). */
+#define EBPF_OOM_MAX_CGROUP_LEVEL 16
+/* Cgroup ancestry steps walked per task: a task in a cgroup nested deeper
+ * than this matches no cgroup rule. */
+#define EBPF_OOM_CGROUP_WALK 64
+
+/* Tiers: lower dies first. `select` rules rank above every `prefer` tier. */
+#define EBPF_OOM_TIER_SELECT 0
+#define EBPF_OOM_TIER_MIN 1
+#define EBPF_OOM_TIER_MAX 1000
+
+/* ebpf_oom_config.scope: bits */
+#define EBPF_OOM_SCOPE_GLOBAL 1
+#define EBPF_OOM_SCOPE_MEMCG 2
+
+/* ebpf_oom_rule.action and ebpf_oom_config.fallback_action */
+#define EBPF_OOM_ACT_KERNEL 0	/* no opinion: the kernel's heuristic (fallback only) */
+#define EBPF_OOM_ACT_PROTECT 1	/* BPF_EVAL_NEXT */
+#define EBPF_OOM_ACT_PREFER 2	/* ranked by tier, then points */
+#define EBPF_OOM_ACT_SELECT 3	/* ranked above every tier */
+#define EBPF_OOM_ACT_ABORT 4	/* BPF_EVAL_ABORT (memcg OOMs only) */
+
+/* ebpf_oom_rule.by: the points that order tasks within a tier */
+#define EBPF_OOM_BY_BADNESS 0	/* oom_badness(): rss + swap + page tables + oom_score_adj */
+#define EBPF_OOM_BY_RSS 1	/* resident pages only */
+
+/* ebpf_oom_rule.match: bits, every condition set must hold */
+#define EBPF_OOM_M_PID 1	/* tgid == pid */
+#define EBPF_OOM_M_COMM 2	/* comm bytes under comm_mask equal */
+#define EBPF_OOM_M_CGROUP 4	/* cgroup_id is the task's cgroup or an ancestor */
+#define EBPF_OOM_M_UID 8	/* real uid == uid */
+
+/* One rule: value of the oom_rules array map, key = its position (__u32). */
+struct ebpf_oom_rule {
+	__u64 cgroup_id;	/* kernfs node id (the inode of the cgroup v2 directory) */
+	char comm[EBPF_OOM_COMM_LEN];	/* NUL padded */
+	char comm_mask[EBPF_OOM_COMM_LEN];	/* 0xff for each byte compared:
+						 * exact = the name and its NUL, prefix = the name */
+	__u32 match;		/* EBPF_OOM_M_* */
+	__u32 action;		/* EBPF_OOM_ACT_* except KERNEL */
+	__u32 tier;		/* prefer: EBPF_OOM_TIER_MIN..MAX; select: TIER_SELECT */
+	__u32 by;		/* EBPF_OOM_BY_* */
+	__u32 pid;
+	__u32 uid;
+	__u32 cgroup_level;	/* depth of cgroup_id below the root */
+	__u32 pad;
+};
+
+/* The single entry (key 0) of the oom_config array map. */
+struct ebpf_oom_config {
+	__u32 nr_rules;		/* rules 0..nr_rules-1 are evaluated in order */
+	__u32 scope;		/* EBPF_OOM_SCOPE_*: the OOMs the policy acts in */
+	__u32 fallback_action;	/* KERNEL, PROTECT or PREFER: tasks no rule matches */
+	__u32 fallback_tier;
+	__u32 fallback_by;
+	__u32 needs;		/* union of the rules' match bits: what to read per task */
+};
+
+/* The single entry (key 0) of the oom_state array map: the scan in progress.
+ * OOM scans are serialized by the kernel's oom_lock. */
+struct ebpf_oom_state {
+	__u64 oc;		/* address of the scan's oom_control */
+	__s64 points;		/* the ranked choice's points */
+	__u64 scans;		/* OOMs in the policy's scope since load */
+	__u64 evaluated;	/* tasks evaluated since load */
+	__u64 cache_css;	/* the last classified task: css_set (0: rules ignore cgroups), */
+	__u64 cache_comm[2];	/* name (0: rules ignore names), */
+	__u32 cache_uid;	/* uid (0: rules ignore uids), */
+	__s32 cache_rule;	/* and its first matching rule, -1: none */
+	__u32 cache_valid;	/* the cache_ fields hold a task of this scan */
+	__u32 have;		/* this program SELECTed a task in this scan */
+	__u32 tier;		/* the ranked choice's tier */
+	__u32 pad;
+};
+
+#endif /* EBPF_OOM_GENERIC_H */
