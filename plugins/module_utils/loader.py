@@ -57,7 +57,7 @@ import os
 import re
 import time
 
-from . import bpffs, libbpf
+from . import bpffs, libbpf, renderer
 from .common import (COLLECTION_VERSION, META_POLICY, META_PREFIX, META_SOURCE_SHA256,
                      POLICY_NAME_MAX)
 
@@ -516,8 +516,14 @@ def _root(check_mode):
     return root
 
 
-def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True):
-    """Make policy ``name`` run ``object_path`` with ``globals`` and ``maps`` (see module doc)."""
+def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True,
+          document=None):
+    """Make policy ``name`` run ``object_path`` with ``globals`` and ``maps`` (see module doc).
+
+    ``document``: the declarative policy the globals and maps were rendered from; it is
+    kept in the record so that restore_all() renders it again on the booting host,
+    whose cgroup ids differ from the ones before the reboot.
+    """
     check_name(name)
     globals_ = normalize_globals(globals)
     obj = _open(object_path)
@@ -526,10 +532,10 @@ def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=
         root = _root(check_mode)
         if root is None:
             return _apply_locked(bpffs.Layout(bpffs.roots()[0], name), obj, globals_, specs,
-                                 check_mode, persist, exists=False)
+                                 check_mode, persist, document, exists=False)
         with bpffs.locked(root):
             return _apply_locked(bpffs.Layout(root, name), obj, globals_, specs,
-                                 check_mode, persist, exists=True)
+                                 check_mode, persist, document, exists=True)
     except (libbpf.BpfError, bpffs.BpffsError, OSError) as exc:
         raise LoaderError("policy %s: %s" % (name, getattr(exc, "message", exc)),
                           getattr(exc, "log_tail", ""))
@@ -537,12 +543,12 @@ def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=
         obj.close()
 
 
-def _apply_locked(layout, obj, globals_, specs, check_mode, persist, exists):
+def _apply_locked(layout, obj, globals_, specs, check_mode, persist, document, exists):
     old = _read_record(layout) if exists else None
     same = (old is not None and old.get("object_sha256") == obj.sha256
             and old.get("globals") == globals_)
     if same and not _link_problems(layout, old) and not _map_pin_problems(old):
-        return _apply_same(layout, obj, old, specs, check_mode, persist)
+        return _apply_same(layout, obj, old, specs, check_mode, persist, document)
 
     if old is None:
         action = "created"
@@ -552,6 +558,8 @@ def _apply_locked(layout, obj, globals_, specs, check_mode, persist, exists):
         action = "reloaded"
     reuse = old is not None and old.get("object_sha256") == obj.sha256
     record = _base_record(layout.name, obj, globals_)
+    if document is not None:
+        record["document"] = document
     record["maps"] = dict(old.get("maps", {})) if reuse else {}
     record["maps"].update((n, record_maps(s)) for n, s in specs.items())
     if check_mode:
@@ -575,27 +583,24 @@ def _empty(spec):
             for i in range(spec["max_entries"])}
 
 
-def _apply_same(layout, obj, old, specs, check_mode, persist):
+def _apply_same(layout, obj, old, specs, check_mode, persist, document):
     """Same object and globals, links alive: maybe map entries, maybe the state copy."""
     changes = _pending_map_changes(layout, specs)
-    record = old
+    record = dict(old)
+    record["maps"] = dict(old.get("maps", {}))
+    record["maps"].update((n, record_maps(s)) for n, s in specs.items())
+    if document is not None:
+        record["document"] = document
     action = "unchanged"
-    if changes:
+    if changes or record != old:
+        # Entries to write, or contents already right but recorded differently.
         action = "maps_updated"
-        record = dict(old)
-        record["maps"] = dict(old.get("maps", {}))
-        record["maps"].update((n, record_maps(s)) for n, s in specs.items())
         if not check_mode:
-            changes = _update_in_place(layout, specs)
+            if changes:
+                changes = _update_in_place(layout, specs)
             _rewrite_record(layout, record)
-    elif any(record_maps(s) != old.get("maps", {}).get(n) for n, s in specs.items()):
-        # Contents already right but recorded differently: record them.
-        record = dict(old)
-        record["maps"] = dict(old.get("maps", {}))
-        record["maps"].update((n, record_maps(s)) for n, s in specs.items())
-        if not check_mode:
-            _rewrite_record(layout, record)
-        action = "maps_updated"
+    else:
+        record = old
     stored = _store(layout.name, obj.data, record, persist, check_mode)
     if stored and action == "unchanged":
         action = "persisted"
@@ -800,10 +805,16 @@ def restore_all():
             if _sha256_file(obj_path) != record.get("object_sha256"):
                 raise LoaderError("%s does not match the recorded object sha256 %s"
                                   % (obj_path, record.get("object_sha256")))
-            apply(name, obj_path, globals=record.get("globals"),
-                  maps=_record_entries(record.get("maps", {})), persist=True)
+            document = record.get("document")
+            if document is None:
+                globals_, maps = record.get("globals"), _record_entries(record.get("maps", {}))
+            else:
+                # Cgroup ids are inode numbers: render the document on this boot's cgroups.
+                rendered = renderer.render(document)
+                globals_, maps = rendered.globals, rendered.maps
+            apply(name, obj_path, globals=globals_, maps=maps, persist=True, document=document)
             ok.append(name)
-        except (LoaderError, ValueError, OSError) as exc:
+        except (LoaderError, renderer.RenderError, ValueError, OSError) as exc:
             failed[name] = str(exc)
     return ok, failed
 
