@@ -1,5 +1,5 @@
 # Copyright: ebpf.oom contributors
-# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Print how long the engine takes to load, attach and pin one policy on this host.
 
 A benchmark, not a test: it prints figures and asserts nothing.  The policy is the

@@ -1,5 +1,5 @@
 # Copyright: ebpf.oom contributors
-# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Wall time of a no-op rerun of a playbook that compiles, pins and verifies one policy,
 divided by a bare ansible.builtin.ping play against the same host in the same run
 (goal <= 1.5).

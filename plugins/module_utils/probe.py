@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.oom contributors
-# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What a host can do: the kernel facts behind ebpf.oom.kernel_info, and the
 checks ebpf.oom.policy adds before anything changes (the loader itself refuses
 an object whose kernel symbols are missing, with UnsupportedKernel).

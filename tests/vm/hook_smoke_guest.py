@@ -1,5 +1,5 @@
 # Copyright: ebpf.oom contributors
-# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Guest side of tests/vm/test_hook_smoke.py (copied into the guest, run as root).
 
 The engine's module_utils are copied beside this file as the package
