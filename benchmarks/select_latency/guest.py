@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Guest side of benchmarks/select_latency (run as root in a hook-kernel guest).
 
   guest.py --tasks N --runs R

@@ -94,9 +94,8 @@ def _reason(error):
         value = repr(error.instance) if isinstance(error.instance, str) else json.dumps(error.instance)
         return path, "%s is not one of %s" % (value, ", ".join(str(v) for v in error.validator_value))
     if kind == "type":
-        return path, "must be %s, not %s" % (_type_name({"integer": 0, "string": "", "object": {},
-                                                          "array": []}.get(error.validator_value)),
-                                            _type_name(error.instance))
+        wanted = {"integer": 0, "string": "", "object": {}, "array": []}.get(error.validator_value)
+        return path, "must be %s, not %s" % (_type_name(wanted), _type_name(error.instance))
     if kind == "minimum":
         return path, "%s is below the minimum %s" % (error.instance, error.validator_value)
     if kind == "maximum":
@@ -126,7 +125,7 @@ def validate(document):
     for error in _validator().iter_errors(document):
         path, reason = _reason(error)
         lines.add((tuple(str(p) for p in path), "%s: %s" % (field_path(path), reason)))
-    errors = [line for _, line in sorted(lines)]
+    errors = [line for unused, line in sorted(lines)]
     if not errors:
         errors = renderer.check(document)
     return errors

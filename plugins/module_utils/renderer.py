@@ -360,7 +360,7 @@ def describe(map_name, value):
         raise RenderError("%s value is %d bytes, expected %d" % (map_name, len(value), ctypes.sizeof(struct)))
     obj = struct.from_buffer_copy(value)
     out = {}
-    for field, _ in struct._fields_:
+    for field, unused in struct._fields_:
         v = getattr(obj, field)
         if field in ("comm", "comm_mask"):
             v = bytes(value[getattr(struct, field).offset:][:EBPF_OOM_COMM_LEN])

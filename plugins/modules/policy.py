@@ -47,9 +47,9 @@ options:
     description:
       - A declarative policy document (see C(schemas/README.md)), inline or the path of a YAML or
         JSON file on the controller, as an alternative to writing BPF C.
-      - Validated against C(schemas/policy.schema.json) on the controller before any host is
+      - "Validated against C(schemas/policy.schema.json) on the controller before any host is
         contacted; errors name the field and the reason (C(rules[2].action: 'abort' is only allowed
-        with scope memcg)).
+        with scope memcg))."
       - Rendered on each host into the generic program's map entries (cgroup paths become that
         host's cgroup ids) and its policy-name global. A change of rules, scope or fallback only
         rewrites map entries (RV(action=maps_updated), same program ids); RV(map_changes) lists them.

@@ -65,7 +65,7 @@ def test_ctypes_struct_matches_compiled_c_struct(generic_btf, c_name):
     py = R.STRUCTS[c_name]
     c = struct_named(generic_btf, c_name)
     assert int(c["attrs"]["size"]) == ctypes.sizeof(py)
-    assert [(m[0], m[2] // 8) for m in c["members"]] == [(f, getattr(py, f).offset) for f, _ in py._fields_]
+    assert [(m[0], m[2] // 8) for m in c["members"]] == [(f, getattr(py, f).offset) for f, unused in py._fields_]
 
 
 def _array_len(types, type_id):
@@ -83,7 +83,7 @@ def test_map_definition_matches_renderer(generic_btf, map_name, value, entries):
     var = [t for t in generic_btf.values() if t["kind"] == "VAR" and t["name"] == map_name]
     assert len(var) == 1
     definition = generic_btf[int(var[0]["attrs"]["type_id"])]
-    members = {name: type_id for name, type_id, _ in definition["members"]}
+    members = {name: type_id for name, type_id, unused in definition["members"]}
     assert _array_len(generic_btf, members["max_entries"]) == entries
     assert _array_len(generic_btf, members["type"]) == 2  # BPF_MAP_TYPE_ARRAY
     value_type = generic_btf[int(generic_btf[members["value"]]["attrs"]["type_id"])]
@@ -141,7 +141,7 @@ def cgroot(tmp_path):
 
 
 def decode(rendered):
-    rules = [R.Rule.from_buffer_copy(v) for _, v in rendered.maps[R.RULES_MAP]]
+    rules = [R.Rule.from_buffer_copy(v) for unused, v in rendered.maps[R.RULES_MAP]]
     (key, value), = rendered.maps[R.CONFIG_MAP]
     assert key == 0
     return R.Config.from_buffer_copy(value), rules
@@ -151,7 +151,7 @@ def test_story_renders_to_three_rules_and_config(cgroot):
     out = R.render(STORY, cgroup_root=str(cgroot))
     cfg, rules = decode(out)
     assert out.globals == {common.META_POLICY: "pg-batch-web"}
-    assert [k for k, _ in out.maps[R.RULES_MAP]] == [0, 1, 2]
+    assert [k for k, unused in out.maps[R.RULES_MAP]] == [0, 1, 2]
     assert cfg.nr_rules == 3
     assert cfg.scope == R.EBPF_OOM_SCOPE_GLOBAL | R.EBPF_OOM_SCOPE_MEMCG
     assert (cfg.fallback_action, cfg.fallback_tier) == (R.EBPF_OOM_ACT_KERNEL, 0)
@@ -169,7 +169,7 @@ def test_exact_comm_compares_the_terminating_nul_and_prefix_does_not(cgroot):
     doc = {"name": "c", "rules": [{"match": {"comm": "postgres"}, "action": "protect"},
                                   {"match": {"comm_prefix": "postgres"}, "action": "protect"},
                                   {"match": {"comm": "a" * 15}, "action": "protect"}]}
-    _, (exact, prefix, longest) = decode(R.render(doc))
+    unused, (exact, prefix, longest) = decode(R.render(doc))
     assert bytes(exact)[8:24] == b"postgres" + b"\0" * 8
     assert R.describe(R.RULES_MAP, bytes(exact))["comm_mask"] == "ff" * 9 + "00" * 7
     assert R.describe(R.RULES_MAP, bytes(prefix))["comm_mask"] == "ff" * 8 + "00" * 8
@@ -179,7 +179,7 @@ def test_exact_comm_compares_the_terminating_nul_and_prefix_does_not(cgroot):
 def test_missing_cgroup_matches_nothing_and_warns(cgroot):
     doc = {"name": "m", "rules": [{"match": {"cgroup": "/gone/away"}, "action": "prefer", "tier": 1}]}
     out = R.render(doc, cgroup_root=str(cgroot))
-    _, (rule,) = decode(out)
+    unused, (rule,) = decode(out)
     assert rule.cgroup_level == R.CGROUP_LEVEL_NONE > R.EBPF_OOM_MAX_CGROUP_LEVEL
     assert out.cgroups == {"/gone/away": None}
     assert out.warnings == ["rules[0].match.cgroup: /gone/away does not exist on this host; the rule "
@@ -188,7 +188,7 @@ def test_missing_cgroup_matches_nothing_and_warns(cgroot):
 
 def test_root_cgroup_is_level_zero(cgroot):
     doc = {"name": "r", "rules": [{"match": {"cgroup": "/"}, "action": "prefer", "tier": 4, "by": "rss"}]}
-    _, (rule,) = decode(R.render(doc, cgroup_root=str(cgroot)))
+    unused, (rule,) = decode(R.render(doc, cgroup_root=str(cgroot)))
     assert (rule.cgroup_id, rule.cgroup_level, rule.by) == (os.stat(cgroot).st_ino, 0, R.EBPF_OOM_BY_RSS)
 
 
@@ -212,7 +212,7 @@ def test_document_without_cgroup_rules_needs_no_cgroup_hierarchy(tmp_path):
 
 
 def test_select_ranks_in_tier_zero():
-    _, (rule,) = decode(R.render({"name": "s", "rules": [{"match": {"pid": 7}, "action": "select"}]}))
+    unused, (rule,) = decode(R.render({"name": "s", "rules": [{"match": {"pid": 7}, "action": "select"}]}))
     assert (rule.action, rule.tier) == (R.EBPF_OOM_ACT_SELECT, R.EBPF_OOM_TIER_SELECT)
 
 
@@ -386,8 +386,8 @@ tasks = st.fixed_dictionaries({
     "cgroup": st.sampled_from(TASK_CGROUPS),
 })
 
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                              HealthCheck.too_slow])
+PROPERTY = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @PROPERTY
@@ -396,11 +396,11 @@ def test_valid_document_renders_to_data_the_program_accepts(doc, fake_cgroups):
     assert validate(doc) == []
     out = R.render(doc, cgroup_root=fake_cgroups)
     cfg, rules = decode(out)
-    assert [k for k, _ in out.maps[R.RULES_MAP]] == list(range(len(doc["rules"])))
+    assert [k for k, unused in out.maps[R.RULES_MAP]] == list(range(len(doc["rules"])))
     assert cfg.nr_rules == len(rules) <= R.EBPF_OOM_MAX_RULES
-    assert all(len(v) == ctypes.sizeof(R.Rule) for _, v in out.maps[R.RULES_MAP])
-    assert cfg.scope in (1, 2, 3) and cfg.fallback_action in (R.EBPF_OOM_ACT_KERNEL, R.EBPF_OOM_ACT_PROTECT,
-                                                             R.EBPF_OOM_ACT_PREFER)
+    assert all(len(v) == ctypes.sizeof(R.Rule) for unused, v in out.maps[R.RULES_MAP])
+    assert cfg.scope in (1, 2, 3)
+    assert cfg.fallback_action in (R.EBPF_OOM_ACT_KERNEL, R.EBPF_OOM_ACT_PROTECT, R.EBPF_OOM_ACT_PREFER)
     needs = 0
     for r in rules:
         needs |= r.match
@@ -477,7 +477,7 @@ def program_verdict(classify):
 
 def expected_victim(classified):
     """schemas/README.md: best (tier, points) among ranked tasks, else the most badness among the rest."""
-    if any(c[0] == R.EBPF_OOM_ACT_ABORT for c, _ in classified):
+    if any(c[0] == R.EBPF_OOM_ACT_ABORT for c, unused in classified):
         return "abort"
     ranked = [(c[1], -(t["rss"] if c[2] == R.EBPF_OOM_BY_RSS else t["badness"]), t["pid"])
               for c, t in classified if c[0] in (R.EBPF_OOM_ACT_PREFER, R.EBPF_OOM_ACT_SELECT)]
@@ -501,7 +501,10 @@ def test_victim_does_not_depend_on_scan_order(doc, population, data, fake_cgroup
     population = [dict(t, pid=i + 1, badness=t["badness"] * 16 + i, rss=t["rss"] * 16 + i)
                   for i, t in enumerate(population)]
     cfg, rules = decode(R.render(doc, cgroup_root=fake_cgroups))
-    classify = lambda task: bpf_classify(cfg, rules, task, fake_cgroups)  # noqa: E731
+
+    def classify(task):
+        return bpf_classify(cfg, rules, task, fake_cgroups)
+
     want = expected_victim([(classify(t), t) for t in population])
     order = data.draw(st.permutations(population))
     got = scan(order, program_verdict(classify))

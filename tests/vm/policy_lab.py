@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Guest side of tests/vm/test_policy_language.py: real OOMs in a memory cgroup.
 
 Runs in a hook-kernel guest as root, next to a copy of the engine
@@ -72,7 +71,7 @@ def child(task, ready):
             os.setgid(task["uid"])
             os.setuid(task["uid"])
         hold = []
-        for _ in range(task["mb"]):
+        for unused in range(task["mb"]):
             hold.append(bytearray(b"\x01") * MIB)
         os.write(ready, b"r")
         while True:
@@ -94,7 +93,7 @@ def start(task):
 
 
 def wait_ready(pid, fd, timeout=WAIT):
-    ready, _, _ = select.select([fd], [], [], timeout)
+    ready, unused, unused = select.select([fd], [], [], timeout)
     data = os.read(fd, 1) if ready else b""
     os.close(fd)
     if data != b"r":
@@ -104,7 +103,7 @@ def wait_ready(pid, fd, timeout=WAIT):
 def dead(pid):
     """True when the child has died (it is reaped here); False if the lab reaped it already."""
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, unused = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return False
     return done == pid
@@ -167,7 +166,7 @@ def make_cgroup(path):
 
 
 def remove_cgroups(root):
-    for top, dirs, _ in sorted(os.walk(root, topdown=False), key=lambda t: -t[0].count("/")):
+    for top, dirs, unused in sorted(os.walk(root, topdown=False), key=lambda t: -t[0].count("/")):
         try:
             os.rmdir(top)
         except OSError:
@@ -255,7 +254,7 @@ def wait_trigger(spec, root, pid, fd):
         os.close(fd)
         os.waitpid(pid, 0)
         return "aborted"
-    ready, _, _ = select.select([fd], [], [], WAIT)
+    ready, unused, unused = select.select([fd], [], [], WAIT)
     data = os.read(fd, 1) if ready else b""
     os.close(fd)
     return "done" if data == b"r" else "killed"
