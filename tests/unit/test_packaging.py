@@ -70,3 +70,13 @@ def test_ansible_doc_works_for_every_installed_module(installed, module):
     assert entry["doc"]["filename"].startswith(str(collections))
     assert entry["doc"]["short_description"]
     assert entry["examples"] and entry["return"] is not None
+
+
+def test_ansible_test_sanity_is_clean():
+    """ansible-test sanity (pep8, pylint, validate-modules, shebangs, ...) on the whole
+    collection; tests/sanity/ignore-2.19.txt lists each justified exception."""
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), PYTHON=sys.executable)
+    proc = subprocess.run([os.path.join(REPO, "tests", "sanity", "run")], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, env=env, check=False)
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR")]
+    assert proc.returncode == 0, "\n".join(errors) or proc.stdout[-4000:]

@@ -93,7 +93,7 @@ def start(task):
 
 
 def wait_ready(pid, fd, timeout=WAIT):
-    ready, unused, unused = select.select([fd], [], [], timeout)
+    ready = select.select([fd], [], [], timeout)[0]
     data = os.read(fd, 1) if ready else b""
     os.close(fd)
     if data != b"r":
@@ -254,7 +254,7 @@ def wait_trigger(spec, root, pid, fd):
         os.close(fd)
         os.waitpid(pid, 0)
         return "aborted"
-    ready, unused, unused = select.select([fd], [], [], WAIT)
+    ready = select.select([fd], [], [], WAIT)[0]
     data = os.read(fd, 1) if ready else b""
     os.close(fd)
     return "done" if data == b"r" else "killed"
