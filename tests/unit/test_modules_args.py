@@ -49,9 +49,10 @@ def test_compile_defaults():
     assert params["defines"] == {} and params["include_dirs"] == []
 
 
-def test_policy_present_needs_an_object_absent_does_not():
+def test_policy_present_needs_an_object_or_a_document_absent_does_not():
     errors = validate(policy, {"name": "p"}).error_messages
-    assert any("state is present but all of the following are missing: object" in m for m in errors)
+    assert any("state is present but any of the following are missing: object, policy" in m
+               for m in errors)
     assert validate(policy, {"name": "p", "state": "absent"}).error_messages == []
 
 
