@@ -1,6 +1,6 @@
 """The engine on this host's own kernel: load, attach, pin, verify, replace, remove.
 
-Programs are tp_btf ones (tests/host/progs/counter.bpf.c: count_kill on
+Programs are tp_btf ones (bpf/testing/counter.bpf.c: count_kill on
 oom/mark_victim, count_adj on oom/oom_score_adj_update), since this kernel refuses
 fmod_ret/fentry.  Each test gets a bpffs of its own, mounted by the engine on a
 temporary directory (EBPF_OOM_BPFFS_ROOT) and unmounted at teardown, and a state
@@ -20,7 +20,9 @@ import pytest
 from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, compiler, libbpf, loader
 from ansible_collections.ebpf.oom.plugins.module_utils.common import COLLECTION_VERSION
 
-PROGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "progs")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROGS = os.path.join(REPO, "bpf", "testing")  # the host test programs
+INCLUDE = os.path.join(REPO, "bpf", "include")  # the bundled CO-RE vmlinux.h
 BUILDS = {  # object name: (source, extra clang flags)
     "counter": ("counter.bpf.c", []),
     "counter2": ("counter.bpf.c", ["-DVARIANT=2"]),
@@ -46,7 +48,7 @@ def objects(tmp_path_factory):
     for name, (src, extra) in BUILDS.items():
         paths[name] = str(out / (name + ".o"))
         subprocess.run([clang] + list(compiler.CFLAGS) + extra +
-                       ["-I", PROGS, "-c", os.path.join(PROGS, src), "-o", paths[name]],
+                       ["-I", INCLUDE, "-c", os.path.join(PROGS, src), "-o", paths[name]],
                        check=True)
     return paths
 
