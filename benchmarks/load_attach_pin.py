@@ -3,7 +3,7 @@
 """Print how long the engine takes to load, attach and pin one policy on this host.
 
 A benchmark, not a test: it prints figures and asserts nothing.  The policy is the
-host test program (tests/host/progs/counter.bpf.c: two tp_btf programs, two maps),
+host test program (bpf/testing/counter.bpf.c: two tp_btf programs, two maps),
 since this host's kernel refuses fmod_ret; a real policy has the same shape (two
 programs, a few maps).  Everything happens in a private bpffs mounted on a
 temporary directory and unmounted at the end.  Needs root, clang and kernel BTF.
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(REPO, "plugins"))
 from module_utils import compiler, loader  # noqa: E402  (path set up above)
 
 GOAL_CREATE = 0.3
-SOURCE = os.path.join(REPO, "tests", "host", "progs", "counter.bpf.c")
+SOURCE = os.path.join(REPO, "bpf", "testing", "counter.bpf.c")
 COLD = ("import sys, time\n"
         "t = time.perf_counter()\n"
         "sys.path.insert(0, sys.argv[1])\n"
@@ -43,7 +43,7 @@ COLD = ("import sys, time\n"
 def build(clang, out, variant):
     path = os.path.join(out, "policy%d.o" % variant)
     argv = [clang] + list(compiler.CFLAGS) + ["-DVARIANT=%d" % variant, "-I",
-                                              os.path.dirname(SOURCE), "-c", SOURCE, "-o", path]
+                                              os.path.join(REPO, "bpf", "include"), "-c", SOURCE, "-o", path]
     subprocess.run(argv, check=True)
     return path
 
