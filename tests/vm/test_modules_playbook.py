@@ -119,7 +119,11 @@ def test_seed_example_through_the_modules_kills_target_pid_and_names_the_policy(
         assert [int(p) for p in KILLED.findall(kmsg)] == [target], kmsg
         assert report["gone"] == [target]
         assert sorted(report["alive"]) == sorted([pids["mp-medium"], pids["mp-large"]])
-        assert [m.group(1) for m in map(INVOKED.search, report["kmsg"]) if m] == [REPORTED], kmsg
+        # One kill; every OOM report names the policy. The allocator may OOM once more
+        # before the victim's memory is freed: the seed policy NEXTs every other task,
+        # so that report ends "no killable processes" and kills nothing.
+        reported = [m.group(1) for m in map(INVOKED.search, report["kmsg"]) if m]
+        assert reported and set(reported) == {REPORTED}, kmsg
     finally:
         guest.ssh(["python3", GUEST_DIR + "/helper.py", "cleanup", CGROUP], check=False)
         removed = run_playbook(remove_book, inventory, check=False)
