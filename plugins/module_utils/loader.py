@@ -758,7 +758,9 @@ def _verify_one(layout, object_sha256, policy_name):
                         % (layout.name, record.get("object_sha256"), object_sha256))
     running = set(p["metadata"].get(META_POLICY_KEY) for p in facts["programs"]
                   if "metadata" in p)
-    if policy_name is not None and running and running != {policy_name}:
+    # No program readable (a pin is gone: listed above): the name the record holds.
+    running = running or {record.get("policy_name")}
+    if policy_name is not None and running != {policy_name}:
         problems.append("policy %s reports policy name %s, expected %r"
                         % (layout.name, ", ".join(repr(n) for n in sorted(running, key=str)),
                            policy_name))
