@@ -1,11 +1,16 @@
 """Every Molecule scenario passes `molecule test` (create, converge, idempotence,
 verify with real OOMs, destroy) on hook-kernel guests; molecule/run prints the
-wall time of each."""
+wall time of each.
+
+Marked vm. The directory sorts before tests/vm, so the scenarios run before the
+session-scoped guests of the vm tests boot and sit idle on the shared cores."""
 
 import os
 import subprocess
 
 import pytest
+
+pytestmark = pytest.mark.vm
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENARIOS = ("default", "reboot", "stock_kernel")
