@@ -1,8 +1,10 @@
-"""Shared pytest setup: make the checkout importable as ansible_collections.ebpf.oom."""
+"""Shared pytest setup: make the checkout importable as ansible_collections.ebpf.oom,
+mark tests by their directory, and print where the run's time went."""
 
 import os
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -29,10 +31,44 @@ sys.path.insert(0, COLLECTIONS)
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
 
 
+def area(item):
+    """The part of the suite a test belongs to: its directory under tests/
+    (unit, host, vm, molecule, sanity), or vm/<file> for the VM tests."""
+    rel = os.path.relpath(str(item.fspath), os.path.join(REPO, "tests")).split(os.sep)
+    if rel[0] == "vm" and len(rel) > 1:
+        return "vm/" + os.path.splitext(rel[1])[0]
+    return rel[0]
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests under tests/unit are unit tests unless they say otherwise."""
+    """Tests under tests/unit, host and vm carry that marker unless they say otherwise."""
     for item in items:
-        rel = os.path.relpath(str(item.fspath), REPO)
-        kind = rel.split(os.sep)[1] if rel.startswith("tests" + os.sep) else ""
+        kind = area(item).split("/")[0]
         if kind in ("unit", "host", "vm") and not any(item.iter_markers(name=kind)):
             item.add_marker(getattr(pytest.mark, kind))
+
+
+_spent = {}  # area -> [seconds, tests]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Wall time per test, setup and teardown included (session guests boot in a setup)."""
+    start = time.monotonic()
+    yield
+    row = _spent.setdefault(area(item), [0.0, 0])
+    row[0] += time.monotonic() - start
+    row[1] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _spent:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("time per area")
+    start = getattr(terminalreporter, "_session_start", None)  # pytest's own clock
+    total = start.elapsed().seconds if start is not None else sum(s for s, _c in _spent.values())
+    for name, (seconds, count) in sorted(_spent.items(), key=lambda kv: -kv[1][0]):
+        write("%-34s %5d tests %8.1f s" % (name, count, seconds))
+    write("%-34s %5d tests %8.1f s (wall, collection and session teardown included)"
+          % ("all", sum(c for _s, c in _spent.values()), total))
