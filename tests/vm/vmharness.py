@@ -1,9 +1,9 @@
 """Helpers behind tests/vm/conftest.py's fixtures: vmctl, Guest, Fleet, run_playbook."""
 
 import importlib.util
+import itertools
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -20,7 +20,6 @@ vmlib = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(vmlib)
 
 PREFIX = "pt%d-" % os.getpid()
-STALE = re.compile(r"^pt(\d+)-")
 
 
 class GuestCommandError(subprocess.CalledProcessError):
@@ -104,31 +103,16 @@ class Guest:
         return path
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 _reaped = threading.Lock()
 _reaped_done = []
 
 
 def reap_stale_guests():
-    """Destroy guests of test sessions that died without cleaning up (once per process)."""
+    """Destroy guests whose owner died without cleaning up (once per process)."""
     with _reaped:
-        if _reaped_done:
-            return
-        _reaped_done.append(True)
-        root = vmlib.vm_root()
-        for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-            match = STALE.match(name)
-            if match and not _pid_alive(int(match.group(1))):
-                vmctl("stop", name, check=False)
+        if not _reaped_done:
+            _reaped_done.append(True)
+            vmctl("reap", check=False)
 
 
 _names_lock = threading.Lock()
@@ -151,7 +135,8 @@ class Fleet:
             _names.add(full)
         with self._lock:
             self.guests.append(full)  # registered first: a half-started guest is stopped too
-        done = vmctl("start", full, "--kernel", kernel, "--memory", str(memory), check=False)
+        done = vmctl("start", full, "--kernel", kernel, "--memory", str(memory),
+                     "--owner", str(os.getpid()), check=False)
         if done.returncode != 0:
             pytest.fail("vmctl start %s --kernel %s failed:\n%s%s"
                         % (full, kernel, done.stdout, done.stderr), pytrace=False)
@@ -191,3 +176,62 @@ def run_playbook(playbook, inventory, extra_vars=None, check=True):
     if check and done.returncode != 0:
         raise GuestCommandError(done.returncode, argv, done.stdout, done.stderr)
     return done
+
+
+class PlayResult:
+    """One ansible-playbook run over one guest, read through the json callback."""
+
+    def __init__(self, done, argv):
+        self.rc = done.returncode
+        self.stderr = done.stderr
+        self.argv = argv
+        try:
+            self.data = json.loads(done.stdout)
+        except ValueError:
+            raise GuestCommandError(done.returncode, argv, done.stdout, done.stderr) from None
+        self.tasks = [(t["task"]["name"], next(iter(t["hosts"].values()), {}))
+                      for play in self.data.get("plays", []) for t in play["tasks"]]
+
+    def __getitem__(self, name):
+        """The result of the task with this name (the last one, if repeated)."""
+        found = [result for task, result in self.tasks if task == name]
+        assert found, "no task %r in %s" % (name, [t for t, _r in self.tasks])
+        return found[-1]
+
+    @property
+    def failed(self):
+        return [(task, result.get("msg")) for task, result in self.tasks if result.get("failed")]
+
+    @property
+    def changed(self):
+        return [task for task, result in self.tasks if result.get("changed")]
+
+    def __repr__(self):
+        lines = ["rc=%d" % self.rc]
+        for task, result in self.tasks:
+            lines.append("- %s: %s" % (task, json.dumps(
+                {k: result.get(k) for k in ("changed", "failed", "msg", "warnings") if k in result})))
+        return "\n".join(lines) + ("\n" + self.stderr if self.stderr.strip() else "")
+
+
+def play(guest, tasks, tmp_path, extra_vars=None, check=True, become=False):
+    """Run tasks (a list of task dicts) on the guest in one playbook; a PlayResult.
+    Raises when a task failed and check is true (ignore_errors tasks do not count)."""
+    book = os.path.join(str(tmp_path), "play-%d.json" % next(_plays))
+    with open(book, "w") as handle:
+        json.dump([{"hosts": "all", "gather_facts": False, "become": become,
+                    "tasks": tasks}], handle)
+    argv = [venv_tool("ansible-playbook"), "-i", guest.inventory(tmp_path), book]
+    if extra_vars:
+        argv += ["-e", json.dumps(extra_vars)]
+    env = dict(ansible_env(), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+               ANSIBLE_PIPELINING="True")
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env=env, check=False)
+    result = PlayResult(done, argv)
+    if check and result.rc != 0:
+        raise AssertionError("playbook failed:\n%r" % result)
+    return result
+
+
+_plays = itertools.count()
