@@ -1,11 +1,13 @@
 """The collection as users get it: ansible-galaxy build, install into a temp path, and
 ansible-doc for every module from that installed copy (not from this checkout)."""
 
+import configparser
 import json
 import os
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 import yaml
@@ -72,11 +74,41 @@ def test_ansible_doc_works_for_every_installed_module(installed, module):
     assert entry["examples"] and entry["return"] is not None
 
 
-def test_ansible_test_sanity_is_clean():
-    """ansible-test sanity (pep8, pylint, validate-modules, shebangs, ...) on the whole
-    collection; tests/sanity/ignore-2.19.txt lists each justified exception."""
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), PYTHON=sys.executable)
-    proc = subprocess.run([os.path.join(REPO, "tests", "sanity", "run")], stdout=subprocess.PIPE,
+def sanity(home, *args, **env):
+    """tests/sanity/run with HOME at `home`, as on a machine that never ran ansible-test."""
+    env = dict(os.environ, HOME=str(home), PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
+               PYTHON=sys.executable, **env)
+    return subprocess.run([os.path.join(REPO, "tests", "sanity", "run")] + list(args), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, env=env, check=False)
+
+
+def test_ansible_test_sanity_is_clean(tmp_path):
+    """ansible-test sanity (pep8, pylint, validate-modules, shebangs, ...) on the whole
+    collection; tests/sanity/ignore-2.19.txt lists each justified exception. From an empty
+    ~/.ansible: ansible-test builds every venv afresh, with the machine's pip settings."""
+    start = time.monotonic()
+    proc = sanity(tmp_path)
+    print("ansible-test sanity from an empty ~/.ansible: %.0f s" % (time.monotonic() - start))
     errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR")]
     assert proc.returncode == 0, "\n".join(errors) or proc.stdout[-4000:]
+    # Each venv ansible-test made carries the PIP_* settings of this environment.
+    skip = ("PIP_CONFIG_FILE", "PIP_BREAK_SYSTEM_PACKAGES", "PIP_REQUIRE_VIRTUALENV")
+    wanted = {k[4:].lower().replace("_", "-"): v for k, v in os.environ.items()
+              if k.startswith("PIP_") and k not in skip and v}
+    confs = list((tmp_path / ".ansible" / "test" / "venv").glob("*/*/*/pip.conf"))
+    assert confs, "ansible-test made no venv"
+    for conf in confs:
+        parser = configparser.RawConfigParser()
+        parser.read(str(conf))
+        got = dict(parser.items("global")) if parser.has_section("global") else {}
+        assert got == wanted, conf
+
+
+def test_sanity_venvs_take_pip_settings_from_the_environment(tmp_path):
+    """The negative control of the above: a CA bundle that does not exist, given only
+    through PIP_CERT, is what pip in ansible-test's venvs uses (so it fails), whatever the
+    machine's pip configuration files say."""
+    bogus = str(tmp_path / "no-such-ca.pem")
+    proc = sanity(tmp_path / "home", "--test", "yamllint", PIP_CERT=bogus)
+    assert proc.returncode != 0, proc.stdout[-4000:]
+    assert bogus in proc.stdout, proc.stdout[-4000:]
