@@ -1,6 +1,7 @@
 """Shared pytest setup: make the checkout importable as ansible_collections.ebpf.oom,
 mark tests by their directory, and print where the run's time went."""
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -12,11 +13,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _collection_root():
-    """A directory holding ansible_collections/ebpf/oom -> this checkout."""
+    """A directory holding ansible_collections/ebpf/oom -> this checkout (one per
+    checkout, so that two checkouts can run their tests at the same time)."""
     here = REPO.split(os.sep)
     if here[-3:-1] == ["ansible_collections", "ebpf"] and here[-1] == "oom":
         return os.sep.join(here[:-3])
-    root = os.path.join(tempfile.gettempdir(), "ebpf-oom-collections-%d" % os.getuid())
+    root = os.path.join(tempfile.gettempdir(), "ebpf-oom-collections-%d-%s"
+                        % (os.getuid(), hashlib.sha256(REPO.encode()).hexdigest()[:8]))
     link = os.path.join(root, "ansible_collections", "ebpf", "oom")
     os.makedirs(os.path.dirname(link), exist_ok=True)
     if os.path.realpath(link) != REPO:
