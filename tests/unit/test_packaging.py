@@ -1,22 +1,26 @@
 """The collection as users get it: ansible-galaxy build, install into a temp path, and
-ansible-doc for every module from that installed copy (not from this checkout)."""
+ansible-doc for every module and role from that installed copy (not from this checkout)."""
 
 import configparser
+import importlib
 import json
 import os
 import subprocess
 import sys
 import tarfile
 import time
+from unittest import mock
 
 import pytest
 import yaml
+from ansible.module_utils import basic
 
 from conftest import REPO
 
 BIN = os.path.dirname(sys.executable)
 MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules"))
                  if f.endswith(".py") and not f.startswith("_"))
+ROLES = sorted(os.listdir(os.path.join(REPO, "roles")))
 
 
 def run(argv, env=None):
@@ -62,16 +66,70 @@ def test_installed_collection_reports_its_version(installed):
         assert manifest["collection_info"]["version"] == yaml.safe_load(f)["version"]
 
 
+def ansible_doc(collections, name, kind="module"):
+    """ansible-doc's JSON entry for ebpf.oom.<name>, after its text rendering succeeded too."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections))
+    argv = [os.path.join(BIN, "ansible-doc"), "-t", kind, "ebpf.oom.%s" % name]
+    assert run(argv, env=env).strip()
+    return json.loads(run(argv + ["--json"], env=env))["ebpf.oom.%s" % name]
+
+
+def argument_spec(module):
+    """The argument_spec the module's main() hands to AnsibleModule (stopped right there)."""
+    class Stop(Exception):
+        pass
+
+    def capture(_self, argument_spec, **_kwargs):
+        raise Stop(argument_spec)
+
+    main = importlib.import_module("ansible_collections.ebpf.oom.plugins.modules." + module).main
+    with mock.patch.object(basic.AnsibleModule, "__init__", capture):
+        with pytest.raises(Stop) as stop:
+            main()
+    return stop.value.args[0]
+
+
+def wrong_defaults(documented, defaults, sub="suboptions", path=""):
+    """(option, default shown, real default) for each documented option whose real default
+    (not None) the documentation does not show."""
+    wrong = []
+    for name, real in defaults.items():
+        if name not in documented:
+            continue
+        shown = documented[name].get("default")
+        if isinstance(real, dict) and "type" in real:  # an argument_spec entry
+            if real.get("options"):
+                wrong += wrong_defaults(documented[name].get(sub) or {}, real["options"], sub, path + name + ".")
+            real = real.get("default")
+        if real is not None and shown != json.loads(json.dumps(real)):
+            wrong.append((path + name, shown, real))
+    return wrong
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_ansible_doc_works_for_every_installed_module(installed, module):
     _tarball, collections = installed
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections))
-    doc = json.loads(run([os.path.join(BIN, "ansible-doc"), "--json", "ebpf.oom.%s" % module], env=env))
-    entry = doc["ebpf.oom.%s" % module]
+    entry = ansible_doc(collections, module)
     assert entry["doc"]["collection"] == "ebpf.oom"
     assert entry["doc"]["filename"].startswith(str(collections))
     assert entry["doc"]["short_description"]
     assert entry["examples"] and entry["return"] is not None
+    assert wrong_defaults(entry["doc"]["options"], argument_spec(module)) == []
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_ansible_doc_works_for_every_installed_role(installed, role):
+    """Every variable of the role's defaults/main.yml is documented with that default."""
+    _tarball, collections = installed
+    entry = ansible_doc(collections, role, kind="role")
+    assert entry["collection"] == "ebpf.oom"
+    assert entry["path"].startswith(str(collections))
+    options = entry["entry_points"]["main"]["options"]
+    with open(os.path.join(str(collections), "ansible_collections", "ebpf", "oom", "roles", role,
+                           "defaults", "main.yml")) as f:
+        defaults = yaml.safe_load(f)
+    assert sorted(set(defaults) - set(options)) == []
+    assert wrong_defaults(options, defaults, sub="options") == []
 
 
 def sanity(home, *args, **env):
