@@ -15,24 +15,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
-
 from ansible import constants as C
 from ansible.plugins.action import ActionBase
-
-INCLUDE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                           "bpf", "include")
-
-
-def bundled_headers(directory=INCLUDE_DIR):
-    """{file name: text} of the *.h files in the collection's bpf/include."""
-    headers = {}
-    if os.path.isdir(directory):
-        for name in sorted(os.listdir(directory)):
-            if name.endswith(".h"):
-                with open(os.path.join(directory, name)) as f:
-                    headers[name] = f.read()
-    return headers
+from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import bundled_headers
 
 
 class ActionModule(ActionBase):

@@ -3,6 +3,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The bpffs layout: where a policy's pins and its record live.
 
+Layer 2 (layout): imports the kernel binding and the leaf helpers.
+
     BPFFS_ROOT/                  0700 root (mounted bpffs; mounted when missing)
       <policy>/                  0700 root
         link_<program>           pinned link of each program (keeps it attached)
@@ -29,6 +31,7 @@ import stat
 
 from . import libbpf
 from .common import BPFFS_MOUNT, BPFFS_ROOT, STATE_DIR
+from .errors import BpffsError
 
 BPF_FS_MAGIC = 0xCAFE4A11
 DIR_MODE = 0o700
@@ -38,10 +41,6 @@ LINK_PREFIX = "link_"
 MAP_PREFIX = "map_"
 RECORD_MAP_NAME = "ebpf_oom_record"
 RECORD_ALIGN = 256
-
-
-class BpffsError(Exception):
-    """bpffs is not there and cannot be mounted, or a pin cannot be handled."""
 
 
 def roots():
@@ -67,6 +66,12 @@ def is_bpffs(path):
     if libc.statfs(path.encode(), ctypes.byref(buf)) != 0:
         return False
     return (buf.f_type & 0xFFFFFFFF) == BPF_FS_MAGIC
+
+
+def mounted_root():
+    """The bpffs root when bpffs is mounted where it belongs, else None (nothing there)."""
+    root = roots()[0]
+    return root if is_bpffs(mount_point(root)) else None
 
 
 def ensure_mounted(root):

@@ -3,9 +3,12 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Constants shared by every part of the engine.
 
+Layer 0 (leaf helpers): imports nothing from the engine.
+
 The engine (everything under module_utils) uses only the Python standard
 library, so the same files serve the modules, the boot-time restore service
-and the tests.
+and the tests.  tests/unit/test_layers.py lists the engine's layers: a file
+imports only from layers below its own.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -27,8 +30,8 @@ STATE_DIR = "/var/lib/ebpf-oom"
 # Content-addressed compiler output and generated vmlinux.h files.
 CACHE_DIR = os.environ.get("EBPF_OOM_CACHE", "/var/cache/ebpf-oom")
 
-# The kernel's policy-name buffer (include/linux/oom.h in the hook patch).
-POLICY_NAME_MAX = 15  # bytes, without the terminating NUL
+# The running kernel's BTF.
+BTF_VMLINUX = "/sys/kernel/btf/vmlinux"
 
 # Return values of bpf_oom_evaluate_task (bpf/include/ebpf_oom.h has the C side).
 NO_BPF_POLICY = 0

@@ -21,6 +21,8 @@ minimal header; `bundled` uses the bundled one; anything else is a path.
 Standard library only; no file outside the cache and `dest` is ever written,
 and in check mode nothing is written at all (new cache entries go to a
 scratch directory that is removed).
+
+Layer 2 (translation): imports only the leaf helpers.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -36,35 +38,22 @@ import stat
 import subprocess
 import tempfile
 
-from . import common, loader
+from . import common
+from .errors import CompileError
+from .files import sha256_file, write_atomic
+from .names import POLICY_NAME_MAX, check_name
 
 CLANG_NAMES = ("clang-19", "clang-16", "clang")
 CFLAGS = ("-target", "bpf", "-g", "-O2", "-D__TARGET_ARCH_x86")
-BTF_VMLINUX = "/sys/kernel/btf/vmlinux"
+BTF_VMLINUX = common.BTF_VMLINUX
 TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 LOG_TAIL_LINES = 40
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _version_cache = {}
 
 
-class CompileError(Exception):
-    """A refused input or a failed compile; `log_tail` holds the tool's stderr tail."""
-
-    def __init__(self, message, log_tail=""):
-        super(CompileError, self).__init__(message)
-        self.log_tail = log_tail
-
-
 def tail(text, lines=LOG_TAIL_LINES):
     return "\n".join(text.strip().splitlines()[-lines:])
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _which(name):
@@ -93,14 +82,6 @@ def clang_version(clang):
         m = re.search(r"version (\d+(?:\.\d+)*)", line)
         _version_cache[clang] = (line, m.group(1) if m else "")
     return _version_cache[clang]
-
-
-def validate_policy_name(name):
-    """Raise CompileError unless `name` is a usable policy name (the loader's rule)."""
-    try:
-        loader.check_name(name)
-    except loader.LoaderError as e:
-        raise CompileError(str(e))
 
 
 def check_source(path):
@@ -158,7 +139,7 @@ def wrapper_text(source_sha256, policy_name=None, src=None, content=None):
     ]
     if policy_name:
         lines += [
-            "const volatile char %s[%d] = %s;" % (common.META_POLICY, common.POLICY_NAME_MAX + 1,
+            "const volatile char %s[%d] = %s;" % (common.META_POLICY, POLICY_NAME_MAX + 1,
                                                   _c_string(policy_name)),
             "#define EBPF_OOM_POLICY_NAME %s" % _c_string(policy_name),
         ]
@@ -185,20 +166,6 @@ class _Store:
         path = os.path.join(self.scratch or self.root, *rel)
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         return path
-
-
-def write_atomic(path, data, mode=0o644):
-    """Write `data` to `path` via a temporary file in the same directory and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _run(argv, stdin=None):
@@ -369,7 +336,7 @@ def compile_object(src=None, content=None, dest=None, defines=None, include_dirs
     if (src is None) == (content is None):
         raise CompileError("give exactly one of src and content")
     if policy_name is not None:
-        validate_policy_name(policy_name)
+        check_name(policy_name, CompileError)
     if src is not None:
         src = os.path.abspath(src)
         data = check_source(src)

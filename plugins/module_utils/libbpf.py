@@ -3,6 +3,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ctypes binding over the system's libbpf.so.1 (Debian libbpf1 >= 1.1).
 
+Layer 1 (kernel binding): imports only the leaf helpers.
+
 Everything that makes a bpf() call goes through here: open and load an object,
 set its ``const volatile`` globals, attach programs by section, pin links, reuse
 pinned maps, map element operations, and the info of programs, links and maps
@@ -27,7 +29,7 @@ import ctypes
 import hashlib
 import os
 
-from .common import META_PREFIX
+from .errors import BpfError
 
 LOG_TAIL_LINES = 20          # verifier log lines kept in BpfError.log_tail
 LIBBPF_TAIL_LINES = 6        # libbpf's own messages kept after them
@@ -70,21 +72,6 @@ BTF_FUNC_EXTERN = 2  # enum btf_func_linkage, kept in a FUNC's vlen
 BTF_MODIFIERS = (BTF_KINDS["typedef"], BTF_KINDS["volatile"], BTF_KINDS["const"],
                  BTF_KINDS["restrict"], BTF_KINDS["type_tag"])
 BTF_INT_SIGNED = 1
-
-
-class BpfError(Exception):
-    """A libbpf or bpf() failure; ``log_tail`` holds the verifier/libbpf log tail."""
-
-    def __init__(self, message, log_tail="", errno=0):
-        super(BpfError, self).__init__(message)
-        self.message = message
-        self.log_tail = log_tail
-        self.errno = errno
-
-    def __str__(self):
-        if self.log_tail:
-            return "%s\n%s" % (self.message, self.log_tail)
-        return self.message
 
 
 # ---------------------------------------------------------------- UAPI structs
@@ -999,8 +986,9 @@ def map_freeze(fd):
 
 # ---------------------------------------------------------------- metadata
 
-def prog_metadata(prog_fd):
-    """{name without 'bpf_metadata_': value} of a loaded program, as bpftool shows it."""
+def prog_metadata(prog_fd, prefix):
+    """{name without ``prefix``: value} of the .rodata variables of a loaded program whose
+    name starts with ``prefix`` (bpftool shows those of 'bpf_metadata_' as metadata)."""
     out = {}
     for map_id in prog_info(prog_fd)["map_ids"]:
         fd = lib().bpf_map_get_fd_by_id(map_id)
@@ -1021,8 +1009,8 @@ def prog_metadata(prog_fd):
             if btf.type(sec).kind != BTF_KIND_DATASEC:
                 continue
             for name, off, size, tid in btf.datasec_vars_by_id(sec):
-                if name.startswith(META_PREFIX):
-                    out[name[len(META_PREFIX):]] = btf.render(tid, value[off:off + size])
+                if name.startswith(prefix):
+                    out[name[len(prefix):]] = btf.render(tid, value[off:off + size])
         finally:
             btf.close()
     return out

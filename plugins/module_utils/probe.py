@@ -7,6 +7,9 @@ an object whose kernel symbols are missing, with UnsupportedKernel).
 
 Reads only (BTF through the engine's libbpf binding, /proc, /sys); standard
 library only.
+
+Layer 5 (callers): imports pins, the compiler (to find clang), the layout, the
+kernel binding and the leaf helpers.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,11 +18,13 @@ __metaclass__ = type
 
 import os
 
-from . import common, compiler, libbpf, loader, bpffs
+from . import bpffs, common, compiler, libbpf, pins
+from .errors import BpfError, CompileError
+from .files import read_text
 
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 LOCKDOWN = "/sys/kernel/security/lockdown"
-BTF_VMLINUX = compiler.BTF_VMLINUX
+BTF_VMLINUX = common.BTF_VMLINUX
 
 HOOK_SECTION = "fmod_ret/" + common.HOOK_FUNC
 HOOK_SYMBOLS = ((common.HOOK_FUNC, "func"), (common.NAME_FUNC, "func"), (common.NAME_KFUNC, "func"))
@@ -30,11 +35,8 @@ def btf_present():
 
 
 def _read(path):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+    text = read_text(path)
+    return text.strip() if text is not None else None
 
 
 def lockdown_mode():
@@ -59,7 +61,7 @@ def hook_program_problem(object_path):
     try:
         with libbpf.Object(object_path) as obj:
             sections = [p.section for p in obj.programs()]
-    except (libbpf.BpfError, OSError) as e:
+    except (BpfError, OSError) as e:
         return "object %s cannot be opened: %s" % (object_path, e)
     if HOOK_SECTION in sections:
         return None
@@ -81,7 +83,7 @@ def unsupported_message(missing):
 def _clang():
     try:
         path = compiler.find_clang()
-    except compiler.CompileError:
+    except CompileError:
         return None
     return dict(path=path, version=compiler.clang_version(path)[1])
 
@@ -89,7 +91,7 @@ def _clang():
 def _libbpf_version():
     try:
         return libbpf.libbpf_version()
-    except libbpf.BpfError:
+    except BpfError:
         return None
 
 
@@ -123,5 +125,5 @@ def kernel_info(with_policies=True):
         reasons=reasons,
     )
     if with_policies:
-        info["policies"] = loader.list_policies() if version else []
+        info["policies"] = pins.list_policies() if version else []
     return info

@@ -8,7 +8,8 @@ schemas/README.md) is validated against the schema on the controller (the
 ebpf.oom.policy action plugin); this file does the rest, on the host that
 loads the policy, with the standard library only:
 
-- `check(document)`: the rules the schema cannot express (one ranking per tier);
+- `check(document)`: what the schema cannot express (the name rule to the letter,
+  one ranking per tier);
 - `lint(document)`: warnings, e.g. a global-scope policy that can leave a
   global OOM without a victim (the kernel then panics);
 - `render(document)`: the map entries and globals for loader.apply(), with
@@ -17,6 +18,8 @@ loads the policy, with the standard library only:
 
 The ctypes structs and constants below mirror bpf/generic.h name for name;
 tests/unit/test_renderer.py checks them against the compiled object's BTF.
+
+Layer 2 (translation): imports only the leaf helpers.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,7 +29,9 @@ __metaclass__ = type
 import ctypes
 import os
 
-from . import common
+from . import cgroups, common
+from .errors import RenderError
+from .names import name_problem
 
 # ---- bpf/generic.h ---------------------------------------------------------
 
@@ -127,23 +132,17 @@ BY = {"badness": EBPF_OOM_BY_BADNESS, "rss": EBPF_OOM_BY_RSS}
 DEFAULT_SCOPE = "both"
 DEFAULT_FALLBACK = "kernel"
 DEFAULT_BY = "badness"
-CGROUP2_FSTYPE = "cgroup2"
-PROC_MOUNTS = "/proc/self/mounts"
-
-
-class RenderError(Exception):
-    """A document this renderer cannot turn into map data (message: 'path: reason')."""
 
 
 class Rendered:
     """What loader.apply() needs: globals and maps; plus warnings and resolved cgroups."""
 
-    def __init__(self, name, variables, maps, warnings, cgroups):
+    def __init__(self, name, variables, maps, warnings, resolved):
         self.name = name
         self.globals = variables    # {variable: value}
         self.maps = maps            # {map name: [(key int, value bytes), ...]}
         self.warnings = warnings    # [str]
-        self.cgroups = cgroups      # {path: {"id": int, "level": int} or None (missing)}
+        self.cgroups = resolved     # {path: {"id": int, "level": int} or None (missing)}
 
 
 def rule_path(i, field=None):
@@ -174,9 +173,14 @@ def normalize(document):
 
 
 def check(document):
-    """Errors ('path: reason') the schema cannot see: every rule of a tier ranks the same way."""
+    """Errors ('path: reason') the schema cannot see: the name rule to the letter (a JSON
+    Schema pattern's `$` lets a trailing newline through), and every rule of a tier ranks
+    the same way."""
     doc = normalize(document)
     errors = []
+    problem = name_problem(doc.get("name"))
+    if problem:
+        errors.append("name: %s" % problem)
     tiers = {}  # tier -> (by, where)
     ranked = [(rule_path(i), r) for i, r in enumerate(doc["rules"])] + [("fallback", doc["fallback"])]
     for where, rule in ranked:
@@ -216,29 +220,15 @@ def lint(document):
     return []
 
 
-def cgroup2_root(mounts=PROC_MOUNTS):
+def cgroup2_root(mountinfo=cgroups.MOUNTINFO):
     """Where the cgroup v2 hierarchy is mounted (the first cgroup2 mount)."""
     try:
-        with open(mounts) as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) >= 3 and fields[2] == CGROUP2_FSTYPE:
-                    return fields[1].replace("\\040", " ")
+        found = cgroups.cgroup2_mount(mountinfo)
     except OSError as e:
-        raise RenderError("cannot read %s: %s" % (mounts, e.strerror))
-    raise RenderError("no cgroup v2 hierarchy is mounted on this host; cgroup rules need one")
-
-
-def resolve_cgroup(path, root):
-    """(cgroup id, level) of a cgroup v2 path under `root`, or None when it does not exist."""
-    parts = [p for p in path.split("/") if p]
-    try:
-        st = os.stat(os.path.join(root, *parts))
-    except OSError:
-        return None
-    if not os.path.isdir(os.path.join(root, *parts)):
-        return None
-    return st.st_ino, len(parts)
+        raise RenderError("cannot read %s: %s" % (mountinfo, e.strerror))
+    if found is None:
+        raise RenderError("no cgroup v2 hierarchy is mounted on this host; cgroup rules need one")
+    return found
 
 
 def _comm(name, exact):
@@ -266,7 +256,7 @@ def _ranking(rule, where):
     return ACTIONS[action], tier, by
 
 
-def _rule(i, rule, resolve, cgroups, warnings):
+def _rule(i, rule, resolve, resolved, warnings):
     where = rule_path(i)
     match = rule.get("match") or {}
     r = Rule()
@@ -287,10 +277,10 @@ def _rule(i, rule, resolve, cgroups, warnings):
     if "cgroup" in match:
         path = match["cgroup"]
         r.match |= EBPF_OOM_M_CGROUP
-        if path not in cgroups:
+        if path not in resolved:
             found = resolve(path)
-            cgroups[path] = dict(id=found[0], level=found[1]) if found else None
-        found = cgroups[path]
+            resolved[path] = dict(id=found[0], level=found[1]) if found else None
+        found = resolved[path]
         if found is None:
             r.cgroup_level = CGROUP_LEVEL_NONE
             warnings.append("%s.match.cgroup: %s does not exist on this host; the rule matches "
@@ -310,15 +300,13 @@ def render(document, cgroup_root=None):
     """A Rendered for the document, cgroup paths resolved on this host.
 
     `cgroup_root` overrides the cgroup v2 mount point (found in
-    /proc/self/mounts when a rule names a cgroup).
+    /proc/self/mountinfo when a rule names a cgroup).
     """
     errors = check(document)
     if errors:
         raise RenderError("\n".join(errors))
     doc = normalize(document)
-    name = doc.get("name")
-    if not isinstance(name, str) or not 1 <= len(name.encode("utf-8")) <= common.POLICY_NAME_MAX:
-        raise RenderError("name: must be 1 to %d bytes" % common.POLICY_NAME_MAX)
+    name = doc["name"]
     if doc["scope"] not in SCOPES:
         raise RenderError("scope: must be one of %s" % ", ".join(sorted(SCOPES)))
     rules = doc["rules"]
@@ -329,10 +317,10 @@ def render(document, cgroup_root=None):
     def resolve(path):
         if not roots:
             roots.append(cgroup_root or cgroup2_root())
-        return resolve_cgroup(path, roots[0])
+        return cgroups.resolve(path, roots[0])
 
-    warnings, cgroups = [], {}
-    entries = [_rule(i, rule, resolve, cgroups, warnings) for i, rule in enumerate(rules)]
+    warnings, resolved = [], {}
+    entries = [_rule(i, rule, resolve, resolved, warnings) for i, rule in enumerate(rules)]
     for i, r in enumerate(entries):
         if r.action == EBPF_OOM_ACT_ABORT and doc["scope"] != "memcg":
             raise RenderError("%s.action: 'abort' is only allowed with scope memcg" % rule_path(i))
@@ -348,7 +336,7 @@ def render(document, cgroup_root=None):
         RULES_MAP: [(i, bytes(r)) for i, r in enumerate(entries)],
         CONFIG_MAP: [(0, bytes(cfg))],
     }
-    return Rendered(name, {common.META_POLICY: name}, maps, warnings, cgroups)
+    return Rendered(name, {common.META_POLICY: name}, maps, warnings, resolved)
 
 
 def describe(map_name, value):

@@ -77,12 +77,6 @@ options:
       - The clang binary (a path or a name on C(PATH)); by default the first of C(clang-19),
         C(clang-16), C(clang).
     type: str
-  _bundled_headers:
-    description:
-      - Internal, set by the action plugin; the collection's C(bpf/include) headers as
-        a dict of file name to text. Do not set it.
-    type: dict
-    default: {}
 notes:
   - Needs clang and libbpf's headers (C(bpf/bpf_helpers.h), Debian package C(libbpf-dev)) where
     it runs, and bpftool for O(vmlinux=auto) on a host with BTF.
@@ -183,6 +177,7 @@ stderr:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ebpf.oom.plugins.module_utils import compiler
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import CompileError
 
 ARGUMENT_SPEC = dict(
     src=dict(type="path"),
@@ -193,6 +188,8 @@ ARGUMENT_SPEC = dict(
     policy_name=dict(type="str"),
     vmlinux=dict(type="str", default="auto"),
     clang=dict(type="str"),
+    # Internal, not documented: the action plugin sends the collection's bpf/include
+    # headers ({file name: text}) with the task, so that they reach the host.
     _bundled_headers=dict(type="dict", default={}),
 )
 SPEC_KWARGS = dict(mutually_exclusive=[("src", "content")], required_one_of=[("src", "content")])
@@ -206,8 +203,8 @@ def main():
             src=p["src"], content=p["content"], dest=p["dest"], defines=p["defines"],
             include_dirs=p["include_dirs"], policy_name=p["policy_name"], vmlinux=p["vmlinux"],
             clang=p["clang"], bundled_headers=p["_bundled_headers"], check_mode=module.check_mode)
-    except compiler.CompileError as e:
-        msg = str(e)
+    except CompileError as e:
+        msg = e.message
         if e.log_tail:
             msg += ":\n" + e.log_tail
         module.fail_json(msg=msg, stderr=e.log_tail)

@@ -221,7 +221,7 @@ metrics_file:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import events
+from ansible_collections.ebpf.oom.plugins.module_utils import events, metrics
 
 ARGUMENT_SPEC = dict(
     since=dict(type="str"),
@@ -243,7 +243,7 @@ def main():
     result = dict(changed=False, events=found["events"], observer=found["observer"])
     if p["metrics_file"]:
         try:
-            changed, before, text = events.update_metrics(p["metrics_file"], found, check_mode=module.check_mode)
+            changed, before, text = metrics.update_metrics(p["metrics_file"], found, check_mode=module.check_mode)
         except OSError as e:
             module.fail_json(msg="cannot write the metrics file %s: %s" % (p["metrics_file"], e))
         result.update(changed=changed, metrics_file=p["metrics_file"])

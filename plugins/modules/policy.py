@@ -212,6 +212,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ebpf.oom.plugins.module_utils import loader, probe, renderer
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, RenderError, UnsupportedKernel
 
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
@@ -277,7 +278,7 @@ def desired(module, p):
         module.fail_json(msg="policy sets the generic program's globals and maps; drop globals and maps")
     try:
         rendered = renderer.render(p["policy"])
-    except renderer.RenderError as e:
+    except RenderError as e:
         module.fail_json(msg="policy: %s" % e)
     for warning in rendered.warnings:
         module.warn(warning)
@@ -297,14 +298,14 @@ def present(module, p):
             module.fail_json(msg=problem)
     try:
         if not probe.btf_present():
-            raise loader.UnsupportedKernel(["BTF (%s)" % probe.BTF_VMLINUX])
+            raise UnsupportedKernel(["BTF (%s)" % probe.BTF_VMLINUX])
         globals_, maps, extra = desired(module, p)
         result = loader.apply(p["name"], p["object"], globals=globals_, maps=maps,
                               check_mode=module.check_mode, persist=p["persist"],
                               document=p["policy"])
         result.update(extra)
         return result
-    except loader.UnsupportedKernel as e:
+    except UnsupportedKernel as e:
         msg = probe.unsupported_message(e.missing)
         if p["on_unsupported"] == "skip":
             return dict(changed=False, skipped=True, action="skipped", msg=msg, missing=e.missing)
@@ -326,7 +327,7 @@ def main():
             result = present(module, p)
     except ValueError as e:
         module.fail_json(msg=str(e))
-    except loader.LoaderError as e:
+    except LoaderError as e:
         module.fail_json(msg=str(e), log_tail=e.log_tail)
     diff = result.pop("diff", None)
     if diff is not None and module._diff:

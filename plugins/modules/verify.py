@@ -86,7 +86,9 @@ object_sha256:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import compiler, loader
+from ansible_collections.ebpf.oom.plugins.module_utils import verify as checks
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError
+from ansible_collections.ebpf.oom.plugins.module_utils.files import sha256_file
 
 
 ARGUMENT_SPEC = dict(
@@ -105,11 +107,11 @@ def main():
     if p["object"] is not None:
         if not os.path.isfile(p["object"]):
             module.fail_json(msg="object %s does not exist" % p["object"])
-        sha = compiler.sha256_file(p["object"])
+        sha = sha256_file(p["object"])
     try:
-        result = loader.verify(name=p["name"], object_sha256=sha.lower() if sha else None,
+        result = checks.verify(name=p["name"], object_sha256=sha.lower() if sha else None,
                                policy_name=p["policy_name"])
-    except loader.LoaderError as e:
+    except LoaderError as e:
         module.fail_json(msg=str(e), log_tail=e.log_tail)
     if p["name"] is None and not result["policies"] and not result["problems"]:
         result["problems"].append("no policy is loaded")

@@ -11,6 +11,7 @@ even when a test fails.
 import ctypes
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,11 +20,12 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.ebpf.oom.plugins.module_utils import compiler, events, libbpf, loader
+from ansible_collections.ebpf.oom.plugins.module_utils import compiler, deploy, events, libbpf, loader, observer as obs, verify
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-OBSERVER_SRC = os.path.join(REPO, "bpf", events.OBSERVER_SOURCE)
+OBSERVER_SRC = os.path.join(REPO, "bpf", obs.OBSERVER_SOURCE)
 HOG_LIMIT_MIB = 64
 HOG_TIMEOUT_S = 120
 
@@ -119,23 +121,23 @@ def roots(tmp_path_factory):
 def builds():
     """{variant: object path} of bpf/observer.bpf.c, compiled by the engine against this kernel."""
     return dict((label, compiler.compile_object(src=OBSERVER_SRC, defines=defines)["object"])
-                for label, defines in events.OBSERVER_VARIANTS)
+                for label, defines in obs.OBSERVER_VARIANTS)
 
 
 @pytest.fixture(scope="module")
 def observer(roots, builds):
     """The observer loaded (tp_btf build) as the engine deploys it; removed afterwards."""
-    result = events.apply_observer([builds[label] for label, _d in events.OBSERVER_VARIANTS])
+    result = deploy.apply_observer([builds[label] for label, _d in obs.OBSERVER_VARIANTS])
     try:
         yield result
     finally:
-        loader.remove(events.OBSERVER_NAME)
+        loader.remove(obs.OBSERVER_NAME)
 
 
 @pytest.fixture(scope="module")
 def killed(observer):
     """One real memcg OOM kill while the observer runs, and the observer's count before it."""
-    before = events.read_observer()["kills"]
+    before = obs.read_observer()["kills"]
     start = time.time()
     hog = oom_kill_hog("ebpfoom_hog%s" % uuid.uuid4().hex[:4], adj=500)
     hog.update(kills_before=before, start=start)
@@ -150,23 +152,23 @@ def the_event(found, hog):
 
 def test_observer_deploys_as_tp_btf_program_under_its_own_entry(observer, builds):
     assert observer["object"] == builds["tp_btf"]
-    assert observer["record"]["name"] == events.OBSERVER_NAME
+    assert observer["record"]["name"] == obs.OBSERVER_NAME
     [prog] = observer["record"]["programs"]
     assert (prog["section"], prog["target"]) == ("tp_btf/mark_victim", "mark_victim")
-    problems = loader.verify(name=events.OBSERVER_NAME)["problems"]
+    problems = verify.verify(name=obs.OBSERVER_NAME)["problems"]
     assert problems == []
 
 
 def test_observer_maps_have_the_layout_of_observer_h(observer):
-    layout = events.observer_layout()
-    with libbpf.pinned(layout.map(events.OBSERVER_VICTIMS_MAP)) as fd:
+    layout = obs.observer_layout()
+    with libbpf.pinned(layout.map(obs.OBSERVER_VICTIMS_MAP)) as fd:
         info = libbpf.map_info(fd)
     assert (info["value_size"], info["max_entries"]) == (
-        ctypes.sizeof(events.ObserverVictim), events.OBSERVER_VICTIMS)
+        ctypes.sizeof(obs.ObserverVictim), obs.OBSERVER_VICTIMS)
 
 
 def test_observer_records_the_killed_process(killed):
-    state = events.read_observer()
+    state = obs.read_observer()
     assert state["kills"] == killed["kills_before"] + 1
     ev = the_event(state["events"], killed)
     assert ev["comm"] == killed["comm"]
@@ -251,28 +253,30 @@ def test_events_info_check_mode_writes_no_metrics(observer, tmp_path):
 
 
 def test_metrics_command_writes_the_file_the_timer_expects(killed, tmp_path):
-    """What the role's timer runs: the engine's events entry point with --metrics-file."""
-    prom = tmp_path / "ebpf_oom.prom"
-    code = "import sys; from ansible_collections.ebpf.oom.plugins.module_utils import events; " \
-           "sys.exit(events.main(sys.argv[1:]))"
-    proc = subprocess.run([sys.executable, "-c", code, "--metrics-file", str(prom)],
-                          env=dict(os.environ, PYTHONPATH=os.environ["ANSIBLE_COLLECTIONS_PATH"]),
+    """What the role's timer runs: the host command (the engine installed beside it as the
+    package ebpf_oom_engine, as the role installs it) with --metrics-file."""
+    prom = tmp_path / "out" / "ebpf_oom.prom"
+    prom.parent.mkdir()
+    command = tmp_path / "ebpf-oom"
+    shutil.copy(os.path.join(REPO, "roles", "bpf_oom", "files", "ebpf-oom"), str(command))
+    os.symlink(os.path.join(REPO, "plugins", "module_utils"), str(tmp_path / "ebpf_oom_engine"))
+    proc = subprocess.run([sys.executable, str(command), "events", "--metrics-file", str(prom)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     samples = metric_samples(prom.read_text())
     assert samples[("ebpf_oom_kills_total", (("cgroup", killed["memcg"]), ("policy", "unknown")))] == 1
-    assert sorted(os.listdir(str(tmp_path))) == ["ebpf_oom.prom"]
+    assert sorted(os.listdir(str(prom.parent))) == ["ebpf_oom.prom"]
 
 
 def test_raw_tp_fallback_build_records_the_killed_process(killed, builds):
     """The fallback replaces the tp_btf build in place and sees the next kill the same way."""
-    result = events.apply_observer([builds["raw_tp"]])
+    result = deploy.apply_observer([builds["raw_tp"]])
     assert result["action"] == "replaced"
     [prog] = result["record"]["programs"]
     assert prog["section"] == "raw_tp/mark_victim"
     hog = oom_kill_hog("ebpfoom_raw%s" % uuid.uuid4().hex[:4], adj=300)
-    [victim] = [v for v in events.read_observer()["events"] if v["pid"] == hog["pid"]]
+    [victim] = [v for v in obs.read_observer()["events"] if v["pid"] == hog["pid"]]
     assert victim["comm"] == hog["comm"]
     assert (victim["memcg_id"], victim["oom_score_adj"]) == (hog["memcg_id"], 300)
 
@@ -280,7 +284,7 @@ def test_raw_tp_fallback_build_records_the_killed_process(killed, builds):
 def test_observer_falls_back_when_a_build_does_not_load(observer, builds, tmp_path):
     broken = tmp_path / "broken.bpf.o"
     broken.write_bytes(b"\x7fELF not really")
-    result = events.apply_observer([str(broken), builds["tp_btf"]])
+    result = deploy.apply_observer([str(broken), builds["tp_btf"]])
     assert result["object"] == builds["tp_btf"]
     [prog] = result["record"]["programs"]
     assert prog["section"] == "tp_btf/mark_victim"
@@ -289,5 +293,5 @@ def test_observer_falls_back_when_a_build_does_not_load(observer, builds, tmp_pa
 def test_observer_reports_every_build_that_failed(observer, tmp_path):
     broken = tmp_path / "broken.bpf.o"
     broken.write_bytes(b"\x7fELF not really")
-    with pytest.raises(loader.LoaderError, match="no build of the OOM observer loads: .*broken.bpf.o"):
-        events.apply_observer([str(broken)])
+    with pytest.raises(LoaderError, match="no build of the OOM observer loads: .*broken.bpf.o"):
+        deploy.apply_observer([str(broken)])

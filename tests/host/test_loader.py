@@ -17,8 +17,9 @@ import types
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, compiler, libbpf, loader
-from ansible_collections.ebpf.oom.plugins.module_utils.common import COLLECTION_VERSION
+from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, compiler, libbpf, loader, pins, restore, verify
+from ansible_collections.ebpf.oom.plugins.module_utils.common import COLLECTION_VERSION, META_PREFIX
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, UnsupportedKernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROGS = os.path.join(REPO, "bpf", "testing")  # the host test programs
@@ -144,7 +145,7 @@ def test_apply_pins_links_maps_and_record_in_a_root_only_policy_dir(engine, obje
         assert prog["attach_type"] == "trace_raw_tp" and prog["prog_type"] == "tracing"
     assert {p["name"]: p["target"] for p in record["programs"]} == \
         {"count_kill": "mark_victim", "count_adj": "oom_score_adj_update"}
-    verified = loader.verify("p")
+    verified = verify.verify("p")
     assert verified["problems"] == []
     assert [p["attached"] for p in verified["policies"][0]["programs"]] == [True, True]
 
@@ -159,7 +160,7 @@ def test_link_info_target_and_metadata_agree_with_bpftool(engine, objects):
             (shown["id"], shown["prog_id"], shown["tp_name"], shown["type"])
         fd = libbpf.prog_fd_by_id(prog["prog_id"])
         try:
-            meta, pinfo = libbpf.prog_metadata(fd), libbpf.prog_info(fd)
+            meta, pinfo = libbpf.prog_metadata(fd, META_PREFIX), libbpf.prog_info(fd)
         finally:
             os.close(fd)
         shown = bpftool("prog", "show", "id", str(prog["prog_id"]))
@@ -191,7 +192,7 @@ def test_changed_global_reloads_with_new_programs_and_keeps_map_data(engine, obj
     assert second["record"]["maps"] == {"counters": first["record"]["maps"]["counters"]}
     live = {p["id"] for p in bpftool("prog", "show")}
     assert set(prog_ids(second)) <= live and not set(prog_ids(first)) & live
-    assert loader.verify("p")["problems"] == []
+    assert verify.verify("p")["problems"] == []
 
 
 def test_changed_map_entry_is_written_in_place(engine, objects):
@@ -204,7 +205,7 @@ def test_changed_map_entry_is_written_in_place(engine, objects):
     dumped = bpftool("map", "dump", "pinned", bpffs.Layout(engine.root, "p").map("settings"))
     assert sorted((e["formatted"]["key"], e["formatted"]["value"]) for e in dumped) == \
         [(1, 10), (2, 21)]
-    assert loader.verify("p")["problems"] == []
+    assert verify.verify("p")["problems"] == []
 
 
 def test_hash_map_entries_not_given_are_deleted(engine, objects):
@@ -222,19 +223,19 @@ def test_changed_object_replaces_programs_atomically(engine, objects):
     assert second["diff"]["before"] == first["record"]
     assert bpffs.Layout(engine.root, "p").entries() == ["link_count_adj", "link_count_kill",
                                                         "map_counters", "map_settings", "record"]
-    assert loader.verify("p", object_sha256=second["record"]["object_sha256"])["problems"] == []
+    assert verify.verify("p", object_sha256=second["record"]["object_sha256"])["problems"] == []
 
 
 def test_verifier_rejection_raises_log_tail_and_keeps_the_old_policy(engine, objects):
     old = loader.apply("p", objects["counter"])
     layout = bpffs.Layout(engine.root, "p")
-    with pytest.raises(loader.LoaderError) as err:
+    with pytest.raises(LoaderError) as err:
         loader.apply("p", objects["rejected"])
     assert "the kernel refused to load policy p" in err.value.message
     assert "invalid access to map value, value_size=8 off=40 size=8" in err.value.log_tail
     assert len(err.value.log_tail.splitlines()) <= libbpf.LOG_TAIL_LINES + libbpf.LIBBPF_TAIL_LINES
     assert bpffs.read_record(layout.record) == old["record"]
-    assert loader.verify("p")["problems"] == []
+    assert verify.verify("p")["problems"] == []
     with libbpf.pinned(layout.link("count_kill")) as fd:
         assert libbpf.link_info(fd)["prog_id"] in prog_ids(old)
     assert not os.path.exists(layout.staging)
@@ -242,16 +243,16 @@ def test_verifier_rejection_raises_log_tail_and_keeps_the_old_policy(engine, obj
 
 def test_verifier_rejection_of_a_new_policy_leaves_nothing(engine, objects):
     before = kernel_objects()
-    with pytest.raises(loader.LoaderError):
+    with pytest.raises(LoaderError):
         loader.apply("p", objects["rejected"])
-    assert loader.verify("p")["problems"] == ["policy p is not loaded (no %s/p)" % engine.root]
+    assert verify.verify("p")["problems"] == ["policy p is not loaded (no %s/p)" % engine.root]
     assert new_objects(before) == {"progs": [], "maps": [], "links": []}
 
 
 def test_unknown_global_or_map_is_refused_before_any_change(engine, objects):
-    with pytest.raises(loader.LoaderError, match="no const volatile global 'nope'.*target_pid"):
+    with pytest.raises(LoaderError, match="no const volatile global 'nope'.*target_pid"):
         loader.apply("p", objects["counter"], globals={"nope": 1})
-    with pytest.raises(loader.LoaderError, match="no map 'nope' \\(it has: counters, settings\\)"):
+    with pytest.raises(LoaderError, match="no map 'nope' \\(it has: counters, settings\\)"):
         loader.apply("p", objects["counter"], maps={"nope": []})
     assert not os.path.exists(os.path.join(engine.root, "p"))
 
@@ -260,7 +261,7 @@ def test_kernel_without_the_hook_raises_unsupported_kernel_naming_it(engine, obj
     hook = ["bpf_oom_evaluate_task", "bpf_set_policy_name", "set_oom_policy_name"]
     assert not any(libbpf.vmlinux_btf_has(name, "func") for name in hook)
     before = kernel_objects()
-    with pytest.raises(loader.UnsupportedKernel) as err:
+    with pytest.raises(UnsupportedKernel) as err:
         loader.apply("p", objects["needs_hook"])
     assert err.value.missing == hook
     assert new_objects(before) == {"progs": [], "maps": [], "links": []}
@@ -270,7 +271,7 @@ def test_kernel_without_the_hook_raises_unsupported_kernel_naming_it(engine, obj
 def test_bpffs_that_cannot_be_mounted_is_a_clear_error(engine, objects, monkeypatch, tmp_path):
     nowhere = tmp_path / "no-such-dir"
     monkeypatch.setenv("EBPF_OOM_BPFFS_ROOT", str(nowhere / "ebpf_oom"))
-    with pytest.raises(loader.LoaderError, match="bpffs is not mounted at %s and mounting it "
+    with pytest.raises(LoaderError, match="bpffs is not mounted at %s and mounting it "
                        "failed: No such file or directory" % nowhere):
         loader.apply("p", objects["counter"])
     assert not nowhere.exists()
@@ -289,7 +290,7 @@ def test_check_mode_reports_but_changes_nothing(engine, objects):
     removed = loader.remove("p", check_mode=True)
     assert removed["changed"]
     assert bpffs.read_record(bpffs.Layout(engine.root, "p").record) == first["record"]
-    assert loader.verify("p")["problems"] == []
+    assert verify.verify("p")["problems"] == []
 
 
 # ---------------------------------------------------------------- verify
@@ -311,7 +312,7 @@ def test_verify_lists_every_discrepancy(engine, objects):
         foreign.pin(layout.link("count_kill"))
         foreign_link, foreign_prog = libbpf.link_info(foreign.fd), libbpf.prog_info(prog.fd)
         foreign.close()
-        result = loader.verify("p", object_sha256="0" * 64, policy_name="other")
+        result = verify.verify("p", object_sha256="0" * 64, policy_name="other")
     finally:
         other.close()
     assert sorted(result["problems"]) == sorted([
@@ -334,13 +335,13 @@ def test_verify_reports_map_drift_and_stray_pins(engine, objects):
     with libbpf.pinned(layout.map("settings")) as fd:
         libbpf.map_update(fd, libbpf.pack(1, 4), libbpf.pack(9, 4))
     bpffs.make_dir(layout.staging)
-    problems = loader.verify()["problems"]
+    problems = verify.verify()["problems"]
     assert problems == ["map settings: key 01000000 holds 09000000, expected 01000000",
                         "policy p: unexpected entry %s" % layout.staging]
 
 
 def test_verify_of_an_unknown_policy_is_a_problem(engine, objects):
-    assert loader.verify("ghost")["problems"] == \
+    assert verify.verify("ghost")["problems"] == \
         ["policy ghost is not loaded (no %s/ghost)" % engine.root]
 
 
@@ -348,11 +349,11 @@ def test_verify_of_an_unknown_policy_is_a_problem(engine, objects):
 def test_apply_repairs_a_policy_whose_pin_went_missing(engine, objects, pin):
     first = loader.apply("p", objects["counter"], maps={"settings": {1: 2}})
     os.unlink(os.path.join(engine.root, "p", pin))
-    assert loader.verify("p")["problems"]
+    assert verify.verify("p")["problems"]
     again = loader.apply("p", objects["counter"], maps={"settings": {1: 2}})
     assert (again["changed"], again["action"]) == (True, "reloaded")
     assert set(prog_ids(again)).isdisjoint(prog_ids(first))
-    assert loader.verify("p")["problems"] == []
+    assert verify.verify("p")["problems"] == []
 
 
 # ---------------------------------------------------------------- remove
@@ -374,7 +375,7 @@ def test_remove_of_an_unknown_policy_is_not_a_change(engine, objects):
     assert loader.remove("ghost")["changed"] is False
     loader.apply("p", objects["counter"])
     assert loader.remove("ghost")["changed"] is False
-    assert loader.verify("p")["problems"] == []
+    assert verify.verify("p")["problems"] == []
 
 
 def test_200_apply_replace_remove_cycles_leave_nothing_behind(engine, objects):
@@ -412,14 +413,14 @@ def test_restore_all_reloads_every_persisted_policy_with_its_globals_and_maps(en
                  maps={"settings": [(5, 6)]})
     loader.apply("q", objects["counter2"])
     subprocess.run(["umount", engine.mount], check=True)   # what a reboot does to bpffs
-    assert loader.list_policies() == []
-    ok, failed = loader.restore_all()
+    assert pins.list_policies() == []
+    ok, failed = restore.restore_all()
     assert (ok, failed) == (["p", "q"], {})
-    assert [r["name"] for r in loader.list_policies()] == ["p", "q"]
+    assert [r["name"] for r in pins.list_policies()] == ["p", "q"]
     record = bpffs.read_record(bpffs.Layout(engine.root, "p").record)
     assert record["globals"] == {"target_pid": 4}
     assert record["maps"] == {"settings": [["05000000", "06000000"]]}
-    assert loader.verify()["problems"] == []
+    assert verify.verify()["problems"] == []
 
 
 def test_restore_all_reports_a_corrupt_object_and_restores_the_rest(engine, objects):
@@ -428,7 +429,7 @@ def test_restore_all_reports_a_corrupt_object_and_restores_the_rest(engine, obje
     with open(os.path.join(engine.state, "policies", "p", "object.o"), "ab") as handle:
         handle.write(b"junk")
     subprocess.run(["umount", engine.mount], check=True)
-    ok, failed = loader.restore_all()
+    ok, failed = restore.restore_all()
     assert ok == ["q"] and list(failed) == ["p"]
     assert "does not match the recorded object sha256" in failed["p"]
 

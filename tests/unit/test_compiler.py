@@ -7,6 +7,8 @@ import subprocess
 import pytest
 
 from ansible_collections.ebpf.oom.plugins.module_utils import common, compiler
+from ansible_collections.ebpf.oom.plugins.module_utils.files import sha256_file
+from ansible_collections.ebpf.oom.plugins.module_utils.names import POLICY_NAME_MAX
 
 # A stand-in for the bundled minimal vmlinux.h, for these tests only.
 STANDIN_VMLINUX = """\
@@ -80,7 +82,7 @@ def tree(path):
     out = {}
     for root, _dirs, files in os.walk(path):
         for f in files:
-            out[os.path.join(root, f)] = compiler.sha256_file(os.path.join(root, f))
+            out[os.path.join(root, f)] = sha256_file(os.path.join(root, f))
     return out
 
 
@@ -273,13 +275,13 @@ def test_bad_policy_names_are_refused_before_anything_is_written(env, name):
 
 
 def test_fifteen_byte_policy_name_is_accepted(env):
-    env.compile(dest=env.dest, policy_name="a" * common.POLICY_NAME_MAX)
+    env.compile(dest=env.dest, policy_name="a" * POLICY_NAME_MAX)
     assert "a" * 15 in rodata_strings(env.dest)
 
 
 def test_source_declaring_the_policy_variable_gets_the_embedded_name(env):
     with open(env.source, "a") as f:
-        f.write("const volatile char %s[%d];\n" % (common.META_POLICY, common.POLICY_NAME_MAX + 1))
+        f.write("const volatile char %s[%d];\n" % (common.META_POLICY, POLICY_NAME_MAX + 1))
     env.compile(dest=env.dest, policy_name="generic")
     assert "generic" in rodata_strings(env.dest)
 

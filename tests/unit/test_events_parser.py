@@ -1,4 +1,5 @@
-"""The OOM event parser, merger and metrics renderer (plugins/module_utils/events.py).
+"""The OOM event parser, merger and metrics renderer (plugins/module_utils/kmsg.py,
+observer.py, events.py, metrics.py, cgroups.py).
 
 The kernel-log samples are the records a 6.18 kernel wrote for a memcg OOM on a
 test host (call trace and memory statistics shortened), plus the hook kernel's
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.ebpf.oom.plugins.module_utils import events as E
+from ansible_collections.ebpf.oom.plugins.module_utils import cgroups, events, kmsg, metrics, observer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,7 +58,7 @@ def global_report(seq, sec, pid, comm, policy="protect_db", adj=0):
 
 
 def parse(lines):
-    return E.parse_oom_reports(E.parse_kmsg_lines(lines))
+    return kmsg.parse_oom_reports(kmsg.parse_kmsg_lines(lines))
 
 
 # ---- the kernel log ----
@@ -143,7 +144,7 @@ def test_report_without_kill_does_not_lend_its_policy():
 
 def test_report_whose_kill_line_was_lost_does_not_name_a_much_later_kill():
     lines = global_report(1, 10.0, 100, "first")[:-1] + [
-        rec(20, 10.0 + E.REPORT_SPAN_S + 1, "Out of memory: Killed process 200 (second) total-vm:1kB", 3)]
+        rec(20, 10.0 + kmsg.REPORT_SPAN_S + 1, "Out of memory: Killed process 200 (second) total-vm:1kB", 3)]
     [ev] = parse(lines)
     assert (ev["pid"], ev["policy"], ev["memcg"], ev["invoker"]) == (200, None, None, None)
 
@@ -169,13 +170,13 @@ def test_user_space_records_cannot_fake_kills():
 
 
 def test_kmsg_record_text_stops_before_continuation_lines():
-    r = E.parse_kmsg_record(b"3,7,1500000,-;usb 1-1: reset\n SUBSYSTEM=usb\n DEVICE=c189:1\n")
+    r = kmsg.parse_kmsg_record(b"3,7,1500000,-;usb 1-1: reset\n SUBSYSTEM=usb\n DEVICE=c189:1\n")
     assert (r.facility, r.level, r.seq, r.usec, r.message) == (0, 3, 7, 1500000, "usb 1-1: reset")
 
 
 @pytest.mark.parametrize("line", [b"", b"no header", b"x,1,2,-;text", b"6,1;text", b"6,-1,5,-;t", b"\xff\xfe;"])
 def test_malformed_kmsg_records_are_dropped(line):
-    assert E.parse_kmsg_record(line) is None
+    assert kmsg.parse_kmsg_record(line) is None
 
 
 KNOWN_LINES = [r.decode() for r in MEMCG_REPORT] + [r.decode() for r in global_report(500, 600.0, 42, "s")]
@@ -195,19 +196,19 @@ def test_cut_and_shuffled_report_lines_never_crash_the_parser(pieces):
     """Real report lines, cut anywhere, with junk appended, in any order."""
     lines = [line[:cut] + junk for line, cut, junk in pieces]
     for ev in parse(lines):
-        assert isinstance(ev["pid"], int) and set(ev) == set(E.EVENT_KEYS)
+        assert isinstance(ev["pid"], int) and set(ev) == set(kmsg.EVENT_KEYS)
 
 
 # ---- the observer's records ----
 
-def observer_victim(seq, pid, comm, mono_s, flags=E.OBSERVER_F_TASK, memcg_id=55):
-    return E.ObserverVictim(seq=seq, mono_ns=int(mono_s * 1e9), memcg_id=memcg_id, anon_rss=10,
+def observer_victim(seq, pid, comm, mono_s, flags=observer.OBSERVER_F_TASK, memcg_id=55):
+    return observer.ObserverVictim(seq=seq, mono_ns=int(mono_s * 1e9), memcg_id=memcg_id, anon_rss=10,
                             file_rss=2, shmem_rss=0, pid=pid, tgid=pid, uid=1000, oom_score_adj=300,
                             flags=flags, comm=comm.encode())
 
 
 def test_observer_victim_becomes_event_in_kib():
-    ev = E.victim_event(observer_victim(3, 321, "hog", 12.5), page_kb=4)
+    ev = observer.victim_event(observer_victim(3, 321, "hog", 12.5), page_kb=4)
     assert (ev["pid"], ev["comm"], ev["uid"], ev["oom_score_adj"]) == (321, "hog", 1000, 300)
     assert (ev["anon_rss_kb"], ev["file_rss_kb"], ev["rss_kb"]) == (40, 8, 48)
     assert (ev["memcg_id"], ev["observer_seq"], ev["sources"]) == (55, 3, ["observer"])
@@ -216,16 +217,16 @@ def test_observer_victim_becomes_event_in_kib():
 
 def test_pid_only_observer_victim_claims_nothing_else():
     """Kernels before 6.9 pass the pid only: the rest of the slot is not data."""
-    ev = E.victim_event(observer_victim(1, 321, "", 1.0, flags=0), page_kb=4)
+    ev = observer.victim_event(observer_victim(1, 321, "", 1.0, flags=0), page_kb=4)
     assert ev["pid"] == 321
     assert ev["comm"] is None and ev["rss_kb"] is None and ev["memcg_id"] is None
 
 
 def test_merge_pairs_observer_and_kernel_log_records_of_one_kill():
     [kev] = parse(MEMCG_REPORT)
-    obs = E.victim_event(observer_victim(1, 6684, "python3", 490.9367), page_kb=4)
-    other = E.victim_event(observer_victim(2, 6684, "python3", 900.0), page_kb=4)
-    merged = E.merge([kev], [obs, other])
+    obs = observer.victim_event(observer_victim(1, 6684, "python3", 490.9367), page_kb=4)
+    other = observer.victim_event(observer_victim(2, 6684, "python3", 900.0), page_kb=4)
+    merged = events.merge([kev], [obs, other])
     assert [e["sources"] for e in merged] == [["kmsg", "observer"], ["observer"]]
     assert merged[0]["memcg"] == "/obs_probe" and merged[0]["memcg_id"] == 55
     assert merged[0]["observer_seq"] == 1 and merged[0]["kmsg_seq"] == 418
@@ -234,12 +235,12 @@ def test_merge_pairs_observer_and_kernel_log_records_of_one_kill():
 
 def test_since_and_policy_filters():
     evs = parse(global_report(1, 100.0, 1, "a", policy="p1") + global_report(10, 200.0, 2, "b", policy="p2"))
-    E.set_wall_time(evs, now=10000.0, mono_now=300.0)
+    events.set_wall_time(evs, now=10000.0, mono_now=300.0)
     assert [e["timestamp"] for e in evs] == [pytest.approx(9800.003), pytest.approx(9900.003)]
     assert evs[0]["time"] == "1970-01-01T02:43:20.003000Z"
-    assert [e["pid"] for e in E.filter_events(evs, since=9850.0)] == [2]
-    assert [e["pid"] for e in E.filter_events(evs, policies=["p1"])] == [1]
-    assert E.filter_events(evs, since=9850.0, policies=["p1"]) == []
+    assert [e["pid"] for e in events.filter_events(evs, since=9850.0)] == [2]
+    assert [e["pid"] for e in events.filter_events(evs, policies=["p1"])] == [1]
+    assert events.filter_events(evs, since=9850.0, policies=["p1"]) == []
 
 
 @pytest.mark.parametrize("since,expected", [
@@ -247,12 +248,12 @@ def test_since_and_policy_filters():
     ("1970-01-01T00:05:00Z", 300.0), ("1970-01-01T01:05:00+01:00", 300.0), ("1970-01-01 00:05:00", 300.0),
 ])
 def test_since_accepts_durations_unix_seconds_and_iso_times(since, expected):
-    assert E.parse_since(since, now=1000.0) == pytest.approx(expected)
+    assert events.parse_since(since, now=1000.0) == pytest.approx(expected)
 
 
 def test_since_rejects_garbage_with_the_accepted_forms():
     with pytest.raises(ValueError, match="duration .*ISO 8601"):
-        E.parse_since("yesterday")
+        events.parse_since("yesterday")
 
 
 # ---- metrics ----
@@ -269,10 +270,10 @@ def kills_of(samples):
 def test_metrics_count_kills_by_policy_and_cgroup_for_prometheus():
     evs = (parse(global_report(1, 1.0, 1, "a", policy="p1")) + parse(global_report(10, 2.0, 2, "b", policy="p1"))
            + parse(MEMCG_REPORT))
-    evs.append(E.victim_event(observer_victim(9, 9, "x", 3.0, flags=0), page_kb=4))
-    E.set_wall_time(evs, now=1000.0, mono_now=1000.0)
-    state = E.count_kills(evs, None, "boot1")
-    samples = samples_of(E.metrics_text(state, {"loaded": True, "kills": 7}))
+    evs.append(observer.victim_event(observer_victim(9, 9, "x", 3.0, flags=0), page_kb=4))
+    events.set_wall_time(evs, now=1000.0, mono_now=1000.0)
+    state = metrics.count_kills(evs, None, "boot1")
+    samples = samples_of(metrics.metrics_text(state, {"loaded": True, "kills": 7}))
     assert kills_of(samples) == {
         (("cgroup", "/system.slice/app.service"), ("policy", "p1")): 2,
         (("cgroup", "/obs_probe"), ("policy", "unknown")): 1,
@@ -288,35 +289,35 @@ def test_metrics_count_kills_by_policy_and_cgroup_for_prometheus():
 def test_kill_counts_survive_the_kernel_log_scrolling_away():
     first = parse(global_report(1, 10.0, 1, "a", policy="p1"))
     second = parse(global_report(10, 20.0, 2, "b", policy="p1"))
-    state = E.count_kills(first + second, None, "boot1")
-    state = E.count_kills(second, state, "boot1")  # the first report is gone
-    state = E.count_kills([], state, "boot1")      # and the second
+    state = metrics.count_kills(first + second, None, "boot1")
+    state = metrics.count_kills(second, state, "boot1")  # the first report is gone
+    state = metrics.count_kills([], state, "boot1")      # and the second
     third = parse(global_report(20, 30.0, 3, "c", policy="p1"))
-    state = E.count_kills(third, state, "boot1")
+    state = metrics.count_kills(third, state, "boot1")
     assert state["totals"] == {'["p1", "/system.slice/app.service"]': 3}
 
 
 def test_a_kill_counts_once_whichever_source_still_has_it():
     [kev] = parse(MEMCG_REPORT)
-    obs = E.victim_event(observer_victim(1, 6684, "python3", 490.9367), page_kb=4)
-    state = E.count_kills([kev], None, "boot1")                   # the log only, first
-    state = E.count_kills(E.merge([kev], [obs]), state, "boot1")  # then both
-    state = E.count_kills([obs], state, "boot1")                  # then the observer only
+    obs = observer.victim_event(observer_victim(1, 6684, "python3", 490.9367), page_kb=4)
+    state = metrics.count_kills([kev], None, "boot1")                   # the log only, first
+    state = metrics.count_kills(events.merge([kev], [obs]), state, "boot1")  # then both
+    state = metrics.count_kills([obs], state, "boot1")                  # then the observer only
     assert state["totals"] == {'["unknown", "/obs_probe"]': 1}
 
 
 def test_kill_counts_restart_at_boot_and_from_a_broken_state():
     evs = parse(global_report(1, 10.0, 1, "a", policy="p1"))
-    state = E.count_kills(evs, None, "boot1")
-    assert E.count_kills(evs, state, "boot1")["totals"] == state["totals"]
-    assert E.count_kills([], state, "boot2")["totals"] == {}
-    assert E.count_kills(evs, "garbage", "boot1")["totals"] == state["totals"]
+    state = metrics.count_kills(evs, None, "boot1")
+    assert metrics.count_kills(evs, state, "boot1")["totals"] == state["totals"]
+    assert metrics.count_kills([], state, "boot2")["totals"] == {}
+    assert metrics.count_kills(evs, "garbage", "boot1")["totals"] == state["totals"]
 
 
 def test_metric_label_values_are_escaped():
     ev = parse(global_report(1, 1.0, 1, "a"))[0]
     ev.update(memcg='/we"ird\\path\nx', timestamp=1.0)
-    text = E.metrics_text(E.count_kills([ev], None, "b"), {"loaded": False})
+    text = metrics.metrics_text(metrics.count_kills([ev], None, "b"), {"loaded": False})
     [family] = [f for f in text_string_to_metric_families(text) if f.name == "ebpf_oom_kills"]
     assert family.samples[0].labels["cgroup"] == '/we"ird\\path\nx'
 
@@ -324,14 +325,14 @@ def test_metric_label_values_are_escaped():
 def test_metrics_update_keeps_its_state_private_and_writes_nothing_in_check_mode(tmp_path):
     prom, state_dir = str(tmp_path / "ebpf_oom.prom"), tmp_path / "state"
     evs = parse(global_report(1, 10.0, 1, "a", policy="p1"))
-    E.set_wall_time(evs)
+    events.set_wall_time(evs)
     found = {"all_events": evs, "observer": {"loaded": False}}
-    changed, before, text = E.update_metrics(prom, found, check_mode=True, state_dir=str(state_dir))
+    changed, before, text = metrics.update_metrics(prom, found, check_mode=True, state_dir=str(state_dir))
     assert (changed, before) == (True, None) and not os.path.exists(prom) and not state_dir.exists()
-    assert E.update_metrics(prom, found, state_dir=str(state_dir))[0]
-    assert stat.S_IMODE(os.stat(str(state_dir / E.METRICS_STATE)).st_mode) == 0o600
+    assert metrics.update_metrics(prom, found, state_dir=str(state_dir))[0]
+    assert stat.S_IMODE(os.stat(str(state_dir / metrics.METRICS_STATE)).st_mode) == 0o600
     found["all_events"] = []
-    changed, before, text = E.update_metrics(prom, found, state_dir=str(state_dir))
+    changed, before, text = metrics.update_metrics(prom, found, state_dir=str(state_dir))
     assert not changed  # the kill is gone from both sources, not from the counters
     samples = samples_of(text)
     labels = (("cgroup", "/system.slice/app.service"), ("policy", "p1"))
@@ -341,14 +342,14 @@ def test_metrics_update_keeps_its_state_private_and_writes_nothing_in_check_mode
 
 def test_metrics_file_is_replaced_atomically_and_only_when_changed(tmp_path):
     path = str(tmp_path / "ebpf_oom.prom")
-    assert E.write_metrics(path, "a 1\n", check_mode=True) == (True, None)
+    assert metrics.write_metrics(path, "a 1\n", check_mode=True) == (True, None)
     assert not os.path.exists(path)
-    assert E.write_metrics(path, "a 1\n") == (True, None)
+    assert metrics.write_metrics(path, "a 1\n") == (True, None)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     inode = os.stat(path).st_ino
-    assert E.write_metrics(path, "a 1\n") == (False, "a 1\n")
+    assert metrics.write_metrics(path, "a 1\n") == (False, "a 1\n")
     assert os.stat(path).st_ino == inode
-    assert E.write_metrics(path, "a 2\n") == (True, "a 1\n")
+    assert metrics.write_metrics(path, "a 2\n") == (True, "a 1\n")
     assert os.stat(path).st_ino != inode  # renamed over, never written in place
     assert sorted(os.listdir(str(tmp_path))) == ["ebpf_oom.prom"]
 
@@ -377,13 +378,13 @@ def header_structs():
 
 def test_python_structs_mirror_observer_h():
     defines, structs = header_structs()
-    for cname, pystruct in (("observer_victim", E.ObserverVictim), ("observer_stats", E.ObserverStats)):
+    for cname, pystruct in (("observer_victim", observer.ObserverVictim), ("observer_stats", observer.ObserverStats)):
         assert [(n, ctypes.sizeof(t)) for n, t in structs[cname]] == \
             [(n, ctypes.sizeof(t)) for n, t in pystruct._fields_]
         assert [n for n, _t in structs[cname]] == [n for n, _t in pystruct._fields_]
-    assert ctypes.sizeof(E.ObserverVictim) == sum(ctypes.sizeof(t) for _n, t in structs["observer_victim"])
+    assert ctypes.sizeof(observer.ObserverVictim) == sum(ctypes.sizeof(t) for _n, t in structs["observer_victim"])
     for name in ("OBSERVER_VICTIMS", "OBSERVER_COMM_LEN", "OBSERVER_F_TASK", "OBSERVER_F_RAW_TP"):
-        assert int(defines[name]) == getattr(E, name)
+        assert int(defines[name]) == getattr(observer, name)
 
 
 def test_memory_cgroup_hierarchy_prefers_v1_memory_controller(tmp_path):
@@ -393,13 +394,13 @@ def test_memory_cgroup_hierarchy_prefers_v1_memory_controller(tmp_path):
         "33 24 0:28 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n"
         "36 24 0:31 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
         "37 24 0:32 / /sys/fs/cgroup/memory rw,relatime shared:12 - cgroup cgroup rw,memory\n")
-    assert E.memcg_mount(str(info)) == ("/sys/fs/cgroup/memory", "/")
+    assert cgroups.memcg_mount(str(info)) == ("/sys/fs/cgroup/memory", "/")
     info.write_text("29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n")
-    assert E.memcg_mount(str(info)) == ("/sys/fs/cgroup", "/")
+    assert cgroups.memcg_mount(str(info)) == ("/sys/fs/cgroup", "/")
 
 
 def test_memcg_ids_resolve_to_paths_by_inode(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     ino = os.stat(str(tmp_path / "a" / "b")).st_ino
     root_ino = os.stat(str(tmp_path)).st_ino
-    assert E.memcg_paths([ino, root_ino, 0], mount=(str(tmp_path), "/")) == {ino: "/a/b", root_ino: "/"}
+    assert cgroups.memcg_paths([ino, root_ino, 0], mount=(str(tmp_path), "/")) == {ino: "/a/b", root_ino: "/"}

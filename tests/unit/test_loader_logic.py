@@ -1,45 +1,15 @@
-"""Pure logic of the engine: names, packing, map plans, link checks, record encoding."""
+"""Pure logic of the engine: packing, globals, map plans, link checks, record encoding."""
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, libbpf, loader
-from ansible_collections.ebpf.oom.plugins.module_utils.common import POLICY_NAME_MAX
+from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, libbpf, loader, maps, pins
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError
 
 HASH, ARRAY = libbpf.BPF_MAP_TYPE_HASH, libbpf.BPF_MAP_TYPE_ARRAY
 
 
 def k4(n):
     return n.to_bytes(4, "little")
-
-
-# ---------------------------------------------------------------- names
-
-@pytest.mark.parametrize("name", ["a", "protect_db", "web-tier", "A1_b-2", "x" * POLICY_NAME_MAX])
-def test_check_name_accepts_bpffs_safe_names(name):
-    assert loader.check_name(name) == name
-
-
-def test_check_name_refuses_name_longer_than_kernel_buffer():
-    with pytest.raises(loader.LoaderError, match="16 bytes long; the kernel keeps at most 15"):
-        loader.check_name("x" * (POLICY_NAME_MAX + 1))
-
-
-def test_check_name_counts_bytes_not_characters():
-    # 8 characters, 16 bytes in UTF-8
-    with pytest.raises(loader.LoaderError, match="16 bytes long"):
-        loader.check_name("\u00e9" * 8)
-
-
-@pytest.mark.parametrize("name", ["has.dot", "..", "a/b", "sp ace", "tab\t", "star*"])
-def test_check_name_refuses_characters_bpffs_or_paths_cannot_take(name):
-    with pytest.raises(loader.LoaderError, match="may only hold"):
-        loader.check_name(name)
-
-
-@pytest.mark.parametrize("name", ["", None, 5])
-def test_check_name_refuses_empty_or_non_string(name):
-    with pytest.raises(loader.LoaderError, match="non-empty string"):
-        loader.check_name(name)
 
 
 # ---------------------------------------------------------------- packing
@@ -82,76 +52,76 @@ def test_normalize_globals_sorts_and_turns_bools_into_ints():
 
 
 def test_normalize_globals_refuses_floats():
-    with pytest.raises(loader.LoaderError, match="global x: value must be an int or a str"):
+    with pytest.raises(LoaderError, match="global x: value must be an int or a str"):
         loader.normalize_globals({"x": 1.0})
 
 
 # ---------------------------------------------------------------- map plans
 
 def spec(mtype=HASH, entries=(), max_entries=4):
-    return loader.map_spec("m", mtype, 4, 4, max_entries, list(entries))
+    return maps.map_spec("m", mtype, 4, 4, max_entries, list(entries))
 
 
 def test_map_spec_accepts_a_dict_of_entries():
-    assert loader.map_spec("m", HASH, 4, 4, 4, {1: 2})["entries"] == {k4(1): k4(2)}
+    assert maps.map_spec("m", HASH, 4, 4, 4, {1: 2})["entries"] == {k4(1): k4(2)}
 
 
 def test_map_spec_refuses_duplicate_keys():
-    with pytest.raises(loader.LoaderError, match="key 1 given twice"):
+    with pytest.raises(LoaderError, match="key 1 given twice"):
         spec(entries=[(1, 1), (1, 2)])
 
 
 def test_map_spec_refuses_array_index_out_of_range():
-    with pytest.raises(loader.LoaderError, match="out of range"):
+    with pytest.raises(LoaderError, match="out of range"):
         spec(ARRAY, [(4, 1)])
 
 
 def test_map_spec_refuses_more_entries_than_the_map_holds():
-    with pytest.raises(loader.LoaderError, match="3 entries given, it holds at most 2"):
+    with pytest.raises(LoaderError, match="3 entries given, it holds at most 2"):
         spec(entries=[(1, 1), (2, 2), (3, 3)], max_entries=2)
 
 
 def test_map_spec_refuses_unmanaged_map_types():
-    with pytest.raises(loader.LoaderError, match="only hash, lru_hash and array"):
-        loader.map_spec("rb", 27, 0, 0, 4096, [])
+    with pytest.raises(LoaderError, match="only hash, lru_hash and array"):
+        maps.map_spec("rb", 27, 0, 0, 4096, [])
 
 
 def test_map_spec_refuses_malformed_entry():
-    with pytest.raises(loader.LoaderError, match="pair"):
+    with pytest.raises(LoaderError, match="pair"):
         spec(entries=[(1, 2, 3)])
 
 
 def test_map_spec_names_the_value_that_does_not_fit():
-    with pytest.raises(loader.LoaderError, match="map m value for key 1"):
+    with pytest.raises(LoaderError, match="map m value for key 1"):
         spec(entries=[(1, 1 << 40)])
 
 
 def test_plan_hash_deletes_unlisted_adds_new_changes_different():
     current = {k4(1): k4(10), k4(2): k4(20), k4(3): k4(30)}
-    plan = loader.plan_map(spec(entries=[(2, 20), (3, 31), (4, 40)]), current)
+    plan = maps.plan_map(spec(entries=[(2, 20), (3, 31), (4, 40)]), current)
     assert plan == [(k4(1), k4(10), None), (k4(3), k4(30), k4(31)), (k4(4), None, k4(40))]
 
 
 def test_plan_hash_equal_contents_is_empty():
-    assert loader.plan_map(spec(entries=[(1, 1)]), {k4(1): k4(1)}) == []
+    assert maps.plan_map(spec(entries=[(1, 1)]), {k4(1): k4(1)}) == []
 
 
 def test_plan_array_zeroes_unlisted_indexes():
     current = {k4(i): k4(i + 1) for i in range(4)}
-    plan = loader.plan_map(spec(ARRAY, [(1, 2)]), current)
+    plan = maps.plan_map(spec(ARRAY, [(1, 2)]), current)
     assert plan == [(k4(0), k4(1), k4(0)), (k4(2), k4(3), k4(0)), (k4(3), k4(4), k4(0))]
 
 
 def test_map_changes_out_uses_hex_and_none():
-    out = loader.map_changes_out("m", [(k4(1), None, k4(2))])
+    out = maps.map_changes_out("m", [(k4(1), None, k4(2))])
     assert out == [{"map": "m", "key": "01000000", "before": None, "after": "02000000"}]
 
 
 def test_record_maps_round_trip_through_spec_from_record():
     s = spec(entries=[(2, 5), (1, 7)])
-    back = loader.spec_from_record(s, loader.record_maps(s))
+    back = maps.spec_from_record(s, maps.record_maps(s))
     assert back["entries"] == s["entries"]
-    assert loader.record_maps(s) == [["01000000", "07000000"], ["02000000", "05000000"]]
+    assert maps.record_maps(s) == [["01000000", "07000000"], ["02000000", "05000000"]]
 
 
 # ---------------------------------------------------------------- link checks
@@ -167,18 +137,18 @@ def live(**changes):
 
 
 def test_links_match_live_link_as_recorded():
-    assert loader.links_match(RECORDED, live()) == []
+    assert pins.links_match(RECORDED, live()) == []
 
 
 def test_links_match_lists_every_discrepancy():
-    problems = loader.links_match(RECORDED, live(id=6, prog_id=10, target="oom_kill"))
+    problems = pins.links_match(RECORDED, live(id=6, prog_id=10, target="oom_kill"))
     assert problems == ["program p: pin holds link 6, recorded link 5",
                         "program p: link runs program id 10, recorded 9",
                         "program p: target is oom_kill, expected mark_victim"]
 
 
 def test_links_match_reports_detached_link():
-    assert loader.links_match(RECORDED, live(prog_id=0)) == \
+    assert pins.links_match(RECORDED, live(prog_id=0)) == \
         ["program p: link 5 is detached (no program)"]
 
 

@@ -15,8 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.ebpf.oom.plugins.action.policy import BUNDLED_VMLINUX, validate
 from ansible_collections.ebpf.oom.plugins.module_utils import common, compiler, renderer as R
+from ansible_collections.ebpf.oom.plugins.module_utils.names import POLICY_NAME_MAX
+from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import BUNDLED_VMLINUX
+from ansible_collections.ebpf.oom.plugins.plugin_utils.documents import validate
 from conftest import REPO
 
 GENERIC_H = os.path.join(REPO, "bpf", "generic.h")
@@ -96,7 +98,7 @@ def test_policy_name_global_has_the_kernel_buffer_size(generic_btf):
     array = generic_btf[int(var[0]["attrs"]["type_id"])]
     while array["kind"] in ("CONST", "VOLATILE"):
         array = generic_btf[int(array["attrs"]["type_id"])]
-    assert int(array["attrs"]["nr_elems"]) == common.POLICY_NAME_MAX + 1
+    assert int(array["attrs"]["nr_elems"]) == POLICY_NAME_MAX + 1
 
 
 def test_constants_equal_generic_h():
@@ -192,13 +194,16 @@ def test_root_cgroup_is_level_zero(cgroot):
     assert (rule.cgroup_id, rule.cgroup_level, rule.by) == (os.stat(cgroot).st_ino, 0, R.EBPF_OOM_BY_RSS)
 
 
-def test_cgroup2_root_is_read_from_mounts(tmp_path):
-    mounts = tmp_path / "mounts"
-    mounts.write_text("proc /proc proc rw 0 0\ncgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n")
-    assert R.cgroup2_root(str(mounts)) == "/sys/fs/cgroup"
-    mounts.write_text("proc /proc proc rw 0 0\n")
+def test_cgroup2_root_is_read_from_mountinfo(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_text("22 1 0:21 / /proc rw,nosuid - proc proc rw\n"
+                    "29 23 0:26 / /sys/fs/cgroup\\040v2 rw,nosuid shared:4 - cgroup2 cgroup2 rw\n")
+    assert R.cgroup2_root(str(info)) == "/sys/fs/cgroup v2"
+    info.write_text("22 1 0:21 / /proc rw,nosuid - proc proc rw\n")
     with pytest.raises(R.RenderError, match="no cgroup v2 hierarchy"):
-        R.cgroup2_root(str(mounts))
+        R.cgroup2_root(str(info))
+    with pytest.raises(R.RenderError, match="cannot read"):
+        R.cgroup2_root(str(tmp_path / "missing"))
 
 
 def test_document_without_cgroup_rules_needs_no_cgroup_hierarchy(tmp_path):
@@ -302,7 +307,7 @@ def documents(draw):
     doc_rules = [prefix_variant(r) for r in draw(st.lists(rules(tier_by), max_size=R.EBPF_OOM_MAX_RULES))]
     if scope != "memcg":
         doc_rules = [r for r in doc_rules if r["action"] != "abort"]
-    doc = {"name": draw(st.from_regex(r"\A[A-Za-z0-9_.-]{1,15}\Z")), "scope": scope, "rules": doc_rules}
+    doc = {"name": draw(st.from_regex(r"\A[A-Za-z0-9_-]{1,15}\Z")), "scope": scope, "rules": doc_rules}
     fallback = draw(st.sampled_from(["kernel", "protect", "prefer", None]))
     if fallback == "prefer":
         tier = draw(st.integers(1, 6))

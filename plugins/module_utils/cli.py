@@ -1,0 +1,78 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host command `ebpf-oom` (installed by the role ebpf.oom.bpf_oom; see USAGE).
+
+Layer 6 (the host command): imports the callers below it.  It runs the same
+engine as the modules, without Ansible, so there is no second loader to drift
+from the first.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import json
+import sys
+
+from . import events, metrics, restore
+
+USAGE = """usage:
+    ebpf-oom restore          re-attach every recorded policy (ebpf-oom-restore.service)
+    ebpf-oom events [ARGS]    OOM kill events as JSON, or --metrics-file PATH
+                              (ebpf-oom-metrics.service)"""
+# sd-daemon(3) priorities: journald files each line at its level.
+SD_ERR = "<3>"
+SD_INFO = "<6>"
+
+
+def restore_main():
+    """`ebpf-oom restore`: every recorded policy attached again; the exit status."""
+    try:
+        ok, failed = restore.restore_all()
+    except Exception as e:  # a broken state directory must not stay silent
+        print("%sebpf-oom: cannot restore policies: %s" % (SD_ERR, e), file=sys.stderr)
+        return 1
+    for name in ok:
+        print("%sebpf-oom: restored policy %s" % (SD_INFO, name))
+    for name in sorted(failed):
+        print("%sebpf-oom: cannot restore policy %s: %s" % (SD_ERR, name, failed[name]),
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def events_main(argv=None):
+    """`ebpf-oom events`: print the events as JSON, or write the metrics file (the metrics
+    timer's job); the exit status."""
+    parser = argparse.ArgumentParser(prog="ebpf-oom events", description="OOM kill events of this host.")
+    parser.add_argument("--metrics-file", help="write node_exporter textfile metrics here (atomically)")
+    parser.add_argument("--since", help="events since a duration ago (15m), Unix seconds or ISO 8601")
+    parser.add_argument("--policy", action="append", help="only events of this policy (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        result = events.collect(since=args.since, policies=args.policy)
+    except ValueError as e:
+        parser.error(str(e))
+    for warning in result["warnings"]:
+        sys.stderr.write("ebpf-oom events: warning: %s\n" % warning)
+    if args.metrics_file:
+        try:
+            metrics.update_metrics(args.metrics_file, result, force=True)
+        except OSError as e:
+            sys.stderr.write("ebpf-oom events: cannot write %s: %s\n" % (args.metrics_file, e))
+            return 1
+    else:
+        json.dump({"events": result["events"], "observer": result["observer"]}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    return 0
+
+
+def main(argv):
+    """`ebpf-oom ARGS`; the exit status."""
+    if argv[:1] == ["restore"] and len(argv) == 1:
+        return restore_main()
+    if argv[:1] == ["events"]:
+        return events_main(argv[1:])
+    print(USAGE, file=sys.stderr)
+    return 2

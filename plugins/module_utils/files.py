@@ -1,0 +1,73 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Regular files: an atomic write, reads that do not follow a symbolic link, and sha256.
+
+Layer 0 (leaf helpers): imports nothing from the engine.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import tempfile
+
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def write_atomic(path, data, mode=0o644):
+    """Replace ``path`` with ``data`` (bytes, or str as UTF-8), given ``mode``, all or nothing.
+
+    The data goes to a temporary file in the same directory (a dot name ending in
+    .tmp, which readers of *.prom or *.json skip), is synced, gets its mode, and is
+    renamed over ``path``; on any failure the temporary file is removed.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_file(path):
+    """The bytes of the regular file ``path``, or None when it cannot be read (missing, a
+    directory, or a symbolic link: the last is never followed)."""
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_text(path):
+    """``read_file`` as text (UTF-8), or None."""
+    data = read_file(path)
+    try:
+        return data.decode("utf-8") if data is not None else None
+    except UnicodeDecodeError:
+        return None
+
+
+def sha256_file(path):
+    """The hex sha256 of the file ``path`` (OSError when it cannot be read)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,140 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Check that the host runs the policies its records say, as the kernel sees them.
+
+Layer 4 (beside the loader): imports pins, maps, the layout, the kernel binding and
+the leaf helpers; changes nothing.
+
+verify(name=None, object_sha256=None, policy_name=None) -> dict(policies=[facts], problems=[str])
+    facts: name, object_sha256, source_sha256, collection_version, policy_name,
+    loaded_at, globals, programs [{name, section, attach_type, target, prog_id, tag,
+    link_id, pin, attached, metadata (of the program the pinned link runs)}], maps.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from . import bpffs, libbpf, pins
+from .common import META_POLICY, META_PREFIX, META_SOURCE_SHA256
+from .errors import BpffsError, BpfError, LoaderError
+from .maps import hex_or_none, plan_map, read_map, spec_from_record
+from .names import check_name
+
+META_SOURCE_KEY = META_SOURCE_SHA256[len(META_PREFIX):]
+META_POLICY_KEY = META_POLICY[len(META_PREFIX):]
+
+
+def verify(name=None, object_sha256=None, policy_name=None):
+    """Check the named policy (or every one) against its record and the expectations."""
+    if name is not None:
+        check_name(name, LoaderError)
+    root = bpffs.mounted_root()
+    names = [name] if name is not None else pins.policy_names(root)
+    policies, problems = [], []
+    for each in names:
+        layout = bpffs.Layout(root or bpffs.roots()[0], each)
+        if root is None or not layout.exists():
+            problems.append("policy %s is not loaded (no %s)" % (each, layout.dir))
+            continue
+        facts, found = _verify_one(layout, object_sha256, policy_name)
+        policies.append(facts)
+        problems.extend(found)
+    return {"policies": policies, "problems": problems}
+
+
+def _verify_one(layout, object_sha256, policy_name):
+    try:
+        record = bpffs.read_record(layout.record)
+    except BpffsError as exc:
+        return {"name": layout.name}, ["policy %s: %s" % (layout.name, exc)]
+    if record is None:
+        return {"name": layout.name}, ["policy %s: record pin %s is missing"
+                                       % (layout.name, layout.record)]
+    facts = {key: record.get(key) for key in ("name", "object_sha256", "source_sha256",
+                                              "collection_version", "policy_name",
+                                              "loaded_at", "globals")}
+    facts["programs"], facts["maps"], problems = [], record.get("pinned_maps", []), []
+    for prog in record.get("programs", []):
+        fact, found = _verify_program(layout, record, prog)
+        facts["programs"].append(fact)
+        problems.extend(found)
+    for pmap in record.get("pinned_maps", []):
+        problems.extend(_verify_map(record, pmap))
+    if object_sha256 and record.get("object_sha256") != object_sha256:
+        problems.append("policy %s runs object sha256 %s, expected %s"
+                        % (layout.name, record.get("object_sha256"), object_sha256))
+    running = set(p["metadata"].get(META_POLICY_KEY) for p in facts["programs"]
+                  if "metadata" in p)
+    # No program readable (a pin is gone: listed above): the name the record holds.
+    running = running or {record.get("policy_name")}
+    if policy_name is not None and running != {policy_name}:
+        problems.append("policy %s reports policy name %s, expected %r"
+                        % (layout.name, ", ".join(repr(n) for n in sorted(running, key=str)),
+                           policy_name))
+    known = set([bpffs.RECORD] + [os.path.basename(p["pin"]) for p in record.get("programs", [])]
+                + [os.path.basename(m["pin"]) for m in record.get("pinned_maps", [])])
+    for entry in layout.entries():
+        if entry not in known:
+            problems.append("policy %s: unexpected entry %s"
+                            % (layout.name, os.path.join(layout.dir, entry)))
+    return facts, problems
+
+
+def _verify_program(layout, record, prog):
+    """(fact, problems) of one recorded program: its link, and the program that link runs."""
+    fact = {key: prog.get(key) for key in ("name", "section", "attach_type", "target",
+                                           "prog_id", "tag", "link_id", "pin")}
+    info, problems = pins.live_link(layout, prog)
+    fact["attached"] = not problems
+    if info is None or not info["prog_id"]:
+        return fact, problems
+    try:
+        fd = libbpf.prog_fd_by_id(info["prog_id"])
+    except BpfError:
+        return fact, problems + ["program %s: program id %d is gone"
+                                 % (prog["name"], info["prog_id"])]
+    try:
+        running, meta = libbpf.prog_info(fd), libbpf.prog_metadata(fd, META_PREFIX)
+    finally:
+        os.close(fd)
+    fact["metadata"] = meta
+    if running["tag"] != prog["tag"]:
+        problems.append("program %s: tag %s, recorded %s"
+                        % (prog["name"], running["tag"], prog["tag"]))
+    if record.get("source_sha256") and meta.get(META_SOURCE_KEY) != record["source_sha256"]:
+        problems.append("program %s: embedded source sha256 %s, recorded %s"
+                        % (prog["name"], meta.get(META_SOURCE_KEY), record["source_sha256"]))
+    if record.get("policy_name") is not None and \
+            meta.get(META_POLICY_KEY) != record["policy_name"]:
+        problems.append("program %s: reports policy name %r, recorded %r"
+                        % (prog["name"], meta.get(META_POLICY_KEY), record["policy_name"]))
+    return fact, problems
+
+
+def _verify_map(record, pmap):
+    """Problems of one pinned map: its pin, its id, and the managed entries' contents."""
+    if not os.path.lexists(pmap["pin"]):
+        return ["map %s: pin %s is missing" % (pmap["name"], pmap["pin"])]
+    problems = []
+    try:
+        with libbpf.pinned(pmap["pin"]) as fd:
+            info = libbpf.map_info(fd)
+            if info["id"] != pmap["map_id"]:
+                problems.append("map %s: pin holds map %d, recorded %d"
+                                % (pmap["name"], info["id"], pmap["map_id"]))
+            entries = record.get("maps", {}).get(pmap["name"])
+            if entries is not None:
+                spec = spec_from_record({"type": info["type_id"], "key_size": info["key_size"],
+                                         "value_size": info["value_size"],
+                                         "max_entries": info["max_entries"]}, entries)
+                for key, before, after in plan_map(spec, read_map(fd, spec)):
+                    problems.append("map %s: key %s holds %s, expected %s"
+                                    % (pmap["name"], key.hex(), hex_or_none(before),
+                                       hex_or_none(after)))
+    except BpfError as exc:
+        problems.append("map %s: %s" % (pmap["name"], exc))
+    return problems

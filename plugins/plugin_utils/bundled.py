@@ -1,0 +1,56 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the collection brings along, on the controller: the policy schema, its BPF
+headers (sent with ebpf.oom.compile) and the generic program, compiled here once for
+ebpf.oom.policy.
+
+Controller side (plugin_utils): used by the action plugins and the tests; imports the
+engine's compiler.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible.errors import AnsibleError
+from ansible_collections.ebpf.oom.plugins.module_utils import common, compiler, renderer
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import CompileError
+
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BPF_DIR = os.path.join(COLLECTION_ROOT, "bpf")
+INCLUDE_DIR = os.path.join(BPF_DIR, "include")
+BUNDLED_VMLINUX = os.path.join(INCLUDE_DIR, "vmlinux.h")
+SCHEMA_PATH = os.path.join(COLLECTION_ROOT, "schemas", "policy.schema.json")
+
+
+def bundled_headers(directory=INCLUDE_DIR):
+    """{file name: text} of the *.h files in the collection's bpf/include."""
+    headers = {}
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(".h"):
+                with open(os.path.join(directory, name)) as f:
+                    headers[name] = f.read()
+    return headers
+
+
+def controller_cache():
+    """The compiler cache on the controller: CACHE_DIR when writable, else ~/.cache/ebpf-oom."""
+    if os.access(common.CACHE_DIR, os.W_OK):
+        return common.CACHE_DIR
+    return os.path.join(os.path.expanduser("~"), ".cache", "ebpf-oom")
+
+
+def compile_generic(cache_dir=None):
+    """The generic program's object on the controller (compiled once per source)."""
+    try:
+        built = compiler.compile_object(src=os.path.join(COLLECTION_ROOT, renderer.GENERIC_SOURCE),
+                                        include_dirs=[BPF_DIR], vmlinux=BUNDLED_VMLINUX,
+                                        cache_dir=cache_dir or controller_cache())
+    except CompileError as e:
+        raise AnsibleError("ebpf.oom.policy: compiling %s on the controller failed: %s\n%s"
+                           % (renderer.GENERIC_SOURCE, e.message, e.log_tail))
+    return built["object"]

@@ -1,0 +1,64 @@
+"""The engine's file helpers (plugins/module_utils/files.py): the atomic write, reads that
+do not follow a symbolic link, sha256."""
+
+import hashlib
+import os
+import stat
+
+import pytest
+
+from ansible_collections.ebpf.oom.plugins.module_utils.files import (read_file, read_text, sha256_file,
+                                                                     write_atomic)
+
+
+def test_write_atomic_replaces_the_file_with_its_mode_and_leaves_nothing_else(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text("old")
+    inode = os.stat(str(path)).st_ino
+    write_atomic(str(path), "new", 0o600)
+    assert path.read_text() == "new"
+    assert stat.S_IMODE(os.stat(str(path)).st_mode) == 0o600
+    assert os.stat(str(path)).st_ino != inode  # renamed over, never written in place
+    assert os.listdir(str(tmp_path)) == ["state.json"]
+
+
+def test_write_atomic_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    path = tmp_path / "object.o"
+    path.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        write_atomic(str(path), 42)  # fails while writing
+    assert path.read_bytes() == b"old"
+    assert os.listdir(str(tmp_path)) == ["object.o"]
+
+
+def test_write_atomic_into_a_missing_directory_fails_without_a_trace(tmp_path):
+    with pytest.raises(OSError):
+        write_atomic(str(tmp_path / "gone" / "x"), b"data")
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_read_file_does_not_follow_a_symbolic_link(tmp_path):
+    target = tmp_path / "target"
+    target.write_bytes(b"secret")
+    os.symlink(str(target), str(tmp_path / "link"))
+    assert read_file(str(target)) == b"secret"
+    assert read_file(str(tmp_path / "link")) is None
+
+
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_read_file_of_what_is_no_readable_file_is_none(tmp_path, what):
+    path = tmp_path / what
+    if what == "directory":
+        path.mkdir()
+    assert read_file(str(path)) is None and read_text(str(path)) is None
+
+
+def test_read_text_of_bytes_that_are_no_utf8_is_none(tmp_path):
+    (tmp_path / "bin").write_bytes(b"\xff\xfe")
+    assert read_text(str(tmp_path / "bin")) is None
+
+
+def test_sha256_file_is_the_content_hash(tmp_path):
+    data = os.urandom(3 << 20)  # more than one read block
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(str(tmp_path / "f")) == hashlib.sha256(data).hexdigest()
