@@ -83,14 +83,10 @@ notes:
   - In check mode nothing is written; the result says whether O(dest) would change.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ebpf.oom.attributes
+  - ebpf.oom.attributes.diff
   - ansible.builtin.action_common_attributes.flow
 attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
   action:
     support: full
   async:

@@ -69,15 +69,13 @@ seealso:
   - module: ebpf.oom.policy
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ebpf.oom.attributes
+  - ebpf.oom.attributes.diff
 attributes:
   check_mode:
-    support: full
     details: In check mode the metrics file is not written; C(changed) says whether it would be.
   diff_mode:
-    support: full
     details: The metrics file's old and new text.
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -30,13 +30,8 @@ options:
     default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ebpf.oom.attributes
+  - ebpf.oom.attributes.info
 """
 
 EXAMPLES = r"""
@@ -56,7 +51,7 @@ kernel_release:
   description: C(uname -r).
   returned: always
   type: str
-  sample: 6.12.0-ebpf-oom
+  sample: 6.12.57-ebpf-oom-hook
 btf:
   description: Whether C(/sys/kernel/btf/vmlinux) exists.
   returned: always

@@ -109,13 +109,8 @@ options:
     default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
+  - ebpf.oom.attributes
+  - ebpf.oom.attributes.diff
 """
 
 EXAMPLES = r"""

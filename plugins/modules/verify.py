@@ -42,13 +42,8 @@ options:
     type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - ebpf.oom.attributes
+  - ebpf.oom.attributes.info
 """
 
 EXAMPLES = r"""
