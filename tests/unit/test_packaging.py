@@ -55,7 +55,11 @@ def test_collection_builds_with_the_files_the_modules_need(installed):
         assert "plugins/modules/%s.py" % module in names
     assert "plugins/action/compile.py" in names
     assert "bpf/include/vmlinux.h" in names  # sent by the compile action to the hosts
-    assert not [n for n in names if "__pycache__" in n or n.startswith("tests/output")]
+    for shipped in ("meta/execution-environment.yml", "requirements.txt", "bindep.txt",
+                    "changelogs/changelog.yaml", "CHANGELOG.rst"):
+        assert shipped in names
+    unshipped = ("tests/output/", "benchmarks/", "bpf/bench/", ".hypothesis/", ".ansible/")
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".o") or (n + "/").startswith(unshipped)]
 
 
 def test_installed_collection_reports_its_version(installed):
@@ -170,3 +174,46 @@ def test_sanity_venvs_take_pip_settings_from_the_environment(tmp_path):
     proc = sanity(tmp_path / "home", "--test", "yamllint", PIP_CERT=bogus)
     assert proc.returncode != 0, proc.stdout[-4000:]
     assert bogus in proc.stdout, proc.stdout[-4000:]
+
+
+def test_execution_environment_dependencies_of_the_installed_collection(installed):
+    """What ansible-builder's introspection (the step of an EE build that gathers the
+    collections' dependencies) finds in the installed collection: requirements.txt and
+    bindep.txt, named by meta/execution-environment.yml."""
+    _tarball, collections = installed
+    data = yaml.safe_load(run([os.path.join(BIN, "ansible-builder"), "introspect", str(collections)]))
+    with open(os.path.join(REPO, "requirements.txt")) as f:
+        python = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert [line.split("#")[0].strip() for line in data["python"]] == python
+    assert any(line.startswith("jsonschema") for line in python)
+    assert all(line.endswith("# from collection ebpf.oom") for line in data["system"])
+    # On this Debian controller, bindep resolves the installed bindep.txt to the packages a
+    # compile on the controller needs.
+    bindep_txt = os.path.join(str(collections), "ansible_collections", "ebpf", "oom", "bindep.txt")
+    packages = run([os.path.join(BIN, "bindep"), "-f", bindep_txt, "-l", "newline"]).split()
+    assert sorted(packages) == ["bpftool", "clang", "libbpf-dev", "libbpf1", "llvm"]
+
+
+def test_ansible_builder_creates_a_build_context_with_the_collection(installed, tmp_path):
+    """`ansible-builder create` (no container engine needed) for an EE holding the built
+    collection: the context has the tarball, the galaxy requirements naming it, and the
+    introspection step that reads meta/execution-environment.yml."""
+    tarball, _collections = installed
+    definition = {
+        "version": 3,
+        "dependencies": {"galaxy": {"collections": [
+            {"name": "/build/collections/" + tarball.name, "type": "file"}]}},
+        "additional_build_files": [{"src": str(tarball), "dest": "collections"}],
+        "additional_build_steps": {"prepend_galaxy": ["COPY _build/collections/ /build/collections/"]},
+    }
+    ee_file = tmp_path / "execution-environment.yml"
+    ee_file.write_text(yaml.safe_dump(definition))
+    context = tmp_path / "context"
+    run([os.path.join(BIN, "ansible-builder"), "create", "-f", str(ee_file), "-c", str(context),
+         "--output-filename", "Containerfile"])
+    assert (context / "_build" / "collections" / tarball.name).read_bytes() == tarball.read_bytes()
+    with open(str(context / "_build" / "requirements.yml")) as f:
+        assert yaml.safe_load(f)["collections"][0]["name"].endswith(tarball.name)
+    containerfile = (context / "Containerfile").read_text()
+    assert "ansible-galaxy collection install" in containerfile
+    assert "introspect" in containerfile
