@@ -4,8 +4,8 @@
 divided by a bare ansible.builtin.ping play against the same host in the same run
 (goal <= 1.5).
 
-By default against this machine (localhost, connection local) with a tp_btf/mark_victim
-program (any kernel with BTF); -i INVENTORY targets its hosts instead (e.g. a guest from
+By default against this machine (localhost, connection local) with bpf/testing/counter.bpf.c
+(tp_btf programs: any kernel with BTF); -i INVENTORY targets its hosts instead (e.g. a guest from
 `molecule/vm/vmctl inventory`), --src another program (e.g. bpf/examples/select_target.bpf.c
 with --global target_pid=1 on a hook kernel). The policy (bench_noop) is removed at the end.
 Prints the median of --runs timed runs of each play and their ratio, and, for scale, the
@@ -28,33 +28,8 @@ NAME = "bench_noop"
 GOAL = 1.5
 RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
-OBSERVER = r"""
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-
-const volatile int target_pid = 0;
-
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u64);
-} kills SEC(".maps");
-
-SEC("tp_btf/mark_victim")
-int BPF_PROG(bench_victim, struct task_struct *task)
-{
-    __u32 zero = 0;
-    __u64 *n = bpf_map_lookup_elem(&kills, &zero);
-
-    if (n && (!target_pid || task->pid == target_pid))
-        __sync_fetch_and_add(n, 1);
-    return 0;
-}
-
-char LICENSE[] SEC("license") = "GPL";
-"""
+# Counts OOM kills (tp_btf programs, any kernel with BTF); its text is sent as `content`.
+PROGRAM = os.path.join(REPO, "bpf", "testing", "counter.bpf.c")
 
 
 def play(hosts, tasks):
@@ -99,7 +74,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("-i", "--inventory", help="inventory (default: localhost, connection local)")
     ap.add_argument("--hosts", default="all", help="host pattern with -i (default: all)")
-    ap.add_argument("--src", help="BPF C source (default: a tp_btf/mark_victim program)")
+    ap.add_argument("--src", help="BPF C source (default: bpf/testing/counter.bpf.c)")
     ap.add_argument("--global", dest="globals_", action="append", default=[], metavar="NAME=INT",
                     help="a const volatile global of the program (repeatable)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs of each play (default 5)")
@@ -109,11 +84,7 @@ def main():
     if not os.access(playbook_bin, os.X_OK):
         playbook_bin = "ansible-playbook"
     work = tempfile.mkdtemp(prefix="ebpf-oom-noop-rerun-")
-    src = args.src and os.path.abspath(args.src)
-    if not src:
-        src = os.path.join(work, "bench.bpf.c")
-        with open(src, "w") as f:
-            f.write(OBSERVER)
+    src = os.path.abspath(args.src) if args.src else PROGRAM
     globals_ = {k: int(v) for k, v in (g.split("=", 1) for g in args.globals_)}
     if args.inventory:
         hosts, inv = args.hosts, ["-i", args.inventory]

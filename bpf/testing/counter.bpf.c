@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /* Host test program: counts OOM kills (tp_btf/mark_victim) and oom_score_adj
  * writes (tp_btf/oom_score_adj_update), the latter only for target_pid when set.
- * Built with -DVARIANT=N to get a different object with the same maps.
+ * Built with -DVARIANT=N to get a different object with the same maps.  Loaded by
+ * the engine (tests/host/test_loader.py), by the modules (tests/host/test_modules.py)
+ * and by the benchmarks.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -12,9 +14,15 @@
 #endif
 
 const volatile __u32 target_pid = 0;
+
+/* The compile module's wrapper defines the metadata (and EBPF_OOM_POLICY_NAME, as
+ * the host tests and benchmarks give it a policy name); built by clang alone, the
+ * program brings its own. */
+#ifndef EBPF_OOM_POLICY_NAME
 const volatile char bpf_metadata_ebpf_oom_policy[16] = {};
 const volatile char bpf_metadata_ebpf_oom_src_sha256[65] = "test-source";
 const volatile char bpf_metadata_ebpf_oom_version[16] = "0.0.0-test";
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

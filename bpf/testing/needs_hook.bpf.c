@@ -9,7 +9,9 @@ struct oom_control;
 
 extern void set_oom_policy_name(struct oom_control *oc, const char *src, __u64 sz) __ksym;
 
+#ifndef EBPF_OOM_POLICY_NAME	/* else the compile module's wrapper defines it */
 const volatile char bpf_metadata_ebpf_oom_policy[16] = {};
+#endif
 
 SEC("fmod_ret/bpf_oom_evaluate_task")
 int BPF_PROG(pick, struct task_struct *task, struct oom_control *oc)

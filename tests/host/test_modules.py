@@ -1,6 +1,6 @@
 """The four modules run for real: ansible-playbook against localhost (connection local) on
-this machine's kernel, with tp_btf/mark_victim programs (this kernel refuses fmod_ret and
-fentry, and has no OOM policy hook, which is itself one of the bad inputs).
+this machine's kernel, with the tp_btf programs of bpf/testing (this kernel refuses fmod_ret
+and fentry, and has no OOM policy hook, which is itself one of the bad inputs).
 
 Each test uses its own bpffs root (EBPF_OOM_BPFFS_ROOT), state dir and compiler cache,
 so nothing outside them changes, and every policy it loads is removed at teardown.
@@ -11,7 +11,6 @@ import os
 import stat
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import yaml
@@ -50,90 +49,19 @@ class CallbackModule(CallbackBase):
         self._write("skipped", result)
 '''
 
-OBSERVER = r"""
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The host test programs (bpf/testing): counter.bpf.c counts OOM kills (program count_kill,
+# maps counters and settings, global target_pid), the verifier refuses rejected.bpf.c,
+# needs_hook.bpf.c needs the OOM hook that this host's kernel lacks.
+PROGRAMS = os.path.join(REPO, "bpf", "testing")
+PROGRAM = "count_kill"
+LINK = "link_" + PROGRAM
 
-const volatile pid_t target_pid = 0;
 
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 16);
-    __type(key, __u32);
-    __type(value, __u32);
-} settings SEC(".maps");
+def program_text(name):
+    with open(os.path.join(PROGRAMS, name)) as f:
+        return f.read()
 
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u64);
-} kills SEC(".maps");
-
-SEC("tp_btf/mark_victim")
-int BPF_PROG(count_victim, struct task_struct *task)
-{
-    __u32 zero = 0;
-    __u64 *n = bpf_map_lookup_elem(&kills, &zero);
-
-    if (n && (!target_pid || task->pid == target_pid))
-        __sync_fetch_and_add(n, 1);
-    return 0;
-}
-
-char LICENSE[] SEC("license") = "GPL";
-"""
-
-# The verifier refuses it: it reads past the end of a map value.
-REJECTED = r"""
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-
-struct {
-    __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u64);
-} kills SEC(".maps");
-
-SEC("tp_btf/mark_victim")
-int BPF_PROG(count_victim, struct task_struct *task)
-{
-    __u32 zero = 0;
-    volatile __u64 *n = bpf_map_lookup_elem(&kills, &zero);
-
-    return n ? n[9] : 0;
-}
-
-char LICENSE[] SEC("license") = "GPL";
-"""
-
-# A real policy: needs the OOM hook that this host's kernel lacks.
-HOOK_POLICY = r"""
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-#include "ebpf_oom.h"
-
-const volatile pid_t target_pid = 0;
-
-SEC("fmod_ret/bpf_oom_evaluate_task")
-int BPF_PROG(select_target, struct task_struct *task, struct oom_control *oc)
-{
-    return task->tgid == target_pid ? BPF_EVAL_SELECT : NO_BPF_POLICY;
-}
-
-SEC("fentry/bpf_set_policy_name")
-int BPF_PROG(name_policy, struct oom_control *oc)
-{
-    EBPF_OOM_SET_NAME(oc, EBPF_OOM_POLICY_NAME);
-    return 0;
-}
-
-char LICENSE[] SEC("license") = "GPL";
-"""
 
 NAME = "hosttest"
 
@@ -162,9 +90,10 @@ class Host:
         env.update(override)
         return env
 
-    def source(self, name, text, mode=0o644):
+    def source(self, name, text=None, mode=0o644):
+        """A copy of bpf/testing/<name> (or ``text``) among this test's files."""
         path = self.files / name
-        path.write_text(textwrap.dedent(text))
+        path.write_text(program_text(name) if text is None else text)
         path.chmod(mode)
         return str(path)
 
@@ -278,15 +207,15 @@ def assert_ok(results, *tasks):
 
 
 def test_compile_pin_verify_then_a_second_run_changes_nothing(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     tasks = cycle(host, src, obj, globals={"target_pid": 4242}, maps={"settings": {7: 1, "8": "0x02000000"}})
 
     first = host.run(tasks)
     assert_ok(first, "compile", "policy", "verify")
     assert first["compile"]["result"]["changed"] and first["policy"]["result"]["changed"]
     assert first["policy"]["result"]["action"] == "created"
-    link = os.path.join(host.policy_dir(), "link_count_victim")
+    link = os.path.join(host.policy_dir(), LINK)
     assert stat.S_IMODE(os.stat(host.policy_dir()).st_mode) == 0o700
     prog_id = pinned_prog_id(link)
     meta = bpftool_json("prog", "show", "id", str(prog_id)).get("metadata", {})
@@ -307,9 +236,9 @@ def test_compile_pin_verify_then_a_second_run_changes_nothing(host):
 
 
 def test_changed_global_reloads_and_changed_map_entry_is_written_in_place(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
-    link = os.path.join(host.policy_dir(), "link_count_victim")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
+    link = os.path.join(host.policy_dir(), LINK)
     host.play(cycle(host, src, obj, globals={"target_pid": 1}, maps={"settings": {1: 1}}))
     first_id = pinned_prog_id(link)
 
@@ -322,12 +251,12 @@ def test_changed_global_reloads_and_changed_map_entry_is_written_in_place(host):
     assert reload["policy"]["result"]["action"] in ("reloaded", "replaced")
     assert pinned_prog_id(link) != first_id
     assert_ok(reload, "verify")
-    assert first_id not in prog_ids_named("count_victim")
+    assert first_id not in prog_ids_named(PROGRAM)
 
 
 def test_check_mode_reports_changes_and_changes_nothing(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     before_cache = tree_snapshot(host.cache)
     fresh = host.run([compile_task(src, obj), policy_task(obj)], check=True, diff=True)
     assert_ok(fresh, "compile", "policy")
@@ -340,7 +269,7 @@ def test_check_mode_reports_changes_and_changes_nothing(host):
         {k: v for k, v in before_cache.items() if k.startswith("objects")}
 
     host.play(cycle(host, src, obj, globals={"target_pid": 1}))
-    link = os.path.join(host.policy_dir(), "link_count_victim")
+    link = os.path.join(host.policy_dir(), LINK)
     prog_id = pinned_prog_id(link)
     state = tree_snapshot(host.state)
     changed = host.run([policy_task(obj, globals={"target_pid": 2}),
@@ -353,8 +282,8 @@ def test_check_mode_reports_changes_and_changes_nothing(host):
 
 
 def test_diff_shows_what_changes(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     res = host.run([compile_task(src, obj), policy_task(obj, globals={"target_pid": 3})], diff=True)
     cdiff = res["compile"]["result"]["diff"]
     assert cdiff["before"]["sha256"] is None
@@ -365,10 +294,10 @@ def test_diff_shows_what_changes(host):
 
 
 def test_state_absent_removes_every_pin_program_and_map(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     host.play(cycle(host, src, obj))
-    prog_id = pinned_prog_id(os.path.join(host.policy_dir(), "link_count_victim"))
+    prog_id = pinned_prog_id(os.path.join(host.policy_dir(), LINK))
     map_ids = bpftool_json("prog", "show", "id", str(prog_id))["map_ids"]
     res = host.run([{"name": "absent", "ebpf.oom.policy": {"name": NAME, "state": "absent"}}])
     assert res["absent"]["result"]["changed"] is True
@@ -385,8 +314,8 @@ def test_state_absent_of_an_unknown_policy_is_ok_and_unchanged(host):
 
 
 def test_verify_fails_listing_every_discrepancy(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     host.play(cycle(host, src, obj))
     os.mkdir(os.path.join(host.policy_dir(), "stray"))
     res = host.run([verify_task(object_sha256="0" * 64, policy_name="othername")])
@@ -399,10 +328,10 @@ def test_verify_fails_listing_every_discrepancy(host):
     assert all(p in res["verify"]["result"]["msg"] for p in problems)
 
     os.rmdir(os.path.join(host.policy_dir(), "stray"))
-    os.unlink(os.path.join(host.policy_dir(), "link_count_victim"))
+    os.unlink(os.path.join(host.policy_dir(), LINK))
     res = host.run([verify_task()])
     assert res["verify"]["status"] == "failed"
-    assert any("link_count_victim" in p and "missing" in p for p in res["verify"]["result"]["problems"])
+    assert any(LINK in p and "missing" in p for p in res["verify"]["result"]["problems"])
 
 
 def test_verify_without_a_name_fails_when_no_policy_is_loaded(host):
@@ -412,8 +341,8 @@ def test_verify_without_a_name_fails_when_no_policy_is_loaded(host):
 
 
 def test_kernel_info_reports_this_host_and_its_policies(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     host.play(cycle(host, src, obj))
     res = host.run([{"name": "info", "ebpf.oom.kernel_info": {}}], check=True)
     info = res["info"]["result"]
@@ -457,17 +386,18 @@ def test_unreadable_source_is_refused(host):
 
 
 def test_c_syntax_error_names_file_and_line(host):
-    src = host.source("broken.bpf.c", OBSERVER.replace("return 0;\n}", "return 0\n}"))
+    text = program_text("counter.bpf.c").replace("return 0;\n}", "return 0\n}")
+    src = host.source("broken.bpf.c", text)
     obj = str(host.files / "x.bpf.o")
     res = host.run([compile_task(src, obj)])
-    broken = OBSERVER.replace("return 0;\n}", "return 0\n}").splitlines()
+    broken = text.splitlines()
     line = [i for i, text in enumerate(broken, 1) if text.strip() == "return 0"][0]
     assert_failed_and_untouched(host, res, "compile", "compiling %s failed" % src, "expected ';'", obj=obj)
     assert "%s:%d:" % (src, line) in res["compile"]["result"]["stderr"]
 
 
 def test_world_writable_source_is_refused(host):
-    src = host.source("open.bpf.c", OBSERVER, mode=0o666)
+    src = host.source("open.bpf.c", program_text("counter.bpf.c"), mode=0o666)
     obj = str(host.files / "x.bpf.o")
     res = host.run([compile_task(src, obj)])
     assert_failed_and_untouched(host, res, "compile", "world-writable", obj=obj)
@@ -475,8 +405,8 @@ def test_world_writable_source_is_refused(host):
 
 @pytest.mark.parametrize("task", ["compile", "policy"])
 def test_policy_name_longer_than_15_bytes_is_refused(host, task):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     if task == "policy":
         host.play([compile_task(src, obj)])
         tasks = [{"name": "policy", "ebpf.oom.policy": {"name": "n" * 16, "object": obj}}]
@@ -492,18 +422,18 @@ def test_policy_name_longer_than_15_bytes_is_refused(host, task):
 
 
 def test_verifier_rejection_keeps_the_old_policy_attached(host):
-    good = host.source("observer.bpf.c", OBSERVER)
-    bad = host.source("rejected.bpf.c", REJECTED)
+    good = host.source("counter.bpf.c")
+    bad = host.source("rejected.bpf.c")
     good_obj, bad_obj = str(host.files / "good.bpf.o"), str(host.files / "bad.bpf.o")
     host.play(cycle(host, good, good_obj))
-    link = os.path.join(host.policy_dir(), "link_count_victim")
+    link = os.path.join(host.policy_dir(), LINK)
     prog_id = pinned_prog_id(link)
     pins = sorted(os.listdir(host.policy_dir()))
     res = host.run([compile_task(bad, bad_obj), policy_task(bad_obj)])
     assert res["compile"]["status"] == "ok"
     assert res["policy"]["status"] == "failed"
     msg = res["policy"]["result"]["msg"]
-    assert "count_victim" in msg
+    assert PROGRAM in msg
     assert "invalid access to map value" in msg or "value_size=8" in msg, msg
     assert pinned_prog_id(link) == prog_id
     assert sorted(os.listdir(host.policy_dir())) == pins
@@ -511,8 +441,8 @@ def test_verifier_rejection_keeps_the_old_policy_attached(host):
 
 
 def test_kernel_without_the_hook_is_refused_naming_what_is_missing(host):
-    src = host.source("hook.bpf.c", HOOK_POLICY)
-    obj = str(host.files / "hook.bpf.o")
+    src = host.source("needs_hook.bpf.c")
+    obj = str(host.files / "needs_hook.bpf.o")
     res = host.run([compile_task(src, obj), policy_task(obj)])
     assert res["compile"]["status"] == "ok"
     assert_failed_and_untouched(host, res, "policy", common.HOOK_FUNC, common.NAME_FUNC, common.NAME_KFUNC)
@@ -520,8 +450,8 @@ def test_kernel_without_the_hook_is_refused_naming_what_is_missing(host):
 
 
 def test_kernel_without_the_hook_is_skipped_with_on_unsupported_skip(host):
-    src = host.source("hook.bpf.c", HOOK_POLICY)
-    obj = str(host.files / "hook.bpf.o")
+    src = host.source("needs_hook.bpf.c")
+    obj = str(host.files / "needs_hook.bpf.o")
     res, proc = host.play([compile_task(src, obj), policy_task(obj, on_unsupported="skip")])
     assert res["policy"]["status"] == "skipped"
     assert "skipped=1" in proc.stdout
@@ -529,15 +459,15 @@ def test_kernel_without_the_hook_is_skipped_with_on_unsupported_skip(host):
 
 
 def test_object_without_a_hook_program_is_refused_when_the_hook_is_required(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     res = host.run([compile_task(src, obj), policy_task(obj, require_hook="always")])
     assert_failed_and_untouched(host, res, "policy", "has no fmod_ret/%s program" % common.HOOK_FUNC)
 
 
 def test_bpffs_that_cannot_be_mounted_is_a_clear_error(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     host.play([compile_task(src, obj)])
     nowhere = str(host.tmp / "no-such-dir" / "ebpf_oom")
     res = host.run([policy_task(obj)], environment=host.environment(EBPF_OOM_BPFFS_ROOT=nowhere))
@@ -545,7 +475,7 @@ def test_bpffs_that_cannot_be_mounted_is_a_clear_error(host):
     assert "bpffs" in res["policy"]["result"]["msg"] and "mount" in res["policy"]["result"]["msg"]
     assert not os.path.exists(os.path.dirname(nowhere))
     assert not os.path.exists(host.state)
-    assert "count_victim" not in [p.get("name") for p in bpftool_json("prog", "show")]
+    assert PROGRAM not in [p.get("name") for p in bpftool_json("prog", "show")]
 
 
 def test_check_mode_with_an_object_not_built_yet_reports_a_change(host):
@@ -561,8 +491,8 @@ def test_missing_object_is_refused(host):
 
 
 def test_compile_on_a_host_uses_its_own_btf_and_a_root_owned_cache(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     res = host.run([compile_task(src, obj)])
     key = res["compile"]["result"]["key"]
     st = os.stat(os.path.join(host.cache, "objects", key + ".o"))
@@ -571,13 +501,12 @@ def test_compile_on_a_host_uses_its_own_btf_and_a_root_owned_cache(host):
 
 
 def test_compile_delegated_to_the_controller_uses_the_bundled_headers(host):
-    src = host.source("observer.bpf.c", OBSERVER)
-    obj = str(host.files / "observer.bpf.o")
+    src = host.source("counter.bpf.c")
+    obj = str(host.files / "counter.bpf.o")
     task = dict(compile_task(src, obj), delegate_to="localhost", run_once=True)
     res = host.run([task])
     assert_ok(res, "compile")
     header = res["compile"]["result"]["vmlinux"]
     assert header.startswith(os.path.join(host.cache, "include") + os.sep)
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    with open(header) as mine, open(os.path.join(repo, "bpf", "include", "vmlinux.h")) as bundled:
+    with open(header) as mine, open(os.path.join(REPO, "bpf", "include", "vmlinux.h")) as bundled:
         assert mine.read() == bundled.read()
