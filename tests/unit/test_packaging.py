@@ -95,16 +95,18 @@ def argument_spec(module):
 
 def wrong_defaults(documented, defaults, sub="suboptions", path=""):
     """(option, default shown, real default) for each documented option whose real default
-    (not None) the documentation does not show."""
+    (not None) the documentation does not show. `defaults`: an argument_spec, or a role's
+    defaults/main.yml (sub="options")."""
     wrong = []
     for name, real in defaults.items():
         if name not in documented:
             continue
-        shown = documented[name].get("default")
-        if isinstance(real, dict) and "type" in real:  # an argument_spec entry
-            if real.get("options"):
-                wrong += wrong_defaults(documented[name].get(sub) or {}, real["options"], sub, path + name + ".")
+        if sub == "suboptions":  # an argument_spec entry
+            nested = real.get("options")
+            if nested:
+                wrong += wrong_defaults(documented[name].get(sub) or {}, nested, sub, path + name + ".")
             real = real.get("default")
+        shown = documented[name].get("default")
         if real is not None and shown != json.loads(json.dumps(real)):
             wrong.append((path + name, shown, real))
     return wrong
