@@ -16,23 +16,16 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible import constants as C
-from ansible.plugins.action import ActionBase
+from ansible_collections.ebpf.oom.plugins.plugin_utils.action import ModuleAction
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import bundled_headers
 
 
-class ActionModule(ActionBase):
+class ActionModule(ModuleAction):
 
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    _supports_async = False
+    MODULE = "ebpf.oom.compile"
 
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp
-        args = dict(self._task.args)
+    def execute(self, args, task_vars):
         args["_bundled_headers"] = bundled_headers()
         if args.get("vmlinux", "auto") == "auto" and self._task.delegate_to in C.LOCALHOST:
             args["vmlinux"] = "bundled"
-        result.update(self._execute_module(module_name="ebpf.oom.compile", module_args=args,
-                                           task_vars=task_vars))
-        return result
+        return super(ActionModule, self).execute(args, task_vars)

@@ -22,43 +22,26 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
-from ansible.plugins.action import ActionBase
 from ansible_collections.ebpf.oom.plugins.module_utils import renderer
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import PolicyError
 from ansible_collections.ebpf.oom.plugins.module_utils.names import name_problem
 from ansible_collections.ebpf.oom.plugins.plugin_utils import documents
+from ansible_collections.ebpf.oom.plugins.plugin_utils.action import ModuleAction
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 
-MODULE = "ebpf.oom.policy"
 
+class ActionModule(ModuleAction):
 
-class ActionModule(ActionBase):
+    MODULE = "ebpf.oom.policy"
 
-    # No early remote tmp: a bad document must fail before the host is contacted.
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    _supports_async = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp
-        args = dict(self._task.args)
+    def execute(self, args, task_vars):
         problem = name_problem(to_text(args["name"])) if args.get("name") is not None else None
-        try:
-            if problem:
-                result.update(failed=True, msg=problem)
-            elif args.get("policy") is None or args.get("state", "present") == "absent":
-                result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
-            else:
-                result.update(self._declarative(args, task_vars))
-        except AnsibleError as e:
-            result.update(failed=True, msg=to_text(e))
-        finally:
-            if self._connection._shell.tmpdir:
-                self._remove_tmp_path(self._connection._shell.tmpdir)
-        return result
+        if problem:
+            return dict(failed=True, msg=problem)
+        if args.get("policy") is None or args.get("state", "present") == "absent":
+            return super(ActionModule, self).execute(args, task_vars)
+        return self._declarative(args, task_vars)
 
     def _document(self, policy):
         if isinstance(policy, dict):
@@ -87,7 +70,7 @@ class ActionModule(ActionBase):
             self._transfer_file(compile_generic(), remote)
             self._fixup_perms2((self._connection._shell.tmpdir, remote))
             args["object"] = remote
-        result = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars)
+        result = super(ActionModule, self).execute(args, task_vars)
         result["lint"] = findings
         if findings:
             result["warnings"] = findings + list(result.get("warnings") or [])

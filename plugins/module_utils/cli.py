@@ -32,13 +32,12 @@ def restore_main():
     try:
         ok, failed = restore.restore_all()
     except Exception as e:  # a broken state directory must not stay silent
-        print("%sebpf-oom: cannot restore policies: %s" % (SD_ERR, e), file=sys.stderr)
+        sys.stderr.write("%sebpf-oom: cannot restore policies: %s\n" % (SD_ERR, e))
         return 1
     for name in ok:
-        print("%sebpf-oom: restored policy %s" % (SD_INFO, name))
+        sys.stdout.write("%sebpf-oom: restored policy %s\n" % (SD_INFO, name))
     for name in sorted(failed):
-        print("%sebpf-oom: cannot restore policy %s: %s" % (SD_ERR, name, failed[name]),
-              file=sys.stderr)
+        sys.stderr.write("%sebpf-oom: cannot restore policy %s: %s\n" % (SD_ERR, name, failed[name]))
     return 1 if failed else 0
 
 
@@ -74,5 +73,5 @@ def main(argv):
         return restore_main()
     if argv[:1] == ["events"]:
         return events_main(argv[1:])
-    print(USAGE, file=sys.stderr)
+    sys.stderr.write(USAGE + "\n")
     return 2

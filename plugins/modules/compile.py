@@ -84,7 +84,6 @@ notes:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ebpf.oom.attributes
-  - ebpf.oom.attributes.diff
   - ansible.builtin.action_common_attributes.flow
 attributes:
   action:
@@ -186,7 +185,7 @@ ARGUMENT_SPEC = dict(
     clang=dict(type="str"),
     # Internal, not documented: the action plugin sends the collection's bpf/include
     # headers ({file name: text}) with the task, so that they reach the host.
-    _bundled_headers=dict(type="dict", default={}),
+    _bundled_headers=dict(type="dict"),
 )
 SPEC_KWARGS = dict(mutually_exclusive=[("src", "content")], required_one_of=[("src", "content")])
 

@@ -70,7 +70,6 @@ seealso:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ebpf.oom.attributes
-  - ebpf.oom.attributes.diff
 attributes:
   check_mode:
     details: In check mode the metrics file is not written; C(changed) says whether it would be.

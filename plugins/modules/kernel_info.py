@@ -30,7 +30,6 @@ options:
     default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ebpf.oom.attributes
   - ebpf.oom.attributes.info
 """
 

@@ -110,7 +110,6 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ebpf.oom.attributes
-  - ebpf.oom.attributes.diff
 """
 
 EXAMPLES = r"""
@@ -209,6 +208,11 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ebpf.oom.plugins.module_utils import loader, probe, renderer
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, RenderError, UnsupportedKernel
 
+# A maps key or value: a decimal integer, or raw bytes in hex.
+DECIMAL_RE = re.compile(r"^[+-]?[0-9]+$")
+HEX_RE = re.compile(r"^0[xX]((?:[0-9a-fA-F]{2})+)$")
+BYTES_RE = re.compile(r"^[0-9a-fA-F]{2}(?:[\s:]+[0-9a-fA-F]{2})+$")
+
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
     object=dict(type="path"),
@@ -223,10 +227,6 @@ ARGUMENT_SPEC = dict(
 )
 SPEC_KWARGS = dict(required_if=[("state", "present", ("object", "policy"), True)],
                    required_one_of=[("name", "policy")])
-
-DECIMAL_RE = re.compile(r"^[+-]?[0-9]+$")
-HEX_RE = re.compile(r"^0[xX]((?:[0-9a-fA-F]{2})+)$")
-BYTES_RE = re.compile(r"^[0-9a-fA-F]{2}(?:[\s:]+[0-9a-fA-F]{2})+$")
 
 
 def map_value(value, where):

@@ -19,9 +19,9 @@ description:
     from a given object and report a given policy name.
   - Fails listing every discrepancy (RV(problems)); succeeds with the facts it checked.
   - Never changes anything.
-version_added: "0.1.0"
 author:
   - ebpf.oom maintainers (@ebpf-oom)
+version_added: "0.1.0"
 options:
   name:
     description:
@@ -42,7 +42,6 @@ options:
     type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-  - ebpf.oom.attributes
   - ebpf.oom.attributes.info
 """
 

@@ -1,0 +1,43 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the collection's action plugins share: adjust a module's arguments on the
+controller, then run the module on the host.
+
+Controller side (plugin_utils): used by plugins/action.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+
+
+class ModuleAction(ActionBase):
+    """Runs MODULE with the task's arguments as execute() makes them; an AnsibleError
+    fails the task with its message; the remote temporary directory goes afterwards."""
+
+    MODULE = None
+    # No early remote tmp: a bad input must fail before the host is contacted.
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ModuleAction, self).run(tmp, task_vars)
+        del tmp
+        try:
+            result.update(self.execute(dict(self._task.args), task_vars))
+        except AnsibleError as e:
+            result.update(failed=True, msg=to_text(e))
+        finally:
+            if self._connection._shell.tmpdir:
+                self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result
+
+    def execute(self, args, task_vars):
+        """The task's result: by default the module run with ``args``."""
+        return self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars)
