@@ -203,8 +203,8 @@ def test_cut_and_shuffled_report_lines_never_crash_the_parser(pieces):
 
 def observer_victim(seq, pid, comm, mono_s, flags=observer.OBSERVER_F_TASK, memcg_id=55):
     return observer.ObserverVictim(seq=seq, mono_ns=int(mono_s * 1e9), memcg_id=memcg_id, anon_rss=10,
-                            file_rss=2, shmem_rss=0, pid=pid, tgid=pid, uid=1000, oom_score_adj=300,
-                            flags=flags, comm=comm.encode())
+                                   file_rss=2, shmem_rss=0, pid=pid, tgid=pid, uid=1000, oom_score_adj=300,
+                                   flags=flags, comm=comm.encode())
 
 
 def test_observer_victim_becomes_event_in_kib():

@@ -20,6 +20,7 @@ from ansible_collections.ebpf.oom.plugins.module_utils.names import POLICY_NAME_
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import BUNDLED_VMLINUX
 from ansible_collections.ebpf.oom.plugins.plugin_utils.documents import validate
 from conftest import REPO
+from samples import STORY
 
 GENERIC_H = os.path.join(REPO, "bpf", "generic.h")
 TOOL_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
@@ -122,16 +123,6 @@ def test_return_codes_in_headers_equal_common(header, pattern):
 
 
 # ---------------------------------------------------------------- rendering
-
-STORY = {
-    "name": "pg-batch-web",
-    "rules": [
-        {"match": {"comm": "postgres"}, "action": "protect"},
-        {"match": {"cgroup": "/batch"}, "action": "prefer", "tier": 1},
-        {"match": {"cgroup": "/web"}, "action": "prefer", "tier": 2},
-    ],
-}
-
 
 @pytest.fixture
 def cgroot(tmp_path):

@@ -11,17 +11,9 @@ import yaml
 
 from ansible_collections.ebpf.oom.plugins.plugin_utils.documents import field_path, validate
 from conftest import COLLECTIONS, REPO
+from samples import STORY
 
 README = os.path.join(REPO, "schemas", "README.md")
-
-STORY = {
-    "name": "pg-batch-web",
-    "rules": [
-        {"match": {"comm": "postgres"}, "action": "protect"},
-        {"match": {"cgroup": "/batch"}, "action": "prefer", "tier": 1},
-        {"match": {"cgroup": "/web"}, "action": "prefer", "tier": 2},
-    ],
-}
 
 
 def readme_documents():
