@@ -13,22 +13,31 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-_ATTRIBUTES = r"""
+
+class ModuleDocFragment(object):
+
+    # A module that can change the host: it shows in diff mode what it changes.
+    DOCUMENTATION = r"""
 options: {}
 attributes:
   check_mode:
     support: full
   diff_mode:
-    support: %s
+    support: full
   platform:
     platforms: posix
 """
 
-
-class ModuleDocFragment(object):
-
-    # A module that shows in diff mode what it changes.
-    DOCUMENTATION = _ATTRIBUTES % "full"
-
     # A module that changes nothing.
-    INFO = _ATTRIBUTES % "none"
+    INFO = r"""
+options: {}
+attributes:
+  check_mode:
+    details: The module never changes anything; check mode runs it the same way.
+    support: full
+  diff_mode:
+    details: Nothing changes, so there is nothing to show.
+    support: none
+  platform:
+    platforms: posix
+"""
