@@ -5,16 +5,20 @@ Fixtures
                      started is stopped (destroyed) when the test ends, failed or not
   vm_factory_module  the same, guests live for the test module
   hook_vm, stock_vm  one guest each for the whole session (hook kernel / Debian kernel)
-and run_playbook(playbook, inventory, extra_vars=None, check=True).
+  hook_lab, stock_lab real OOMs in those guests, driven as data (tests/vm/lab.py)
+  hook_policies      documents applied to the hook guest through ebpf.oom.policy
+and run_playbook(playbook, inventory, extra_vars=None, check=True), play(guest, tasks, tmp).
 
 Guest names get a per-process prefix (pt<pid>-) so parallel sessions do not clash;
-guests left by a killed session (its pid gone) are destroyed before new ones start.
+each guest is owned by the test process, and guests left by a killed session (its
+owner gone) are destroyed before new ones start (`vmctl reap`).
 Prerequisites missing (image not built, hook kernel not built) make the fixture fail
 with vmctl's message: CI builds both first.
 """
 
 import pytest
 
+from lab import Lab, Policies
 from vmharness import Fleet
 
 
@@ -53,3 +57,26 @@ def hook_vm(_session_fleet):
 @pytest.fixture(scope="session")
 def stock_vm(_session_fleet):
     return _session_fleet.start("stock", kernel="stock", memory=1024)
+
+
+@pytest.fixture(scope="session")
+def hook_lab(hook_vm):
+    """Real OOMs in the session's hook guest (tests/vm/lab.py)."""
+    return Lab(hook_vm)
+
+
+@pytest.fixture(scope="session")
+def stock_lab(stock_vm):
+    """Real OOMs in the session's stock guest (tests/vm/lab.py)."""
+    return Lab(stock_vm)
+
+
+@pytest.fixture(scope="module")
+def hook_policies(hook_vm, tmp_path_factory):
+    """Documents applied to the hook guest through ebpf.oom.policy; removed when the
+    test module ends, failed or not."""
+    policies = Policies(hook_vm, tmp_path_factory.mktemp("policies"))
+    try:
+        yield policies
+    finally:
+        policies.remove_all()

@@ -1,192 +1,253 @@
-"""Declarative policies decide real OOMs: every action and match kind, in a hook-kernel guest.
+"""Declarative policies decide real OOMs: every action, match kind and option the
+policy language documents (schemas/README.md), in the session's hook-kernel guest.
 
-Each test starts tasks in a memory cgroup of the shared guest (tests/vm/policy_lab.py
-does the guest side: cgroups, tasks, the engine's loader, the kernel log), applies
-policy documents with the generic program, fills the cgroup until it runs out of
-memory, and checks which task the kernel killed and that the OOM report names the
-document. Sizes: the tasks hold ~250 MiB of a 300 MiB cgroup, so the trigger is still
-small when the OOM comes and finishes once the victim's memory is freed.
+Each test starts tasks in a memory cgroup of its own (tests/vm/lab.py), applies a
+document through ebpf.oom.policy (the action plugin validates it and compiles the
+generic program on the controller, the module renders it on the guest), fills the
+cgroup until it runs out of memory and checks which task the kernel killed, by pid,
+and that the OOM report names the document. The memory cgroup's limit is set just
+above what its tasks hold, so the allocating trigger is the smallest task when the
+OOM comes: whoever else dies, the policy (or the kernel's heuristic) chose.
 """
-
-import json
-import os
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.action.policy import compile_generic
-from vmharness import REPO
+from lab import LAB_ROOT
 
-LAB_DIR = "/root/lang"
-LIMIT = 300  # MiB, the scenario cgroup's memory.max
-ENGINE = os.path.join(REPO, "plugins", "module_utils")
+GLOBAL = "CONSTRAINT_NONE"
+MEMCG = "CONSTRAINT_MEMCG"
 
 
-@pytest.fixture(scope="module")
-def lab(hook_vm, tmp_path_factory):
-    """The guest with the engine, the generic program and the lab script; run(spec) -> result."""
-    obj = compile_generic(cache_dir=str(tmp_path_factory.mktemp("objects")))
-    package = LAB_DIR + "/engine/ebpf_oom_engine"
-    hook_vm.ssh(["mkdir", "-p", package])
-    for name in sorted(os.listdir(ENGINE)):
-        if name.endswith(".py"):
-            hook_vm.put(os.path.join(ENGINE, name), package + "/" + name)
-    hook_vm.ssh(["touch", package + "/__init__.py"])
-    hook_vm.put(os.path.join(REPO, "tests", "vm", "policy_lab.py"), LAB_DIR + "/policy_lab.py")
-    hook_vm.put(obj, LAB_DIR + "/generic.bpf.o")
-    applied = set()
-
-    def run(spec):
-        spec = dict(spec, object=LAB_DIR + "/generic.bpf.o")
-        applied.update(d["name"] for d in spec.get("policies", []))
-        done = hook_vm.ssh(["python3", LAB_DIR + "/policy_lab.py"], input=json.dumps(spec), timeout=1200)
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    try:
-        yield run
-    finally:
-        if applied:
-            hook_vm.ssh(["python3", LAB_DIR + "/policy_lab.py"], input=json.dumps({"remove": sorted(applied)}),
-                        check=False)
-        hook_vm.ssh(["rm", "-rf", LAB_DIR], check=False)
-        hook_vm.ssh(["rmdir", "/sys/fs/cgroup/lang"], check=False)
+def task(name, mb, **extra):
+    return dict(name=name, mb=mb, **extra)
 
 
-def task(name, mb, cgroup=None, **extra):
-    return dict(name=name, comm="lang-" + name, mb=mb, cgroup=cgroup or name, **extra)
-
-
-def scenario(name, tasks, policies, victim_mb=0, **extra):
-    """A scenario whose trigger runs the cgroup out of memory once and then fits."""
-    held = sum(t["mb"] for t in tasks)
-    assert held <= LIMIT - 40, "leave room for the trigger to start"
-    return dict(scenario=name, limit_mb=LIMIT, tasks=tasks, policies=policies,
-                trigger=dict(comm="lang-trigger", cgroup="trigger", mb=LIMIT - held + victim_mb // 2), **extra)
-
-
-def one_kill(result, victim, policy):
-    """The OOM killed exactly `victim`, and its report carries the policy's name."""
-    assert result["killed"] == [victim], result
-    assert [v[0] for v in result["victims"]] == [result["pids"][victim]], result["log"]
-    assert result["policy_names"] == [policy], result["log"]
-    assert result["events"]["oom_kill"] == 1
-    assert result["trigger"] == "done"
-    assert result["state"]["scans"] >= 1 and result["state"]["evaluated"] >= len(result["pids"])
+def spec(*tasks, **extra):
+    return dict(tasks=list(tasks), **extra)
 
 
 def doc(name, *rules, **top):
     return dict(name=name, rules=list(rules), **top)
 
 
+def killed_by(report, victim, policy, constraint=MEMCG):
+    """The OOM killed exactly `victim` (by pid), and its report names `policy`."""
+    assert report.outcome == "kills", report
+    assert report.killed == [victim], report
+    assert report.victim_pids == [report.pids[victim]], report
+    assert report.policies == [policy], report
+    assert report.constraints == [constraint], report
+
+
+def cg(scene, sub):
+    """A cgroup path of the scenario, as a rule names it."""
+    return scene.path(sub)
+
+
+# ------------------------------------------------------------------ the baseline
+
+def test_without_policy_the_kernel_kills_the_largest_task(hook_lab, hook_policies):
+    """The baseline the other tests depart from: the same kind of tasks, no policy."""
+    hook_policies.apply()
+    with hook_lab.scenario("baseline", spec(task("big", 60), task("mid", 30))) as s:
+        report = s.oom()
+    killed_by(report, "big", "default")
+
+
 # ------------------------------------------------------------------ protect
 
-def test_protect_by_comm_spares_the_task_the_kernel_would_kill(lab):
-    result = lab(scenario("protect-comm", [task("big", 150), task("mid", 100)],
-                          [doc("lang-protect", {"match": {"comm": "lang-big"}, "action": "protect"})],
-                          victim_mb=100))
-    one_kill(result, "mid", "lang-protect")
+def test_protect_by_comm_spares_the_task_the_kernel_would_kill(hook_lab, hook_policies):
+    with hook_lab.scenario("protect-comm", spec(task("big", 60), task("mid", 30))) as s:
+        hook_policies.apply(doc("lang", {"match": {"comm": "lab-big"}, "action": "protect"}))
+        report = s.oom()
+    killed_by(report, "mid", "lang")
 
 
-def test_protect_by_uid_spares_the_task_the_kernel_would_kill(lab):
-    result = lab(scenario("protect-uid", [task("big", 150, uid=1001), task("mid", 100)],
-                          [doc("lang-uid", {"match": {"uid": 1001}, "action": "protect"})], victim_mb=100))
-    one_kill(result, "mid", "lang-uid")
+def test_protect_by_uid_spares_the_task_the_kernel_would_kill(hook_lab, hook_policies):
+    with hook_lab.scenario("protect-uid", spec(task("big", 60, uid=1001), task("mid", 30))) as s:
+        hook_policies.apply(doc("lang", {"match": {"uid": 1001}, "action": "protect"}))
+        report = s.oom()
+    killed_by(report, "mid", "lang")
 
 
-def test_without_policy_the_kernel_kills_the_largest_task(lab):
-    """The baseline the protect tests depart from: same tasks, no policy."""
-    result = lab(scenario("baseline", [task("big", 150), task("mid", 100)], [], victim_mb=150))
-    assert result["killed"] == ["big"], result
-    assert result["policy_names"] == ["default"], result["log"]
+def test_fallback_protect_spares_every_task_no_rule_ranks(hook_lab, hook_policies):
+    """fallback: protect -> unmatched tasks are never killed; only ranked ones die."""
+    with hook_lab.scenario("fallback-protect",
+                           spec(task("big", 60), task("mid", 40), task("job", 20))) as s:
+        hook_policies.apply(doc("lang", {"match": {"comm": "lab-job"}, "action": "prefer",
+                                         "tier": 1}, scope="memcg", fallback="protect"))
+        first = s.oom()
+        second = s.oom(stall=2)
+    killed_by(first, "job", "lang")
+    # Nothing ranked is left: every remaining task is protected, the memcg OOM kills nobody.
+    assert second.outcome == "stalled" and second.killed == [] and second.victims == [], second
 
 
 # ------------------------------------------------------------------ select
 
-def test_select_by_pid_kills_that_task_not_the_largest(lab):
-    result = lab(scenario("select-pid", [task("big", 150), task("small", 60), task("other", 40)],
-                          [doc("lang-select", {"match": {"pid": "$pid:small"}, "action": "select"})], victim_mb=60))
-    one_kill(result, "small", "lang-select")
+def test_select_by_pid_kills_that_task_not_the_largest(hook_lab, hook_policies):
+    with hook_lab.scenario("select-pid", spec(task("big", 60), task("small", 20),
+                                               task("other", 30))) as s:
+        hook_policies.apply(doc("lang", {"match": {"pid": s.pids["small"]}, "action": "select"}))
+        report = s.oom()
+    killed_by(report, "small", "lang")
+
+
+def test_several_select_tasks_the_one_with_most_badness_dies(hook_lab, hook_policies):
+    with hook_lab.scenario("select-many", spec(task("s1", 20), task("s2", 40), task("s3", 10),
+                                                task("big", 70))) as s:
+        hook_policies.apply(doc("lang", {"match": {"comm_prefix": "lab-s"}, "action": "select"}))
+        first = s.oom()
+        second = s.oom()
+    killed_by(first, "s2", "lang")
+    killed_by(second, "s1", "lang")
 
 
 # ------------------------------------------------------------------ prefer
 
-def test_prefer_cgroup_tier_one_dies_first_even_in_a_cgroup_created_later(lab):
-    tiers = doc("lang-tiers",
-                {"match": {"cgroup": "$root/batch"}, "action": "prefer", "tier": 1},
-                {"match": {"cgroup": "$root/web"}, "action": "prefer", "tier": 2})
-    result = lab(scenario("prefer-cgroup", [task("web", 70), task("batch", 60, cgroup="batch/job1", late=True),
-                                            task("other", 120)], [tiers], victim_mb=60, cgroups=["batch"]))
-    assert result["applied"][0]["warnings"] == []  # batch existed, batch/job1 did not yet
-    one_kill(result, "batch", "lang-tiers")
+def test_prefer_cgroup_tier_one_dies_first_even_in_a_cgroup_created_later(hook_lab, hook_policies):
+    with hook_lab.scenario("prefer-cgroup", spec(task("web", 35), task("other", 60),
+                                                  task("batch", 25, cgroup="batch/job1", late=True),
+                                                  cgroups=["batch"])) as s:
+        result = hook_policies.apply(doc(
+            "lang",
+            {"match": {"cgroup": cg(s, "batch")}, "action": "prefer", "tier": 1},
+            {"match": {"cgroup": cg(s, "web")}, "action": "prefer", "tier": 2}))
+        assert result["apply lang"].get("warnings", []) == [], result
+        s.start("batch")  # batch existed when the policy was applied, batch/job1 did not
+        report = s.oom()
+    killed_by(report, "batch", "lang")
 
 
-def test_prefer_cgroup_next_tier_dies_when_the_first_is_empty(lab):
-    tiers = doc("lang-tiers2",
-                {"match": {"cgroup": "$root/batch"}, "action": "prefer", "tier": 1},
-                {"match": {"cgroup": "$root/web"}, "action": "prefer", "tier": 2})
-    result = lab(scenario("prefer-tier2", [task("web", 70), task("other", 180)], [tiers], victim_mb=70))
-    one_kill(result, "web", "lang-tiers2")
+def test_prefer_cgroup_next_tier_dies_when_the_first_is_empty(hook_lab, hook_policies):
+    with hook_lab.scenario("prefer-tier2", spec(task("web", 35), task("other", 70),
+                                                 cgroups=["batch"])) as s:
+        hook_policies.apply(doc(
+            "lang",
+            {"match": {"cgroup": cg(s, "batch")}, "action": "prefer", "tier": 1},
+            {"match": {"cgroup": cg(s, "web")}, "action": "prefer", "tier": 2}))
+        report = s.oom()
+    killed_by(report, "web", "lang")
 
 
 @pytest.mark.parametrize("by,victim", [("rss", "w2"), ("badness", "w1")])
-def test_prefer_by_comm_prefix_ranks_a_tier_by_the_flag(lab, by, victim):
+def test_prefer_by_comm_prefix_ranks_a_tier_by_the_flag(hook_lab, hook_policies, by, victim):
     """w2 holds more memory, but oom_score_adj -900 gives it less badness than w1."""
-    rule = {"match": {"comm_prefix": "lang-w"}, "action": "prefer", "tier": 1, "by": by}
-    result = lab(scenario("prefer-" + by, [task("w1", 90), task("w2", 120, adj=-900), task("other", 40)],
-                          [doc("lang-" + by, rule)], victim_mb=90))
-    one_kill(result, victim, "lang-" + by)
+    with hook_lab.scenario("prefer-" + by, spec(task("w1", 30), task("w2", 45, adj=-900),
+                                                 task("other", 15))) as s:
+        hook_policies.apply(doc("lang", {"match": {"comm_prefix": "lab-w"}, "action": "prefer",
+                                         "tier": 1, "by": by}))
+        report = s.oom()
+    killed_by(report, victim, "lang")
+
+
+def test_comm_prefix_and_uid_must_both_match(hook_lab, hook_policies):
+    """A rule with two keys matches a task only when both hold: the task with the right
+    name but another uid, and the one with the right uid but another name, are not ranked."""
+    with hook_lab.scenario("combined", spec(task("job-a", 20, uid=1001), task("job-b", 40),
+                                             task("tool", 50, uid=1001), task("big", 70))) as s:
+        hook_policies.apply(doc("lang", {"match": {"comm_prefix": "lab-job", "uid": 1001},
+                                         "action": "select"}))
+        report = s.oom()
+    killed_by(report, "job-a", "lang")
 
 
 # ------------------------------------------------------------------ abort
 
-def test_abort_by_comm_kills_nothing_while_the_task_is_there(lab):
-    result = lab(scenario("abort-comm", [task("backup", 60), task("big", 150)],
-                          [doc("lang-abort", {"match": {"comm": "lang-backup"}, "action": "abort"}, scope="memcg")],
-                          expect="no-kill", ooms=3))
-    assert result["trigger"] == "aborted"
-    assert result["killed"] == [] and result["victims"] == []
-    assert result["events"]["oom"] >= 3 and result["events"]["oom_kill"] == 0
-    assert result["state"]["scans"] >= 3
+def test_abort_rule_kills_nothing_while_a_matching_task_is_a_candidate(hook_lab, hook_policies):
+    with hook_lab.scenario("abort-there", spec(task("backup", 20), task("big", 60))) as s:
+        hook_policies.apply(doc("lang", {"match": {"comm": "lab-backup"}, "action": "abort"},
+                                scope="memcg"))
+        report = s.oom(stall=3)
+    assert report.outcome == "stalled", report
+    assert report.killed == [] and report.victims == [], report
+    assert report.events["oom"] >= 3 and report.events["oom_kill"] == 0, report
+
+
+def test_abort_rule_kills_normally_when_no_matching_task_is_a_candidate(hook_lab, hook_policies):
+    """The matching task lives outside the memory cgroup that runs out: it is not a
+    candidate of that OOM, so the OOM ends with a kill (the kernel's choice)."""
+    outside = "%s/abort-elsewhere-outside" % LAB_ROOT
+    with hook_lab.scenario("abort-elsewhere", spec(task("backup", 10, cgroup=outside),
+                                                    task("big", 60), task("mid", 30))) as s:
+        hook_policies.apply(doc("lang", {"match": {"comm": "lab-backup"}, "action": "abort"},
+                                scope="memcg"))
+        report = s.oom()
+    killed_by(report, "big", "lang")
+
+
+# ------------------------------------------------------------------ scope
+
+def test_scope_global_leaves_memcg_ooms_to_the_kernel(hook_lab, hook_policies):
+    with hook_lab.scenario("scope-global", spec(task("big", 60), task("mid", 30))) as s:
+        hook_policies.apply(doc("lang", {"match": {"comm": "lab-mid"}, "action": "select"},
+                                scope="global"))
+        report = s.oom()
+    killed_by(report, "big", "default")
 
 
 # ------------------------------------------------------------------ the user story
 
-def story(root_prefix="$root"):
-    return doc("lang-story",
+def story(s):
+    return doc("lang",
                {"match": {"comm": "postgres"}, "action": "protect"},
-               {"match": {"cgroup": root_prefix + "/batch"}, "action": "prefer", "tier": 1},
-               {"match": {"cgroup": root_prefix + "/web"}, "action": "prefer", "tier": 2})
+               {"match": {"cgroup": cg(s, "batch")}, "action": "prefer", "tier": 1},
+               {"match": {"cgroup": cg(s, "web")}, "action": "prefer", "tier": 2})
 
 
 def postgres(mb):
-    return dict(task("postgres", mb), comm="postgres")
+    return task("postgres", mb, comm="postgres")
 
 
-def test_story_kills_batch_first(lab):
-    result = lab(scenario("story-batch", [postgres(100), task("batch", 50), task("web", 60), task("other", 40)],
-                          [story()], victim_mb=50))
-    one_kill(result, "batch", "lang-story")
+def test_story_kills_batch_first(hook_lab, hook_policies):
+    with hook_lab.scenario("story-batch", spec(postgres(60), task("batch", 20), task("web", 30),
+                                                task("other", 15))) as s:
+        hook_policies.apply(story(s))
+        report = s.oom()
+    killed_by(report, "batch", "lang")
 
 
-def test_story_kills_web_when_there_is_no_batch(lab):
-    result = lab(scenario("story-web", [postgres(100), task("web", 60), task("other", 90)], [story()], victim_mb=60))
-    one_kill(result, "web", "lang-story")
+def test_story_kills_web_when_there_is_no_batch(hook_lab, hook_policies):
+    with hook_lab.scenario("story-web", spec(postgres(60), task("web", 30), task("other", 45),
+                                              cgroups=["batch"])) as s:
+        hook_policies.apply(story(s))
+        report = s.oom()
+    killed_by(report, "web", "lang")
 
 
-def test_story_leaves_the_rest_to_the_kernel_but_never_postgres(lab):
-    result = lab(scenario("story-rest", [postgres(150), task("other", 100)], [story()], victim_mb=100))
-    one_kill(result, "other", "lang-story")
+def test_story_leaves_the_rest_to_the_kernel_but_never_postgres(hook_lab, hook_policies):
+    with hook_lab.scenario("story-rest", spec(postgres(70), task("other", 40),
+                                               cgroups=["batch", "web"])) as s:
+        hook_policies.apply(story(s))
+        report = s.oom()
+    killed_by(report, "other", "lang")
 
 
-# ------------------------------------------------------------------ data-only changes
+# ------------------------------------------------------------------ changes
 
-def test_data_only_change_updates_maps_in_place_and_the_next_oom_follows_it(lab):
-    first = doc("lang-data", {"match": {"comm": "lang-a"}, "action": "select"})
-    second = doc("lang-data", {"match": {"comm": "lang-b"}, "action": "select"})
-    result = lab(scenario("data-change", [task("a", 100), task("b", 100), task("c", 50)], [first, second],
-                          victim_mb=100))
-    created, updated = result["applied"]
-    assert created["action"] == "created"
-    assert updated["action"] == "maps_updated"
-    assert updated["prog_ids"] == created["prog_ids"] and len(created["prog_ids"]) == 2
-    assert [(c["map"], c["key"]) for c in updated["map_changes"]] == [("oom_rules", "00000000")]
-    one_kill(result, "b", "lang-data")
+def test_data_only_change_updates_maps_in_place_and_the_next_oom_follows_it(hook_lab,
+                                                                             hook_policies):
+    with hook_lab.scenario("data-change", spec(task("a", 30), task("b", 30), task("c", 15))) as s:
+        first = hook_policies.apply(doc("lang", {"match": {"comm": "lab-a"}, "action": "select"}))
+        second = hook_policies.apply(doc("lang", {"match": {"comm": "lab-b"}, "action": "select"}))
+        report = s.oom()
+    before, after = first["apply lang"], second["apply lang"]
+    assert after["action"] == "maps_updated", after
+    ids = [p["prog_id"] for p in after["record"]["programs"]]
+    assert ids == [p["prog_id"] for p in before["record"]["programs"]] and ids
+    assert [(c["map"], c["key"]) for c in after["map_changes"]] == [("oom_rules", "00000000")]
+    killed_by(report, "b", "lang")
+
+
+def test_strict_lint_fails_the_task_before_the_host_changes(hook_vm, hook_policies, tmp_path):
+    """strict: true turns the lint's warning (a global-scope document that protects
+    everything leaves a global OOM without a victim) into a failed task, and the
+    host is left as it was."""
+    hook_policies.apply()
+    result = hook_policies.apply(doc("lang", {"match": {"cgroup": "/"}, "action": "protect"}),
+                                 strict=True, check=False)
+    failed = result["apply lang"]
+    assert failed["failed"] and "fails lint (strict: true)" in failed["msg"], result
+    assert "rules[0]: protect matches every task" in failed["msg"]
+    listed = hook_vm.ssh(["ls", "/sys/fs/bpf/ebpf_oom"], check=False).stdout.split()
+    assert "lang" not in listed

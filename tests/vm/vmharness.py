@@ -178,8 +178,11 @@ def run_playbook(playbook, inventory, extra_vars=None, check=True):
     return done
 
 
+CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback_plugins")
+
+
 class PlayResult:
-    """One ansible-playbook run over one guest, read through the json callback."""
+    """One ansible-playbook run over one guest, read through the results_json callback."""
 
     def __init__(self, done, argv):
         self.rc = done.returncode
@@ -189,8 +192,7 @@ class PlayResult:
             self.data = json.loads(done.stdout)
         except ValueError:
             raise GuestCommandError(done.returncode, argv, done.stdout, done.stderr) from None
-        self.tasks = [(t["task"]["name"], next(iter(t["hosts"].values()), {}))
-                      for play in self.data.get("plays", []) for t in play["tasks"]]
+        self.tasks = [(t["task"], t["result"]) for t in self.data["tasks"]]
 
     def __getitem__(self, name):
         """The result of the task with this name (the last one, if repeated)."""
@@ -224,8 +226,8 @@ def play(guest, tasks, tmp_path, extra_vars=None, check=True, become=False):
     argv = [venv_tool("ansible-playbook"), "-i", guest.inventory(tmp_path), book]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
-    env = dict(ansible_env(), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-               ANSIBLE_PIPELINING="True")
+    env = dict(ansible_env(), ANSIBLE_STDOUT_CALLBACK="results_json",
+               ANSIBLE_CALLBACK_PLUGINS=CALLBACKS, ANSIBLE_PIPELINING="True")
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           env=env, check=False)
     result = PlayResult(done, argv)
