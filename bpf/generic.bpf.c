@@ -1,12 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * The generic declarative OOM policy: one program for every policy document.
+ * The generic declarative OOM policy: one object for every policy document.
  *
  * The rules come from maps (layout in generic.h, filled by
  * plugins/module_utils/renderer.py); the policy name from the
  * bpf_metadata_ebpf_oom_policy global, which the loader sets before load.
- * schemas/README.md states the semantics; in short, every task in the scan
- * gets a class from the first rule it matches (or the fallback):
+ * Every task gets a class from the first rule it matches, or the fallback
+ * (bpf/classify.h); schemas/README.md states the semantics. Its programs, of
+ * which each user loads the ones it needs:
+ *
+ *   ebpf_oom_name, ebpf_oom_eval      the hook backend: name the policy in the
+ *                                     OOM report, and judge each candidate
+ *   ebpf_oom_cgroup_mkdir, _rmdir     keep oom_rule_cgroups current: a cgroup
+ *                                     rule matches whatever cgroup lives at its
+ *                                     path now (made before or after the
+ *                                     policy, made again by a restart)
+ *   ebpf_oom_tasks                    a task iterator: one record per candidate
+ *                                     of an imagined OOM (ebpf.oom.explain)
+ *
+ * The verdicts of ebpf_oom_eval:
  *
  *   protect        -> BPF_EVAL_NEXT
  *   abort          -> BPF_EVAL_ABORT (memcg OOMs only)
@@ -21,40 +33,36 @@
  *
  * The per-scan state lives in oom_state; the fentry program on
  * bpf_set_policy_name(), which runs at the start of every out_of_memory(),
- * resets it. OOM scans are serialized by oom_lock. The state also remembers
- * the last task's classification, reused for the next task with the same
- * cgroups, uid and name (not with pid rules).
+ * resets it. OOM scans are serialized by oom_lock. A choice the kernel did
+ * not keep (it drops a SELECTed task whose badness is LONG_MIN: one that
+ * exited or was made unkillable after this program judged it) is forgotten
+ * at the next task, so the scan never ends with every later task skipped.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "ebpf_oom.h"
-#include "generic.h"
+#include "ebpf_oom_task.h"
+#include "classify.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 /* The policy name in the OOM report; the loader sets it (the document's name). */
 const volatile char bpf_metadata_ebpf_oom_policy[EBPF_OOM_NAME_LEN] = "generic";
 
-#define OOM_SCORE_ADJ_MIN (-1000)
+/* The OOM the task iterator imagines: its totalpages (machine RAM + swap, or
+ * the memory cgroup's limit) and, for a memcg OOM, the memory cgroup (id and
+ * level; id 0: a global OOM). Set before load. */
+const volatile __u64 ebpf_oom_iter_totalpages = 1;
+const volatile __u64 ebpf_oom_iter_memcg_id = 0;
+const volatile __u32 ebpf_oom_iter_memcg_level = 0;
+
 #define SYSRQ_ORDER (-1)
-#define EBPF_OOM_PAGE_SHIFT 12	/* x86-64 */
-#define POINTS_MIN (-9223372036854775807L - 1)	/* LONG_MIN: never chosen */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, EBPF_OOM_MAX_RULES);
-	__type(key, __u32);
-	__type(value, struct ebpf_oom_rule);
-} oom_rules SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct ebpf_oom_config);
-} oom_config SEC(".maps");
+/* The task iterator's record, named here so that it is in the object's BTF, where
+ * tests/unit/test_renderer.py compares it with the Python side's layout. */
+struct ebpf_oom_task ebpf_oom_task_layout;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -63,246 +71,9 @@ struct {
 	__type(value, struct ebpf_oom_state);
 } oom_state SEC(".maps");
 
-/*
- * ancestor[] slots: a power of two above EBPF_OOM_MAX_CGROUP_LEVEL, indexed
- * with slot(), a mask the compiler cannot drop (it would, knowing the index
- * is in range, and the verifier would then see an unbounded stack offset).
- */
-#define ANCESTOR_SLOTS 32
-_Static_assert(EBPF_OOM_MAX_CGROUP_LEVEL < ANCESTOR_SLOTS, "ancestor[] too small");
-
-static __always_inline __u32 slot(__u32 level)
-{
-	barrier_var(level);
-	return level & (ANCESTOR_SLOTS - 1);
-}
-
-/*
- * What the rules look at, read once per task (only what config.needs asks,
- * and a rule only reads what its match bits name). Not zeroed as a whole:
- * ancestor[] holds levels 0..min(level, EBPF_OOM_MAX_CGROUP_LEVEL).
- */
-struct facts {
-	__u64 comm[EBPF_OOM_COMM_LEN / 8];
-	__u64 ancestor[ANCESTOR_SLOTS];	/* cgroup id by level */
-	__s32 level;			/* the task's cgroup level; -1: matches no cgroup rule */
-	__u32 tgid;
-	__u32 uid;
-};
-
 static __always_inline bool in_scope(const struct ebpf_oom_config *cfg, struct oom_control *oc)
 {
 	return cfg->scope & (oc->memcg ? EBPF_OOM_SCOPE_MEMCG : EBPF_OOM_SCOPE_GLOBAL);
-}
-
-/* Linux 6.15 renamed kernfs_node.parent to __parent (an RCU pointer). */
-struct kernfs_node___new {
-	struct kernfs_node *__parent;
-} __attribute__((preserve_access_index));
-
-static __always_inline struct kernfs_node *kn_parent(struct kernfs_node *kn)
-{
-	if (bpf_core_field_exists(kn->parent))
-		return kn->parent;
-	return ((struct kernfs_node___new *)kn)->__parent;
-}
-
-static __always_inline void read_cgroups(struct css_set *css, struct facts *f)
-{
-	struct cgroup *cgrp = css->dfl_cgrp;
-	struct kernfs_node *kn;
-	int level, i, l;
-
-	if (!cgrp)
-		return;
-	level = cgrp->level;
-	kn = cgrp->kn;
-	for (i = 0; i < EBPF_OOM_CGROUP_WALK; i++) {
-		l = level - i;
-		if (l < 0 || !kn)
-			break;
-		if (l <= EBPF_OOM_MAX_CGROUP_LEVEL)
-			f->ancestor[slot(l)] = kn->id;
-		if (l == 0) {	/* the root reached: every level is known */
-			f->level = level;
-			break;
-		}
-		kn = kn_parent(kn);
-	}
-}
-
-/* The task's pid, uid and name, as far as the rules look at them. */
-static __always_inline void read_facts(struct task_struct *task, __u32 needs, struct facts *f)
-{
-	f->comm[0] = f->comm[1] = 0;
-	f->level = -1;
-	f->tgid = f->uid = 0;
-	if (needs & EBPF_OOM_M_PID)
-		f->tgid = task->tgid;
-	if (needs & EBPF_OOM_M_UID)
-		f->uid = task->real_cred->uid.val;
-	if (needs & EBPF_OOM_M_COMM) {	/* two loads inside task->comm[16] */
-		f->comm[0] = *(__u64 *)__builtin_preserve_access_index(&task->comm[0]);
-		f->comm[1] = *(__u64 *)__builtin_preserve_access_index(&task->comm[8]);
-	}
-}
-
-static __always_inline bool rule_matches(const struct ebpf_oom_rule *r, const struct facts *f)
-{
-	__u32 m = r->match, l;
-	const __u64 *name = (const __u64 *)r->comm, *mask = (const __u64 *)r->comm_mask;
-
-	if ((m & EBPF_OOM_M_PID) && f->tgid != r->pid)
-		return false;
-	if ((m & EBPF_OOM_M_UID) && f->uid != r->uid)
-		return false;
-	if ((m & EBPF_OOM_M_COMM) &&
-	    (((f->comm[0] ^ name[0]) & mask[0]) | ((f->comm[1] ^ name[1]) & mask[1])))
-		return false;
-	if (m & EBPF_OOM_M_CGROUP) {
-		l = r->cgroup_level;
-		if (l > EBPF_OOM_MAX_CGROUP_LEVEL || (int)l > f->level ||
-		    f->ancestor[slot(l)] != r->cgroup_id)
-			return false;
-	}
-	return true;
-}
-
-/*
- * The index of the first of the n rules that matches, or -1. A global
- * function: the verifier checks it once, on its own, so the loop's many
- * exits do not multiply the paths of the caller.
- */
-__noinline int first_match(const struct facts *f, __u32 n)
-{
-	const struct ebpf_oom_rule *r;
-	__u32 i, key;
-
-	if (!f)
-		return -1;
-	for (i = 0; i < EBPF_OOM_MAX_RULES; i++) {
-		if (i >= n)
-			break;
-		key = i;	/* the loop counter stays in a register the verifier tracks */
-		r = bpf_map_lookup_elem(&oom_rules, &key);
-		if (!r)
-			break;
-		if (rule_matches(r, f))
-			return i;
-	}
-	return -1;
-}
-
-/*
- * The first rule the task matches, or -1. Without pid rules, the answer
- * depends only on the task's css_set (its cgroups), uid and name, and the
- * kernel scans a memory cgroup's tasks cgroup by cgroup: the state keeps the
- * last answer of this scan, so a run of similar tasks skips the cgroup walk
- * and the rules.
- */
-static __always_inline int rule_of(struct task_struct *task, const struct ebpf_oom_config *cfg,
-				   struct ebpf_oom_state *st)
-{
-	__u32 needs = cfg->needs;
-	struct css_set *css = NULL;
-	struct facts f;
-	int rule;
-
-	read_facts(task, needs, &f);
-	if (needs & EBPF_OOM_M_CGROUP)
-		css = task->cgroups;
-	if (!(needs & EBPF_OOM_M_PID) && st->cache_valid && st->cache_css == (__u64)css &&
-	    st->cache_comm[0] == f.comm[0] && st->cache_comm[1] == f.comm[1] && st->cache_uid == f.uid)
-		return st->cache_rule;
-	if (css)
-		read_cgroups(css, &f);
-	rule = cfg->nr_rules ? first_match(&f, cfg->nr_rules) : -1;
-	st->cache_valid = 1;
-	st->cache_css = (__u64)css;
-	st->cache_comm[0] = f.comm[0];
-	st->cache_comm[1] = f.comm[1];
-	st->cache_uid = f.uid;
-	st->cache_rule = rule;
-	return rule;
-}
-
-/* The action (tier, by) of the task's rule, or of the fallback. */
-static __always_inline __u32 classify(struct task_struct *task, const struct ebpf_oom_config *cfg,
-				      struct ebpf_oom_state *st, __u32 *tier, __u32 *by)
-{
-	const struct ebpf_oom_rule *r;
-	int i = rule_of(task, cfg, st);
-	__u32 key = i;
-
-	r = i >= 0 ? bpf_map_lookup_elem(&oom_rules, &key) : NULL;
-	if (r) {
-		*tier = r->tier;
-		*by = r->by;
-		return r->action;
-	}
-	*tier = cfg->fallback_tier;
-	*by = cfg->fallback_by;
-	return cfg->fallback_action;
-}
-
-/* Linux 6.18 made mm_struct.flags an mm_flags_t bitmap (same first word). */
-struct mm_struct___bitmap {
-	struct {
-		unsigned long __mm_flags[1];
-	} flags;
-} __attribute__((preserve_access_index));
-
-static __always_inline bool mm_oom_skip(struct mm_struct *mm)
-{
-	unsigned long flags;
-
-	if (bpf_core_field_exists(mm->flags))
-		flags = mm->flags;
-	else
-		flags = ((struct mm_struct___bitmap *)mm)->flags.__mm_flags[0];
-	return flags & (1UL << MMF_OOM_SKIP);
-}
-
-/*
- * get_mm_counter(): percpu_counter_read_positive(&mm->rss_stat[i]).
- * The address comes from __builtin_preserve_access_index, not from
- * mm->rss_stat[i].count: the compiler would fold the constant index into an
- * offset computed with this header's element size, which CO-RE does not
- * relocate.
- */
-#define counter(mm, i)                                                                 \
-	({                                                                             \
-		long ___v = *(long *)__builtin_preserve_access_index(&(mm)->rss_stat[i].count); \
-		___v > 0 ? ___v : 0;                                                   \
-	})
-
-static __always_inline bool in_vfork(struct task_struct *task)
-{
-	return task->vfork_done && task->real_parent->mm == task->mm;
-}
-
-/*
- * oom_badness() as the kernel computes it (rss + swap entries + page-table
- * pages + oom_score_adj * totalpages / 1000), or the resident pages only for
- * EBPF_OOM_BY_RSS; POINTS_MIN for a task the kernel never kills
- * (oom_score_adj -1000, already reaped, in vfork). The caller checked that
- * the task has an mm.
- */
-static __always_inline long task_points(struct task_struct *task, struct mm_struct *mm,
-					struct oom_control *oc, __u32 by)
-{
-	long adj, points;
-
-	adj = task->signal->oom_score_adj;
-	if (adj == OOM_SCORE_ADJ_MIN || mm_oom_skip(mm) || in_vfork(task))
-		return POINTS_MIN;
-	points = counter(mm, MM_FILEPAGES) + counter(mm, MM_ANONPAGES) + counter(mm, MM_SHMEMPAGES);
-	if (by == EBPF_OOM_BY_RSS)
-		return points;
-	points += counter(mm, MM_SWAPENTS) + (mm->pgtables_bytes.counter >> EBPF_OOM_PAGE_SHIFT);
-	if (adj)	/* spares the common case a load and a division */
-		points += adj * (long)(oc->totalpages / 1000);
-	return points;
 }
 
 /* The kernel chose an oom_task_origin() task (swapoff, KSM unmerge): it stays chosen. */
@@ -311,6 +82,13 @@ static __always_inline bool chosen_is_origin(struct oom_control *oc)
 	struct task_struct *chosen = oc->chosen;
 
 	return chosen && (unsigned long)chosen != -1UL && chosen->signal->oom_flag_origin;
+}
+
+static __always_inline void new_scan(struct ebpf_oom_state *st, struct oom_control *oc)
+{
+	st->oc = (__u64)oc;
+	st->have = 0;
+	st->cache_valid = 0;
 }
 
 SEC("fentry/bpf_set_policy_name")
@@ -322,9 +100,7 @@ int BPF_PROG(ebpf_oom_name, struct oom_control *oc)
 
 	if (!cfg || !st)
 		return 0;
-	st->oc = (__u64)oc;
-	st->have = 0;
-	st->cache_valid = 0;
+	new_scan(st, oc);
 	if (!in_scope(cfg, oc))
 		return 0;
 	st->scans++;
@@ -335,19 +111,19 @@ int BPF_PROG(ebpf_oom_name, struct oom_control *oc)
 /* The verdict on one candidate task of the scan described by oc. */
 static __always_inline int evaluate(struct task_struct *task, struct oom_control *oc)
 {
-	__u32 zero = 0, action, tier = 0, by = 0;
+	__u32 zero = 0;
 	struct ebpf_oom_config *cfg = bpf_map_lookup_elem(&oom_config, &zero);
 	struct ebpf_oom_state *st = bpf_map_lookup_elem(&oom_state, &zero);
 	struct mm_struct *victim_mm, *mm;
+	struct class c;
 	long points;
 
 	if (!cfg || !st || !in_scope(cfg, oc))
 		return NO_BPF_POLICY;
-	if (st->oc != (__u64)oc) {	/* a scan the name program did not see start */
-		st->oc = (__u64)oc;
-		st->have = 0;
-		st->cache_valid = 0;
-	}
+	if (st->oc != (__u64)oc)	/* a scan the name program did not see start */
+		new_scan(st, oc);
+	if (st->have && st->chosen != (__u64)oc->chosen)
+		st->have = 0;	/* the kernel did not keep the last choice */
 	st->evaluated++;
 
 	/*
@@ -357,10 +133,10 @@ static __always_inline int evaluate(struct task_struct *task, struct oom_control
 	 */
 	victim_mm = task->signal->oom_mm;
 	if (victim_mm && oc->order != SYSRQ_ORDER)
-		return mm_oom_skip(victim_mm) ? BPF_EVAL_NEXT : BPF_EVAL_ABORT;
+		return ebpf_oom_mm_skip(victim_mm) ? BPF_EVAL_NEXT : BPF_EVAL_ABORT;
 
-	action = classify(task, cfg, st, &tier, &by);
-	switch (action) {
+	classify(task, cfg, st, NULL, &c);
+	switch (c.action) {
 	case EBPF_OOM_ACT_PROTECT:
 		return BPF_EVAL_NEXT;
 	case EBPF_OOM_ACT_ABORT:
@@ -372,15 +148,16 @@ static __always_inline int evaluate(struct task_struct *task, struct oom_control
 		mm = task->mm;
 		if (!mm)
 			return BPF_EVAL_NEXT;
-		points = task_points(task, mm, oc, by);
-		if (points == POINTS_MIN)
+		points = task_points(task, mm, oc->totalpages, c.by);
+		if (points == EBPF_OOM_POINTS_MIN)
 			return BPF_EVAL_NEXT;
-		if (st->have && (tier > st->tier || (tier == st->tier && points < st->points)))
+		if (st->have && (c.tier > st->tier || (c.tier == st->tier && points < st->points)))
 			return BPF_EVAL_NEXT;
 		if (chosen_is_origin(oc))
 			return BPF_EVAL_NEXT;
 		st->have = 1;
-		st->tier = tier;
+		st->chosen = (__u64)task;
+		st->tier = c.tier;
 		st->points = points;
 		return BPF_EVAL_SELECT;
 	}
@@ -392,4 +169,113 @@ SEC("fmod_ret/bpf_oom_evaluate_task")
 int BPF_PROG(ebpf_oom_eval, struct task_struct *task, struct oom_control *oc)
 {
 	return evaluate(task, oc);
+}
+
+/* ---- cgroup rules by path --------------------------------------------- */
+
+/*
+ * A cgroup v2 directory was made (add) or removed: the rules naming its
+ * path now match it (add), or match nothing until it comes back. Cgroups
+ * of v1 hierarchies (their paths mean something else) are left alone.
+ */
+static __always_inline void follow_cgroup(struct cgroup *cgrp, const char *path, bool add)
+{
+	struct task_struct *current = bpf_get_current_task_btf();
+	struct ebpf_oom_path key = {};
+	__u64 *mask, *live, id;
+	__u32 i, index;
+
+	if (cgrp->root != current->cgroups->dfl_cgrp->root)
+		return;
+	if (bpf_probe_read_kernel_str(key.path, sizeof(key.path), path) < 0)
+		return;
+	mask = bpf_map_lookup_elem(&oom_cgroup_paths, &key);
+	if (!mask)
+		return;
+	id = cgrp->kn->id;
+	for (i = 0; i < EBPF_OOM_MAX_RULES; i++) {
+		if (!(*mask & (1ULL << i)))
+			continue;
+		index = i;
+		live = bpf_map_lookup_elem(&oom_rule_cgroups, &index);
+		if (!live)
+			continue;
+		if (add)
+			*live = id;
+		else if (*live == id)
+			*live = 0;
+	}
+}
+
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(ebpf_oom_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	follow_cgroup(cgrp, path, true);
+	return 0;
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(ebpf_oom_cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+	follow_cgroup(cgrp, path, false);
+	return 0;
+}
+
+/* ---- the candidates of an imagined OOM --------------------------------- */
+
+/* Is the task's cgroup the imagined OOM's memory cgroup or below it? */
+static __always_inline bool in_memcg(struct cgroup *cgrp)
+{
+	struct kernfs_node *kn = cgrp->kn;
+	int i, steps = cgrp->level - (int)ebpf_oom_iter_memcg_level;
+
+	if (steps < 0)
+		return false;
+	for (i = 0; i < EBPF_OOM_CGROUP_WALK && i < steps && kn; i++)
+		kn = ebpf_oom_kn_parent(kn);
+	return i == steps && kn && kn->id == ebpf_oom_iter_memcg_id;
+}
+
+SEC("iter/task")
+int ebpf_oom_tasks(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct ebpf_oom_config *cfg;
+	struct cgroup *cgrp;
+	struct ebpf_oom_task rec = {};
+	struct mm_struct *mm;
+	struct class c;
+	__u32 zero = 0;
+
+	/* oom_unkillable_task(): kernel threads and init; and the leaders only */
+	if (!task || task->pid != task->tgid || (task->flags & PF_KTHREAD) || task->tgid == 1)
+		return 0;
+	mm = task->mm;
+	cfg = bpf_map_lookup_elem(&oom_config, &zero);
+	if (!mm || !cfg)
+		return 0;
+	classify(task, cfg, NULL, NULL, &c);
+	rec.pid = task->tgid;
+	rec.uid = task->real_cred->uid.val;
+	rec.rule = c.rule;
+	rec.action = c.action;
+	rec.tier = c.tier;
+	rec.by = c.by;
+	rec.oom_score_adj = task->signal->oom_score_adj;
+	cgrp = task->cgroups->dfl_cgrp;
+	rec.cgroup_id = cgrp->kn->id;
+	ebpf_oom_mm_pages(mm, &rec.rss, &rec.swap, &rec.pgtables);
+	rec.points = task_points(task, mm, ebpf_oom_iter_totalpages, EBPF_OOM_BY_BADNESS);
+	if (ebpf_oom_mm_skip(mm))
+		rec.flags |= EBPF_OOM_T_REAPED;
+	if (ebpf_oom_in_vfork(task))
+		rec.flags |= EBPF_OOM_T_VFORK;
+	if (task->signal->oom_mm)
+		rec.flags |= EBPF_OOM_T_VICTIM;
+	if (ebpf_oom_iter_memcg_id && in_memcg(cgrp))
+		rec.flags |= EBPF_OOM_T_IN_MEMCG;
+	*(__u64 *)&rec.comm[0] = *(__u64 *)__builtin_preserve_access_index(&task->comm[0]);
+	*(__u64 *)&rec.comm[8] = *(__u64 *)__builtin_preserve_access_index(&task->comm[8]);
+	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
 }

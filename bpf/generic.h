@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * Map layout of the generic declarative policy program (bpf/generic.bpf.c),
- * shared with plugins/module_utils/renderer.py, whose ctypes structs and
- * constants carry the same names (tests/unit/test_renderer.py checks that
- * sizes, offsets and values agree with the compiled object).
+ * Map and record layout of the generic declarative policy program
+ * (bpf/generic.bpf.c, its classification in bpf/classify.h), shared with
+ * plugins/module_utils/renderer.py, whose ctypes structs and constants carry
+ * the same names (tests/unit/test_renderer.py checks that sizes, offsets and
+ * values agree with the compiled object).
  *
  * Only fixed-width types and explicit padding: the renderer writes the map
  * values byte for byte. schemas/README.md explains the semantics.
@@ -20,6 +21,10 @@
 /* Cgroup ancestry steps walked per task: a task in a cgroup nested deeper
  * than this matches no cgroup rule. */
 #define EBPF_OOM_CGROUP_WALK 64
+/* A cgroup rule's path as the kernel writes it ("/system.slice/x.service"),
+ * NUL padded: the key of oom_cgroup_paths. Paths of 255 bytes or more never
+ * match (the schema allows 254). */
+#define EBPF_OOM_PATH_LEN 256
 
 /* Tiers: lower dies first. `select` rules rank above every `prefer` tier. */
 #define EBPF_OOM_TIER_SELECT 0
@@ -44,12 +49,12 @@
 /* ebpf_oom_rule.match: bits, every condition set must hold */
 #define EBPF_OOM_M_PID 1	/* tgid == pid */
 #define EBPF_OOM_M_COMM 2	/* comm bytes under comm_mask equal */
-#define EBPF_OOM_M_CGROUP 4	/* cgroup_id is the task's cgroup or an ancestor */
+#define EBPF_OOM_M_CGROUP 4	/* the live cgroup at the rule's path is the task's
+				 * cgroup or an ancestor (oom_rule_cgroups) */
 #define EBPF_OOM_M_UID 8	/* real uid == uid */
 
 /* One rule: value of the oom_rules array map, key = its position (__u32). */
 struct ebpf_oom_rule {
-	__u64 cgroup_id;	/* kernfs node id (the inode of the cgroup v2 directory) */
 	char comm[EBPF_OOM_COMM_LEN];	/* NUL padded */
 	char comm_mask[EBPF_OOM_COMM_LEN];	/* 0xff for each byte compared:
 						 * exact = the name and its NUL, prefix = the name */
@@ -59,8 +64,24 @@ struct ebpf_oom_rule {
 	__u32 by;		/* EBPF_OOM_BY_* */
 	__u32 pid;
 	__u32 uid;
-	__u32 cgroup_level;	/* depth of cgroup_id below the root */
+	__u32 cgroup_level;	/* depth of the rule's path below the root */
 	__u32 pad;
+};
+
+/*
+ * Cgroup rules match by path, whatever cgroup lives there now. Two maps keep
+ * that current, without the controller:
+ *   oom_cgroup_paths  hash, key: struct ebpf_oom_path, value: __u64, the bit
+ *                     mask of the rules (1 << index) naming that path; written
+ *                     by the renderer;
+ *   oom_rule_cgroups  array, key: the rule's index, value: __u64, the id of the
+ *                     cgroup now at the rule's path, 0 while there is none;
+ *                     written by the programs on the cgroup_mkdir and
+ *                     cgroup_rmdir tracepoints, and once by the loader for the
+ *                     cgroups that exist when the policy is applied.
+ */
+struct ebpf_oom_path {
+	char path[EBPF_OOM_PATH_LEN];
 };
 
 /* The single entry (key 0) of the oom_config array map. */
@@ -82,12 +103,41 @@ struct ebpf_oom_state {
 	__u64 evaluated;	/* tasks evaluated since load */
 	__u64 cache_css;	/* the last classified task: css_set (0: rules ignore cgroups), */
 	__u64 cache_comm[2];	/* name (0: rules ignore names), */
+	__u64 chosen;		/* the task it SELECTed (oc->chosen, unless the kernel dropped it) */
 	__u32 cache_uid;	/* uid (0: rules ignore uids), */
 	__s32 cache_rule;	/* and its first matching rule, -1: none */
 	__u32 cache_valid;	/* the cache_ fields hold a task of this scan */
 	__u32 have;		/* this program SELECTed a task in this scan */
 	__u32 tier;		/* the ranked choice's tier */
 	__u32 pad;
+};
+
+/* ebpf_oom_task.flags */
+#define EBPF_OOM_T_IN_MEMCG 1	/* in the subtree of the imagined OOM's memory cgroup */
+#define EBPF_OOM_T_REAPED 2	/* MMF_OOM_SKIP: reaped already, the kernel skips it */
+#define EBPF_OOM_T_VFORK 4	/* a vfork child sharing its parent's mm: never killed */
+#define EBPF_OOM_T_VICTIM 8	/* an OOM victim still exiting */
+
+/*
+ * One candidate of an imagined OOM: a record the task iterator writes for
+ * every thread-group leader the OOM killer would consider (not a kernel
+ * thread, not init, with an mm), classified by the policy's rules.
+ */
+struct ebpf_oom_task {
+	__u64 cgroup_id;	/* the task's cgroup v2 id */
+	__u64 rss;		/* resident pages: file + anon + shmem */
+	__u64 swap;		/* swap entries */
+	__u64 pgtables;		/* page-table pages */
+	__s64 points;		/* oom_badness() with the imagined OOM's totalpages */
+	__u32 pid;		/* tgid */
+	__u32 uid;		/* real uid */
+	__s32 rule;		/* the first rule it matches, -1: the fallback */
+	__u32 action;		/* EBPF_OOM_ACT_* of that rule or of the fallback */
+	__u32 tier;
+	__u32 by;
+	__s32 oom_score_adj;
+	__u32 flags;		/* EBPF_OOM_T_* */
+	char comm[EBPF_OOM_COMM_LEN];
 };
 
 #endif /* EBPF_OOM_GENERIC_H */

@@ -42,9 +42,11 @@
 /*
  * Names the policy in the OOM report (`policy_name=` in dump_header()).
  * Callable from the fentry program on bpf_set_policy_name(), which every
- * out_of_memory() runs after resetting the name to "default".
+ * out_of_memory() runs after resetting the name to "default". Weak: an
+ * object whose other programs run on kernels without the hook (the generic
+ * program's task iterator) still loads there, with this one not loaded.
  */
-extern void set_oom_policy_name(struct oom_control *oc, const char *src, size_t sz) __ksym;
+extern void set_oom_policy_name(struct oom_control *oc, const char *src, size_t sz) __ksym __weak;
 
 /* Set the policy name from a string literal (at most 15 bytes). */
 #define EBPF_OOM_SET_NAME(oc, literal)                                        \

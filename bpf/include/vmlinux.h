@@ -192,6 +192,9 @@ struct signal_struct {
 struct completion;
 struct css_set;
 
+/* include/linux/sched.h: task_struct.flags */
+#define PF_KTHREAD 0x00200000
+
 struct task_struct {
 	unsigned int __state;
 	unsigned int flags;
@@ -240,6 +243,11 @@ struct kernfs_node {
 
 struct cgroup;
 
+/* A hierarchy: the cgroup v2 one, or one of the v1 ones. */
+struct cgroup_root {
+	int hierarchy_id;
+};
+
 struct cgroup_subsys_state {
 	struct cgroup *cgroup;
 	struct cgroup_subsys_state *parent;
@@ -250,6 +258,7 @@ struct cgroup {
 	struct cgroup_subsys_state self;
 	int level;
 	struct kernfs_node *kn;
+	struct cgroup_root *root;
 };
 
 struct css_set {
@@ -301,6 +310,21 @@ struct oom_control {
 	struct task_struct *chosen;	/* the current choice, or NULL */
 	long chosen_points;
 	enum oom_constraint constraint;
+};
+
+/* ---- Task iterators (include/linux/bpf.h, kernel/bpf/task_iter.c) ------- */
+
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+	u64 session_id;
+	u64 seq_num;
+};
+
+struct bpf_iter__task {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
 };
 
 #pragma clang attribute pop

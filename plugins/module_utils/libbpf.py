@@ -252,6 +252,7 @@ _SIGNATURES = {
     "bpf_program__expected_attach_type": (ctypes.c_int, [_P]),
     "bpf_program__attach": (_P, [_P]),
     "bpf_program__autoload": (ctypes.c_bool, [_P]),
+    "bpf_program__set_autoload": (ctypes.c_int, [_P, ctypes.c_bool]),
     "libbpf_strerror": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]),
     "bpf_map__pin_path": (ctypes.c_char_p, [_P]),
     "bpf_map__set_pin_path": (ctypes.c_int, [_P, ctypes.c_char_p]),
@@ -633,6 +634,27 @@ class Map:
             _fail("cannot set the initial value of map %s" % self.name, -ret)
 
 
+def weak_symbols(elf):
+    """Names of the undefined weak symbols of an ELF64 little-endian object (its .symtab)."""
+    shoff, shentsize, shnum = (int.from_bytes(elf[0x28:0x30], "little"),
+                               int.from_bytes(elf[0x3a:0x3c], "little"),
+                               int.from_bytes(elf[0x3c:0x3e], "little"))
+    sections = [elf[shoff + i * shentsize:shoff + (i + 1) * shentsize] for i in range(shnum)]
+    names = set()
+    for header in sections:
+        if int.from_bytes(header[4:8], "little") != 2:  # SHT_SYMTAB
+            continue
+        offset, size = int.from_bytes(header[24:32], "little"), int.from_bytes(header[32:40], "little")
+        strtab = sections[int.from_bytes(header[40:44], "little")]
+        stroff = int.from_bytes(strtab[24:32], "little")
+        for at in range(offset, offset + size, 24):  # Elf64_Sym
+            sym = elf[at:at + 24]
+            if sym[4] >> 4 == 2 and int.from_bytes(sym[6:8], "little") == 0:  # STB_WEAK, SHN_UNDEF
+                start = stroff + int.from_bytes(sym[0:4], "little")
+                names.add(elf[start:elf.index(b"\0", start)].decode())
+    return names
+
+
 class Object:
     """A BPF ELF object opened with libbpf (nothing reaches the kernel before load())."""
 
@@ -667,16 +689,29 @@ class Object:
             lib().bpf_object__close(self.ptr)
         self.ptr = None
 
-    def programs(self):
-        """The programs that load (SEC("?...") ones switched off are left out)."""
+    def select(self, names):
+        """Load only the programs named (before load()); BpfError when one of them is
+        not in the object."""
+        present = dict((p.name, p) for p in self.all_programs())
+        unknown = sorted(set(names) - set(present))
+        if unknown:
+            raise BpfError("the object %s has no program %s (it has: %s)"
+                           % (self.path, ", ".join(unknown), ", ".join(sorted(present))))
+        for name, prog in present.items():
+            lib().bpf_program__set_autoload(prog.ptr, name in names)
+
+    def all_programs(self):
+        """Every program of the object, loaded or not."""
         out, ptr = [], None
         while True:
             ptr = lib().bpf_object__next_program(self.ptr, ptr)
             if not ptr:
                 return out
-            prog = Program(ptr)
-            if prog.autoload:
-                out.append(prog)
+            out.append(Program(ptr))
+
+    def programs(self):
+        """The programs that load (SEC("?...") ones switched off are left out)."""
+        return [prog for prog in self.all_programs() if prog.autoload]
 
     def maps(self):
         out, ptr = [], None
@@ -710,11 +745,13 @@ class Object:
             elif kind == "iter":
                 need.append(("bpf_iter_" + target, "func"))
         # The object's BTF as clang wrote it: libbpf marks extern FUNCs global on open.
+        # A weak one (__weak) may be missing: only a program that calls it needs it.
         raw = lib().btf__parse_elf(self.path.encode(), None)
         if raw:
             btf = Btf(raw, owned=True)
             try:
-                need.extend((name, "func") for name in btf.extern_funcs())
+                weak = weak_symbols(self.data)
+                need.extend((name, "func") for name in btf.extern_funcs() if name not in weak)
             finally:
                 btf.close()
         return sorted(set(need))

@@ -8,7 +8,7 @@ leaf helpers.  Checking a policy is verify.py, the boot restore restore.py, the
 observer's deployment deploy.py (all above this file).
 
 apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True,
-      document=None) -> dict
+      document=None, programs=None, after_attach=None, backend=None) -> dict
     changed, action ('created' | 'replaced' | 'reloaded' | 'maps_updated' | 'unchanged'
     | 'persisted': only the STATE_DIR copy was written or removed), record,
     diff={'before': record or {}, 'after': record or {}},
@@ -21,6 +21,15 @@ apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True
     entries (hash: others deleted, array: others zeroed); maps not named are left alone.
     ``document``: the declarative policy the globals and maps were rendered from, kept
     in the record so that the boot restore renders it again on the booting host.
+    ``programs``: the names of the object's programs to load and attach (default: all).
+    ``after_attach(map_fd)``: called once the programs are attached (and on every apply
+    that keeps them), with map_fd(name) -> the fd of one of the policy's maps, to fill
+    what the programs then keep current (cgrouprules.sync); not in check mode.
+    ``backend``: how the policy is enforced, kept in the record (backends.py).
+    One decider: a policy with a program on bpf_oom_evaluate_task is refused while
+    another policy has one (LoaderError naming it): several such programs run in
+    attach order and the first opinion wins, so the decider would depend on the order
+    of the last converge, replace or boot.
     Raises LoaderError(message, log_tail) / UnsupportedKernel(missing), before any
     change when the input is wrong; a verifier rejection leaves the old policy as it was.
     Unchanged when object sha256 and globals equal the record, every recorded link and
@@ -47,17 +56,19 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import datetime
 import os
 import time
 
 from . import bpffs, libbpf, pins, state
-from .common import COLLECTION_VERSION, META_POLICY, META_SOURCE_SHA256
+from .common import COLLECTION_VERSION, HOOK_FUNC, META_POLICY, META_SOURCE_SHA256
 from .errors import BpfError, BpffsError, LoaderError, UnsupportedKernel
 from .maps import fresh_contents, map_changes_out, map_spec, plan_map, record_maps, sync_map
 from .names import check_name
 
 GONE_TIMEOUT = 5.0       # seconds remove() waits for the kernel to free what it unpinned
+HOOK_SECTION = "fmod_ret/" + HOOK_FUNC
 
 
 def normalize_globals(values):
@@ -86,7 +97,8 @@ class Plan(object):
     asked for, whether to keep a copy for the boot restore (and the document to keep
     with it), and the record of what runs now (``old``, None when nothing does)."""
 
-    def __init__(self, layout, obj, globals_, specs, persist, document, old):
+    def __init__(self, layout, obj, globals_, specs, persist, document, old, after_attach=None,
+                 backend=None):
         self.layout = layout
         self.obj = obj
         self.globals = globals_
@@ -94,6 +106,8 @@ class Plan(object):
         self.persist = persist
         self.document = document
         self.old = old
+        self.after_attach = after_attach
+        self.backend = backend
 
     @property
     def same_object(self):
@@ -112,11 +126,14 @@ class Plan(object):
         return "reloaded" if self.same_object else "replaced"
 
     def with_maps(self, record):
-        """``record`` with the managed entries asked for (and the document) added."""
+        """``record`` with the managed entries asked for (and the document and backend)
+        added."""
         record["maps"] = dict(self.old.get("maps", {})) if self.same_object else {}
         record["maps"].update((n, record_maps(s)) for n, s in self.specs.items())
         if self.document is not None:
             record["document"] = self.document
+        if self.backend is not None:
+            record["backend"] = self.backend
         return record
 
     def new_record(self):
@@ -145,9 +162,11 @@ def _open(object_path):
         raise LoaderError(exc.message, exc.log_tail)
 
 
-def _prepare(obj, name, globals_, wanted):
-    """Check kernel support, set globals, validate maps: all before touching the kernel.
-    Returns the map specs ({map: spec})."""
+def _prepare(obj, name, globals_, wanted, programs):
+    """Choose the programs, check kernel support, set globals, validate maps: all before
+    touching the kernel. Returns the map specs ({map: spec})."""
+    if programs is not None:
+        obj.select(programs)
     missing = [sym for sym, kind in obj.kernel_symbols()
                if not libbpf.vmlinux_btf_has(sym, kind)]
     if missing:
@@ -188,20 +207,23 @@ def _root(check_mode):
 # ---------------------------------------------------------------- entry points
 
 def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True,
-          document=None):
+          document=None, programs=None, after_attach=None, backend=None):
     """Make policy ``name`` run ``object_path`` with ``globals`` and ``maps`` (see above)."""
     check_name(name, LoaderError)
     globals_ = normalize_globals(globals)
     obj = _open(object_path)
     try:
-        specs = _prepare(obj, name, globals_, maps)
+        specs = _prepare(obj, name, globals_, maps, programs)
         root = _root(check_mode)
         if root is None:  # check mode without bpffs: no policy runs yet
             layout = bpffs.Layout(bpffs.roots()[0], name)
-            return _apply(Plan(layout, obj, globals_, specs, persist, document, None), True)
+            return _apply(Plan(layout, obj, globals_, specs, persist, document, None,
+                               backend=backend), True)
         with bpffs.locked(root):
+            _one_decider(root, name, obj)
             layout = bpffs.Layout(root, name)
-            plan = Plan(layout, obj, globals_, specs, persist, document, pins.read_record(layout))
+            plan = Plan(layout, obj, globals_, specs, persist, document, pins.read_record(layout),
+                        after_attach, backend)
             return _apply(plan, check_mode)
     except (BpfError, BpffsError, OSError) as exc:
         raise LoaderError("policy %s: %s" % (name, getattr(exc, "message", exc)),
@@ -230,6 +252,28 @@ def remove(name, check_mode=False):
             state.unpersist(name, False)
             _wait_gone(_ids(old))
     return {"changed": True, "diff": {"before": old, "after": {}}}
+
+
+def _decides(programs):
+    """Whether any of these programs (sections, or recorded targets) judges OOM victims."""
+    return any(p == HOOK_SECTION or p == HOOK_FUNC for p in programs)
+
+
+def _one_decider(root, name, obj):
+    """LoaderError when obj would decide OOMs beside another policy that does."""
+    if not _decides(p.section for p in obj.programs()):
+        return
+    for other in sorted(os.listdir(root)):
+        if other == name or not os.path.isdir(os.path.join(root, other)):
+            continue
+        record = pins.read_record(bpffs.Layout(root, other)) or {}
+        if _decides(p.get("target") for p in record.get("programs", [])):
+            raise LoaderError(
+                "policy %s would judge OOM victims (a program on %s) beside policy %s, which "
+                "already does: a host runs one such policy, as the first opinion of several "
+                "wins and which runs first depends on the order they were loaded. Remove %s "
+                "first (state: absent), or apply this one under the name %s"
+                % (name, HOOK_FUNC, other, other, other))
 
 
 # ---------------------------------------------------------------- apply's steps
@@ -272,6 +316,9 @@ def _apply_same(plan, check_mode):
             _rewrite_record(plan.layout, record)
     else:
         record = old
+    if plan.after_attach and not check_mode:
+        with _pinned_maps(plan.layout) as map_fd:
+            plan.after_attach(map_fd)
     stored = state.store(plan.layout.name, plan.obj.data, record, plan.persist, check_mode)
     if stored and action == "unchanged":
         action = "persisted"
@@ -326,6 +373,8 @@ def _swap(plan, record):
         bpffs.make_dir(layout.staging)
         _attach_and_pin(layout, plan.obj, record, links)
         _pin_maps(layout, own, record)
+        if plan.after_attach:
+            plan.after_attach(lambda map_name: plan.obj.map(map_name).fd)
         record["loaded_at"] = _now()
         bpffs.write_record(os.path.join(layout.staging, bpffs.RECORD), record)
         _promote_staging(layout)
@@ -340,6 +389,22 @@ def _swap(plan, record):
         for link in links:
             link.close()
     return changes
+
+
+@contextlib.contextmanager
+def _pinned_maps(layout):
+    """map_fd(name) -> fd of the policy's pinned map; every fd opened is closed at exit."""
+    opened = {}
+
+    def map_fd(map_name):
+        if map_name not in opened:
+            opened[map_name] = libbpf.obj_get(layout.map(map_name))
+        return opened[map_name]
+    try:
+        yield map_fd
+    finally:
+        for fd in opened.values():
+            os.close(fd)
 
 
 def _reuse_pinned_maps(layout, own):

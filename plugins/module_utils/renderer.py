@@ -12,9 +12,11 @@ loads the policy, with the standard library only:
   one ranking per tier);
 - `lint(document)`: warnings, e.g. a global-scope policy that can leave a
   global OOM without a victim (the kernel then panics);
-- `render(document)`: the map entries and globals for loader.apply(), with
-  cgroup paths resolved to this host's cgroup ids (the inode number of the
-  cgroup v2 directory).
+- `render(document)`: the map entries and globals for loader.apply(). A cgroup
+  rule keeps its path (oom_cgroup_paths): the programs on the cgroup_mkdir and
+  cgroup_rmdir tracepoints keep the id of whatever cgroup lives there current
+  (oom_rule_cgroups, which cgrouprules.py fills once at apply time), so a rule
+  matches a cgroup made before or after the policy, or made again.
 
 The ctypes structs and constants below mirror bpf/generic.h name for name;
 tests/unit/test_renderer.py checks them against the compiled object's BTF.
@@ -28,8 +30,9 @@ __metaclass__ = type
 
 import ctypes
 import os
+import re
 
-from . import cgroups, common
+from . import common
 from .errors import RenderError
 from .names import name_problem
 
@@ -39,6 +42,7 @@ EBPF_OOM_MAX_RULES = 64
 EBPF_OOM_COMM_LEN = 16
 EBPF_OOM_MAX_CGROUP_LEVEL = 16
 EBPF_OOM_CGROUP_WALK = 64
+EBPF_OOM_PATH_LEN = 256
 
 EBPF_OOM_TIER_SELECT = 0
 EBPF_OOM_TIER_MIN = 1
@@ -65,7 +69,6 @@ EBPF_OOM_M_UID = 8
 class Rule(ctypes.Structure):
     """struct ebpf_oom_rule"""
     _fields_ = [
-        ("cgroup_id", ctypes.c_uint64),
         ("comm", ctypes.c_char * EBPF_OOM_COMM_LEN),
         ("comm_mask", ctypes.c_char * EBPF_OOM_COMM_LEN),
         ("match", ctypes.c_uint32),
@@ -76,6 +79,13 @@ class Rule(ctypes.Structure):
         ("uid", ctypes.c_uint32),
         ("cgroup_level", ctypes.c_uint32),
         ("pad", ctypes.c_uint32),
+    ]
+
+
+class Path(ctypes.Structure):
+    """struct ebpf_oom_path"""
+    _fields_ = [
+        ("path", ctypes.c_char * EBPF_OOM_PATH_LEN),
     ]
 
 
@@ -100,6 +110,7 @@ class State(ctypes.Structure):
         ("evaluated", ctypes.c_uint64),
         ("cache_css", ctypes.c_uint64),
         ("cache_comm", ctypes.c_uint64 * 2),
+        ("chosen", ctypes.c_uint64),
         ("cache_uid", ctypes.c_uint32),
         ("cache_rule", ctypes.c_int32),
         ("cache_valid", ctypes.c_uint32),
@@ -109,8 +120,34 @@ class State(ctypes.Structure):
     ]
 
 
+class Task(ctypes.Structure):
+    """struct ebpf_oom_task (a record of the task iterator)"""
+    _fields_ = [
+        ("cgroup_id", ctypes.c_uint64),
+        ("rss", ctypes.c_uint64),
+        ("swap", ctypes.c_uint64),
+        ("pgtables", ctypes.c_uint64),
+        ("points", ctypes.c_int64),
+        ("pid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("rule", ctypes.c_int32),
+        ("action", ctypes.c_uint32),
+        ("tier", ctypes.c_uint32),
+        ("by", ctypes.c_uint32),
+        ("oom_score_adj", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("comm", ctypes.c_char * EBPF_OOM_COMM_LEN),
+    ]
+
+
+EBPF_OOM_T_IN_MEMCG = 1
+EBPF_OOM_T_REAPED = 2
+EBPF_OOM_T_VFORK = 4
+EBPF_OOM_T_VICTIM = 8
+
 # C struct name -> ctypes mirror
-STRUCTS = {"ebpf_oom_rule": Rule, "ebpf_oom_config": Config, "ebpf_oom_state": State}
+STRUCTS = {"ebpf_oom_rule": Rule, "ebpf_oom_config": Config, "ebpf_oom_state": State,
+           "ebpf_oom_path": Path, "ebpf_oom_task": Task}
 
 # ---- bpf/generic.bpf.c -----------------------------------------------------
 
@@ -118,8 +155,21 @@ GENERIC_SOURCE = os.path.join("bpf", "generic.bpf.c")  # relative to the collect
 RULES_MAP = "oom_rules"
 CONFIG_MAP = "oom_config"
 STATE_MAP = "oom_state"
-# A rule naming a cgroup that does not exist here gets this level: it matches nothing.
-CGROUP_LEVEL_NONE = EBPF_OOM_MAX_CGROUP_LEVEL + 1
+PATHS_MAP = "oom_cgroup_paths"    # rule paths -> the rules naming them (written here)
+LIVE_MAP = "oom_rule_cgroups"     # rule index -> id of the cgroup at its path now (kept live)
+# The programs: the hook backend's two, the two that follow cgroups by path, the iterator.
+NAME_PROGRAM = "ebpf_oom_name"
+EVAL_PROGRAM = "ebpf_oom_eval"
+CGROUP_PROGRAMS = ("ebpf_oom_cgroup_mkdir", "ebpf_oom_cgroup_rmdir")
+TASKS_PROGRAM = "ebpf_oom_tasks"
+# Globals of the task iterator: the OOM it imagines.
+ITER_TOTALPAGES = "ebpf_oom_iter_totalpages"
+ITER_MEMCG_ID = "ebpf_oom_iter_memcg_id"
+ITER_MEMCG_LEVEL = "ebpf_oom_iter_memcg_level"
+COMM_RE = re.compile(r"[\x20-\x7e]{1,%d}" % (EBPF_OOM_COMM_LEN - 1))
+# The longest cgroup path a rule may name: a longer one could not be told from a
+# path the kernel cuts to EBPF_OOM_PATH_LEN - 1 bytes.
+CGROUP_PATH_MAX = EBPF_OOM_PATH_LEN - 2
 
 # ---- the document's words ----------------------------------------------------
 
@@ -135,14 +185,14 @@ DEFAULT_BY = "badness"
 
 
 class Rendered:
-    """What loader.apply() needs: globals and maps; plus warnings and resolved cgroups."""
+    """What loader.apply() needs: globals and maps; plus warnings and the cgroup rules."""
 
-    def __init__(self, name, variables, maps, warnings, resolved):
+    def __init__(self, name, variables, maps, warnings, cgroup_rules):
         self.name = name
         self.globals = variables    # {variable: value}
-        self.maps = maps            # {map name: [(key int, value bytes), ...]}
+        self.maps = maps            # {map name: [(key, value bytes), ...]}
         self.warnings = warnings    # [str]
-        self.cgroups = resolved     # {path: {"id": int, "level": int} or None (missing)}
+        self.cgroup_rules = cgroup_rules  # {path: [rule index, ...]}
 
 
 def rule_path(i, field=None):
@@ -181,6 +231,17 @@ def check(document):
     problem = name_problem(doc.get("name"))
     if problem:
         errors.append("name: %s" % problem)
+    for i, rule in enumerate(doc["rules"]):
+        match = rule.get("match") or {}
+        if match.get("cgroup") is not None:
+            problem = cgroup_path_problem(match["cgroup"])
+            if problem:
+                errors.append("%s.match.cgroup: %s" % (rule_path(i), problem))
+        for key in ("comm", "comm_prefix"):
+            if key in match and not COMM_RE.fullmatch(str(match[key])):
+                errors.append("%s.match.%s: %r must be 1 to %d printable ASCII characters (a "
+                              "task name has no newline)" % (rule_path(i), key, match[key],
+                                                             EBPF_OOM_COMM_LEN - 1))
     tiers = {}  # tier -> (by, where)
     ranked = [(rule_path(i), r) for i, r in enumerate(doc["rules"])] + [("fallback", doc["fallback"])]
     for where, rule in ranked:
@@ -220,15 +281,37 @@ def lint(document):
     return []
 
 
-def cgroup2_root(mountinfo=cgroups.MOUNTINFO):
-    """Where the cgroup v2 hierarchy is mounted (the first cgroup2 mount)."""
-    try:
-        found = cgroups.cgroup2_mount(mountinfo)
-    except OSError as e:
-        raise RenderError("cannot read %s: %s" % (mountinfo, e.strerror))
-    if found is None:
-        raise RenderError("no cgroup v2 hierarchy is mounted on this host; cgroup rules need one")
-    return found
+def cgroup_path_problem(path):
+    """Why a rule's cgroup path is not one the kernel can name, or None.
+
+    The kernel writes a cgroup v2 path as "/a/b": absolute, no empty, "." or ".."
+    part (which the path of no cgroup has, and which could name another cgroup
+    than the one meant), no trailing "/", at most CGROUP_PATH_MAX bytes and
+    EBPF_OOM_MAX_CGROUP_LEVEL levels deep."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return "must be an absolute path, like /system.slice/postgresql.service"
+    if path == "/":
+        return None
+    parts = path[1:].split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "%r has an empty, '.' or '..' part; write the path as the kernel does" % path
+    if any(c in path for c in "\0\n"):
+        return "%r holds a NUL or a newline" % path
+    if len(path.encode("utf-8")) > CGROUP_PATH_MAX:
+        return "is longer than %d bytes" % CGROUP_PATH_MAX
+    if len(parts) > EBPF_OOM_MAX_CGROUP_LEVEL:
+        return "%s is %d levels deep; at most %d" % (path, len(parts), EBPF_OOM_MAX_CGROUP_LEVEL)
+    return None
+
+
+def cgroup_level(path):
+    """The depth of a cgroup path below the root ("/" is 0)."""
+    return 0 if path == "/" else path.count("/")
+
+
+def path_key(path):
+    """The oom_cgroup_paths key of a path: its bytes, NUL padded."""
+    return bytes(Path(path.encode("utf-8")))
 
 
 def _comm(name, exact):
@@ -256,7 +339,7 @@ def _ranking(rule, where):
     return ACTIONS[action], tier, by
 
 
-def _rule(i, rule, resolve, resolved, warnings):
+def _rule(i, rule, cgroup_rules):
     where = rule_path(i)
     match = rule.get("match") or {}
     r = Rule()
@@ -265,43 +348,35 @@ def _rule(i, rule, resolve, resolved, warnings):
         raise RenderError("%s.action: 'kernel' is a fallback, not a rule action" % where)
     if "pid" in match:
         r.match |= EBPF_OOM_M_PID
-        r.pid = match["pid"]
+        r.pid = _id(match["pid"], where + ".match.pid")
     if "uid" in match:
         r.match |= EBPF_OOM_M_UID
-        r.uid = match["uid"]
+        r.uid = _id(match["uid"], where + ".match.uid")
     if "comm" in match or "comm_prefix" in match:
         exact = "comm" in match
         r.match |= EBPF_OOM_M_COMM
         r.comm, mask = _comm(match["comm"] if exact else match["comm_prefix"], exact)
         ctypes.memmove(ctypes.addressof(r) + Rule.comm_mask.offset, mask, EBPF_OOM_COMM_LEN)
     if "cgroup" in match:
-        path = match["cgroup"]
+        path = match["cgroup"]  # check() made sure the kernel can name it
         r.match |= EBPF_OOM_M_CGROUP
-        if path not in resolved:
-            found = resolve(path)
-            resolved[path] = dict(id=found[0], level=found[1]) if found else None
-        found = resolved[path]
-        if found is None:
-            r.cgroup_level = CGROUP_LEVEL_NONE
-            warnings.append("%s.match.cgroup: %s does not exist on this host; the rule matches "
-                            "nothing until the policy is applied again after it is created"
-                            % (where, path))
-        else:
-            r.cgroup_id, r.cgroup_level = found["id"], found["level"]
-            if r.cgroup_level > EBPF_OOM_MAX_CGROUP_LEVEL:
-                raise RenderError("%s.match.cgroup: %s is %d levels deep; at most %d"
-                                  % (where, path, r.cgroup_level, EBPF_OOM_MAX_CGROUP_LEVEL))
+        r.cgroup_level = cgroup_level(path)
+        cgroup_rules.setdefault(path, []).append(i)
     if not r.match:
         raise RenderError("%s.match: needs at least one condition" % where)
     return r
 
 
-def render(document, cgroup_root=None):
-    """A Rendered for the document, cgroup paths resolved on this host.
+def _id(value, where):
+    """A pid or uid as the kernel keeps it (an unsigned 32-bit number)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+        raise RenderError("%s: must be an integer from 0 to %d" % (where, (1 << 32) - 1))
+    return value
 
-    `cgroup_root` overrides the cgroup v2 mount point (found in
-    /proc/self/mountinfo when a rule names a cgroup).
-    """
+
+def render(document):
+    """A Rendered for the document (the same on every host: cgroup rules keep their
+    paths; cgrouprules.py finds what lives there)."""
     errors = check(document)
     if errors:
         raise RenderError("\n".join(errors))
@@ -312,15 +387,8 @@ def render(document, cgroup_root=None):
     rules = doc["rules"]
     if len(rules) > EBPF_OOM_MAX_RULES:
         raise RenderError("rules: at most %d rules" % EBPF_OOM_MAX_RULES)
-    roots = []
-
-    def resolve(path):
-        if not roots:
-            roots.append(cgroup_root or cgroup2_root())
-        return cgroups.resolve(path, roots[0])
-
-    warnings, resolved = [], {}
-    entries = [_rule(i, rule, resolve, resolved, warnings) for i, rule in enumerate(rules)]
+    cgroup_rules = {}
+    entries = [_rule(i, rule, cgroup_rules) for i, rule in enumerate(rules)]
     for i, r in enumerate(entries):
         if r.action == EBPF_OOM_ACT_ABORT and doc["scope"] != "memcg":
             raise RenderError("%s.action: 'abort' is only allowed with scope memcg" % rule_path(i))
@@ -335,22 +403,26 @@ def render(document, cgroup_root=None):
     maps = {
         RULES_MAP: [(i, bytes(r)) for i, r in enumerate(entries)],
         CONFIG_MAP: [(0, bytes(cfg))],
+        PATHS_MAP: [(path_key(path), sum(1 << i for i in indexes))
+                    for path, indexes in sorted(cgroup_rules.items())],
     }
-    return Rendered(name, {common.META_POLICY: name}, maps, warnings, resolved)
+    return Rendered(name, {common.META_POLICY: name}, maps, [], cgroup_rules)
 
 
 def describe(map_name, value):
     """A readable dict of one map value (bytes or hex), for diffs and tests."""
     if isinstance(value, str):
         value = bytes.fromhex(value)
-    struct = {RULES_MAP: Rule, CONFIG_MAP: Config, STATE_MAP: State}[map_name]
+    struct = {RULES_MAP: Rule, CONFIG_MAP: Config, STATE_MAP: State, PATHS_MAP: Path}[map_name]
     if len(value) != ctypes.sizeof(struct):
         raise RenderError("%s value is %d bytes, expected %d" % (map_name, len(value), ctypes.sizeof(struct)))
     obj = struct.from_buffer_copy(value)
     out = {}
     for field, unused in struct._fields_:
         v = getattr(obj, field)
-        if field in ("comm", "comm_mask"):
+        if field == "path":
+            v = bytes(value).rstrip(b"\0").decode("utf-8", "replace")
+        elif field in ("comm", "comm_mask"):
             v = bytes(value[getattr(struct, field).offset:][:EBPF_OOM_COMM_LEN])
             v = v.hex() if field == "comm_mask" else v.rstrip(b"\0").decode("ascii", "replace")
         elif isinstance(v, ctypes.Array):

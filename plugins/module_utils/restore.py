@@ -3,15 +3,17 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The boot restore: apply every policy kept in the state dir again.
 
-Layer 5 (above the loader): imports the loader, state, maps, the renderer and the
-leaf helpers.  Run by `ebpf-oom restore` (cli.py) from ebpf-oom-restore.service.
+Layer 6 (what the host does by itself): imports the backends, the loader, state, maps
+and the leaf helpers.  Run by `ebpf-oom restore` (cli.py) from ebpf-oom-restore.service,
+early at boot: a declarative policy's cgroup rules need no cgroup to exist yet, its
+programs follow the cgroups systemd makes afterwards.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from . import loader, renderer, state
+from . import backends, loader, state
 from .errors import LoaderError, RenderError
 from .maps import record_entries
 from .names import check_name
@@ -27,13 +29,10 @@ def restore_all():
             obj_path, record = state.load(name)
             document = record.get("document")
             if document is None:
-                globals_, maps = record.get("globals"), record_entries(record.get("maps", {}))
+                loader.apply(name, obj_path, globals=record.get("globals"),
+                             maps=record_entries(record.get("maps", {})), persist=True)
             else:
-                # Cgroup ids are inode numbers: render the document on this boot's cgroups.
-                rendered = renderer.render(document)
-                globals_, maps = rendered.globals, rendered.maps
-            loader.apply(name, obj_path, globals=globals_, maps=maps, persist=True,
-                         document=document)
+                backends.for_record(record).apply(name, obj_path, document, persist=True)
             ok.append(name)
         except (LoaderError, RenderError, ValueError, OSError) as exc:
             failed[name] = str(exc)

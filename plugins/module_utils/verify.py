@@ -3,13 +3,17 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Check that the host runs the policies its records say, as the kernel sees them.
 
-Layer 4 (beside the loader): imports pins, maps, the layout, the kernel binding and
-the leaf helpers; changes nothing.
+Layer 4 (beside the loader): imports cgrouprules, pins, maps, the layout, the renderer,
+the kernel binding and the leaf helpers; changes nothing.
 
-verify(name=None, object_sha256=None, policy_name=None) -> dict(policies=[facts], problems=[str])
+verify(name=None, object_sha256=None, policy_name=None, strict=False)
+    -> dict(policies=[facts], problems=[str], warnings=[str])
     facts: name, object_sha256, source_sha256, collection_version, policy_name,
     loaded_at, globals, programs [{name, section, attach_type, target, prog_id, tag,
-    link_id, pin, attached, metadata (of the program the pinned link runs)}], maps.
+    link_id, pin, attached, metadata (of the program the pinned link runs)}], maps,
+    and for a declarative policy backend and cgroups ({path: [the id of the cgroup
+    its rules match now]}). A cgroup rule that matches no live cgroup is a warning,
+    or with ``strict`` a problem: its path may be misspelled, or what it names gone.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,9 +22,9 @@ __metaclass__ = type
 
 import os
 
-from . import bpffs, libbpf, pins
+from . import bpffs, cgrouprules, libbpf, pins, renderer
 from .common import META_POLICY, META_PREFIX, META_SOURCE_SHA256
-from .errors import BpffsError, BpfError, LoaderError
+from .errors import BpffsError, BpfError, LoaderError, RenderError
 from .maps import hex_or_none, plan_map, read_map, spec_from_record
 from .names import check_name
 
@@ -28,13 +32,13 @@ META_SOURCE_KEY = META_SOURCE_SHA256[len(META_PREFIX):]
 META_POLICY_KEY = META_POLICY[len(META_PREFIX):]
 
 
-def verify(name=None, object_sha256=None, policy_name=None):
+def verify(name=None, object_sha256=None, policy_name=None, strict=False):
     """Check the named policy (or every one) against its record and the expectations."""
     if name is not None:
         check_name(name, LoaderError)
     root = bpffs.mounted_root()
     names = [name] if name is not None else pins.policy_names(root)
-    policies, problems = [], []
+    policies, problems, warnings = [], [], []
     for each in names:
         layout = bpffs.Layout(root or bpffs.roots()[0], each)
         if root is None or not layout.exists():
@@ -43,7 +47,10 @@ def verify(name=None, object_sha256=None, policy_name=None):
         facts, found = _verify_one(layout, object_sha256, policy_name)
         policies.append(facts)
         problems.extend(found)
-    return {"policies": policies, "problems": problems}
+        unmatched = ["policy %s: cgroup rule %s matches no cgroup: none lives at that path now"
+                     % (each, path) for path in cgrouprules.unmatched(facts.get("cgroups", {}))]
+        (problems if strict else warnings).extend(unmatched)
+    return {"policies": policies, "problems": problems, "warnings": warnings}
 
 
 def _verify_one(layout, object_sha256, policy_name):
@@ -75,6 +82,10 @@ def _verify_one(layout, object_sha256, policy_name):
         problems.append("policy %s reports policy name %s, expected %r"
                         % (layout.name, ", ".join(repr(n) for n in sorted(running, key=str)),
                            policy_name))
+    if record.get("document") is not None:
+        facts["backend"] = record.get("backend")
+        facts["cgroups"], found = _cgroups(layout, record)
+        problems.extend(found)
     known = set([bpffs.RECORD] + [os.path.basename(p["pin"]) for p in record.get("programs", [])]
                 + [os.path.basename(m["pin"]) for m in record.get("pinned_maps", [])])
     for entry in layout.entries():
@@ -82,6 +93,18 @@ def _verify_one(layout, object_sha256, policy_name):
             problems.append("policy %s: unexpected entry %s"
                             % (layout.name, os.path.join(layout.dir, entry)))
     return facts, problems
+
+
+def _cgroups(layout, record):
+    """({path: [ids of the live cgroups its rules match]}, problems) of a declarative policy."""
+    try:
+        rules = renderer.render(record["document"]).cgroup_rules
+        if not rules:
+            return {}, []
+        with libbpf.pinned(layout.map(renderer.LIVE_MAP)) as fd:
+            return cgrouprules.live(fd, rules), []
+    except (RenderError, BpfError) as exc:
+        return {}, ["policy %s: cannot tell what its cgroup rules match: %s" % (layout.name, exc)]
 
 
 def _verify_program(layout, record, prog):

@@ -50,9 +50,15 @@ options:
       - "Validated against C(schemas/policy.schema.json) on the controller before any host is
         contacted; errors name the field and the reason (C(rules[2].action: 'abort' is only allowed
         with scope memcg))."
-      - Rendered on each host into the generic program's map entries (cgroup paths become that
-        host's cgroup ids) and its policy-name global. A change of rules, scope or fallback only
-        rewrites map entries (RV(action=maps_updated), same program ids); RV(map_changes) lists them.
+      - Rendered on each host into the generic program's map entries and its policy-name global. A
+        cgroup rule names a path, and matches whatever cgroup lives there, made before or after the
+        policy was applied, or made again (a restarted service, a kubelet that started later); the
+        program follows cgroups as the kernel makes and removes them. RV(cgroups) shows what each
+        path matches now.
+      - A change of rules, scope or fallback only rewrites map entries (RV(action=maps_updated),
+        same program ids); RV(map_changes) lists them.
+      - Only one policy per host judges OOM victims (has a program on C(bpf_oom_evaluate_task));
+        applying a second one under another name fails, naming the first.
       - O(name) defaults to the document's C(name). Mutually exclusive with O(globals) and O(maps).
     type: raw
   strict:
@@ -183,11 +189,11 @@ missing:
   elements: str
   sample: ["bpf_oom_evaluate_task"]
 cgroups:
-  description: With O(policy), the cgroup paths of the document and the ids they resolved to on
-    this host (C({id, level}), null when the cgroup does not exist here).
+  description: With O(policy), each cgroup path the document names and the id of the cgroup that
+    lives there now (an empty list while there is none; the rule matches it once it is made).
   returned: when O(policy) is given
   type: dict
-  sample: {"/batch": {"id": 4523, "level": 1}}
+  sample: {"/batch.slice": [4523], "/kubepods.slice": []}
 lint:
   description: With O(policy), the lint findings (also shown as warnings).
   returned: when O(policy) is given
@@ -205,7 +211,7 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import loader, probe, renderer
+from ansible_collections.ebpf.oom.plugins.module_utils import backends, loader, probe
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, RenderError, UnsupportedKernel
 
 # A maps key or value: a decimal integer, or raw bytes in hex.
@@ -260,24 +266,21 @@ def map_entries(maps):
     return out
 
 
-def desired(module, p):
-    """(globals, maps in loader.apply's form, extra result fields) that the task asks for.
-
-    With `policy:` (validated by the action plugin on the controller, which also
-    sends the generic object), the document is rendered here, where its cgroup
-    paths resolve to this host's cgroup ids.
-    """
+def apply(module, p):
+    """loader.apply's result for the task: an object with its globals and maps, or a
+    `policy:` document (validated by the action plugin on the controller, which also
+    sends the generic object), rendered here and applied by its backend."""
     if p["policy"] is None:
-        return p["globals"], map_entries(p["maps"]), {}
+        return loader.apply(p["name"], p["object"], globals=p["globals"],
+                            maps=map_entries(p["maps"]), check_mode=module.check_mode,
+                            persist=p["persist"])
     if p["globals"] or p["maps"]:
         module.fail_json(msg="policy sets the generic program's globals and maps; drop globals and maps")
     try:
-        rendered = renderer.render(p["policy"])
+        return backends.EvaluateTask().apply(p["name"], p["object"], p["policy"],
+                                             check_mode=module.check_mode, persist=p["persist"])
     except RenderError as e:
         module.fail_json(msg="policy: %s" % e)
-    for warning in rendered.warnings:
-        module.warn(warning)
-    return rendered.globals, rendered.maps, {"cgroups": rendered.cgroups}
 
 
 def present(module, p):
@@ -294,12 +297,7 @@ def present(module, p):
     try:
         if not probe.btf_present():
             raise UnsupportedKernel(["BTF (%s)" % probe.BTF_VMLINUX])
-        globals_, maps, extra = desired(module, p)
-        result = loader.apply(p["name"], p["object"], globals=globals_, maps=maps,
-                              check_mode=module.check_mode, persist=p["persist"],
-                              document=p["policy"])
-        result.update(extra)
-        return result
+        return apply(module, p)
     except UnsupportedKernel as e:
         msg = probe.unsupported_message(e.missing)
         if p["on_unsupported"] == "skip":

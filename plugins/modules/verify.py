@@ -40,6 +40,11 @@ options:
     description:
       - The policy name the loaded programs must report (C(bpf_metadata_ebpf_oom_policy)).
     type: str
+  strict:
+    description:
+      - A cgroup rule that matches no live cgroup fails the task rather than warning.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ebpf.oom.attributes.info
@@ -59,17 +64,25 @@ EXAMPLES = r"""
 RETURN = r"""
 policies:
   description: The facts checked per policy (name, record, pins, links with their attach type and
-    target, program ids and tags, metadata).
+    target, program ids and tags, metadata); for a declarative policy also its C(backend) and
+    C(cgroups), each rule path with the id of the cgroup it matches now (empty when none).
   returned: always
   type: list
   elements: dict
-  sample: [{"name": "select_pid", "object_sha256": "c0af8b60...", "policy_name": "select_pid"}]
+  sample: [{"name": "batch", "policy_name": "batch", "cgroups": {"/batch.slice": [3140]}}]
 problems:
   description: Every discrepancy found (the task fails when there is any).
   returned: always
   type: list
   elements: str
   sample: ["select_pid: link link_on_mark_victim is not pinned"]
+warnings:
+  description: What verify found worth a look without failing (cgroup rules that match no live
+    cgroup, unless O(strict)); also shown as task warnings.
+  returned: always
+  type: list
+  elements: str
+  sample: ["policy batch: cgroup rule /batch.slice matches no cgroup: none lives at that path now"]
 object_sha256:
   description: The sha256 that the policies were compared with, when one was given.
   returned: when O(object) or O(object_sha256) is given
@@ -90,6 +103,7 @@ ARGUMENT_SPEC = dict(
     object=dict(type="path"),
     object_sha256=dict(type="str"),
     policy_name=dict(type="str"),
+    strict=dict(type="bool", default=False),
 )
 SPEC_KWARGS = dict(mutually_exclusive=[("object", "object_sha256")])
 
@@ -104,13 +118,15 @@ def main():
         sha = sha256_file(p["object"])
     try:
         result = checks.verify(name=p["name"], object_sha256=sha.lower() if sha else None,
-                               policy_name=p["policy_name"])
+                               policy_name=p["policy_name"], strict=p["strict"])
     except LoaderError as e:
         module.fail_json(msg=str(e), log_tail=e.log_tail)
     if p["name"] is None and not result["policies"] and not result["problems"]:
         result["problems"].append("no policy is loaded")
     if sha:
         result["object_sha256"] = sha.lower()
+    for warning in result["warnings"]:
+        module.warn(warning)
     if result["problems"]:
         module.fail_json(msg="verify found %d problem(s): %s" % (len(result["problems"]), "; ".join(result["problems"])),
                          **result)

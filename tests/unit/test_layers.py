@@ -15,9 +15,10 @@ LAYERS = [
     ("leaf helpers", {"common", "errors", "names", "files", "cgroups"}),
     ("kernel binding", {"libbpf"}),
     ("layout, translation, parsing", {"bpffs", "compiler", "renderer", "kmsg", "maps"}),
-    ("what is pinned, kept, observed", {"pins", "state", "observer"}),
+    ("what is pinned, kept, observed", {"pins", "state", "observer", "cgrouprules"}),
     ("loader", {"loader", "verify"}),
-    ("callers above the loader", {"restore", "deploy", "probe", "events", "metrics"}),
+    ("callers above the loader", {"backends", "deploy", "probe", "events", "metrics"}),
+    ("what the host does by itself", {"restore"}),
     ("host command", {"cli"}),
 ]
 LAYER = dict((name, number) for number, (_what, names) in enumerate(LAYERS) for name in names)

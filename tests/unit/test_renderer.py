@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.ebpf.oom.plugins.module_utils import common, compiler, renderer as R
+from ansible_collections.ebpf.oom.plugins.module_utils import cgrouprules, common, compiler, renderer as R
 from ansible_collections.ebpf.oom.plugins.module_utils.names import POLICY_NAME_MAX
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import BUNDLED_VMLINUX
 from ansible_collections.ebpf.oom.plugins.plugin_utils.documents import validate
@@ -124,15 +124,6 @@ def test_return_codes_in_headers_equal_common(header, pattern):
 
 # ---------------------------------------------------------------- rendering
 
-@pytest.fixture
-def cgroot(tmp_path):
-    """A directory tree standing in for the cgroup v2 mount."""
-    root = tmp_path / "cgroup"
-    for sub in ("batch/job1", "web"):
-        (root / sub).mkdir(parents=True)
-    return root
-
-
 def decode(rendered):
     rules = [R.Rule.from_buffer_copy(v) for unused, v in rendered.maps[R.RULES_MAP]]
     (key, value), = rendered.maps[R.CONFIG_MAP]
@@ -140,8 +131,8 @@ def decode(rendered):
     return R.Config.from_buffer_copy(value), rules
 
 
-def test_story_renders_to_three_rules_and_config(cgroot):
-    out = R.render(STORY, cgroup_root=str(cgroot))
+def test_story_renders_to_three_rules_config_and_two_paths():
+    out = R.render(STORY)
     cfg, rules = decode(out)
     assert out.globals == {common.META_POLICY: "pg-batch-web"}
     assert [k for k, unused in out.maps[R.RULES_MAP]] == [0, 1, 2]
@@ -151,60 +142,93 @@ def test_story_renders_to_three_rules_and_config(cgroot):
     assert cfg.needs == R.EBPF_OOM_M_COMM | R.EBPF_OOM_M_CGROUP
     assert (rules[0].match, rules[0].action) == (R.EBPF_OOM_M_COMM, R.EBPF_OOM_ACT_PROTECT)
     assert (rules[1].action, rules[1].tier, rules[1].by) == (R.EBPF_OOM_ACT_PREFER, 1, R.EBPF_OOM_BY_BADNESS)
-    assert (rules[1].cgroup_id, rules[1].cgroup_level) == (os.stat(cgroot / "batch").st_ino, 1)
-    assert (rules[2].cgroup_id, rules[2].tier) == (os.stat(cgroot / "web").st_ino, 2)
-    assert out.cgroups == {"/batch": {"id": os.stat(cgroot / "batch").st_ino, "level": 1},
-                           "/web": {"id": os.stat(cgroot / "web").st_ino, "level": 1}}
+    assert (rules[1].match, rules[1].cgroup_level) == (R.EBPF_OOM_M_CGROUP, 1)
+    assert (rules[2].cgroup_level, rules[2].tier) == (1, 2)
+    # The rules keep their paths: oom_cgroup_paths maps each to the rules naming it.
+    assert out.maps[R.PATHS_MAP] == [(R.path_key("/batch"), 1 << 1), (R.path_key("/web"), 1 << 2)]
+    assert out.cgroup_rules == {"/batch": [1], "/web": [2]}
     assert out.warnings == []
 
 
-def test_exact_comm_compares_the_terminating_nul_and_prefix_does_not(cgroot):
+def test_a_path_named_by_several_rules_maps_to_all_of_them():
+    doc = {"name": "p", "rules": [{"match": {"cgroup": "/a/b", "comm": "x"}, "action": "protect"},
+                                  {"match": {"pid": 3}, "action": "select"},
+                                  {"match": {"cgroup": "/a/b"}, "action": "prefer", "tier": 2}]}
+    out = R.render(doc)
+    assert out.maps[R.PATHS_MAP] == [(R.path_key("/a/b"), (1 << 0) | (1 << 2))]
+    assert decode(out)[1][2].cgroup_level == 2
+    key = out.maps[R.PATHS_MAP][0][0]
+    assert len(key) == R.EBPF_OOM_PATH_LEN and key.rstrip(b"\0") == b"/a/b"
+    assert R.describe(R.PATHS_MAP, key) == {"path": "/a/b"}
+
+
+def test_rendering_needs_no_cgroup_to_exist():
+    """The same document renders the same everywhere: nothing is looked up on the host."""
+    doc = {"name": "m", "rules": [{"match": {"cgroup": "/gone/away"}, "action": "prefer", "tier": 1}]}
+    first, second = R.render(doc), R.render(doc)
+    assert first.maps == second.maps and first.warnings == []
+
+
+@pytest.mark.parametrize("path,why", [
+    ("batch", "must be an absolute path"),
+    ("/batch/", "empty, '.' or '..' part"),
+    ("/a//b", "empty, '.' or '..' part"),
+    ("/a/../b", "empty, '.' or '..' part"),
+    ("/a/./b", "empty, '.' or '..' part"),
+    ("/batch\n", "NUL or a newline"),
+    ("/" + "x" * 254, "longer than 254 bytes"),
+    ("/a" * 17, "17 levels deep; at most 16"),
+])
+def test_cgroup_paths_the_kernel_cannot_write_are_refused(path, why):
+    doc = {"name": "c", "rules": [{"match": {"cgroup": path}, "action": "protect"}]}
+    with pytest.raises(R.RenderError, match=r"rules\[0\]\.match\.cgroup: .*" + re.escape(why)):
+        R.render(doc)
+
+
+@pytest.mark.parametrize("key,value", [("comm", "postgres\n"), ("comm_prefix", "job\n"),
+                                       ("comm", "\u00e9t\u00e9"), ("comm", "a" * 16)])
+def test_names_a_task_cannot_have_are_refused(key, value):
+    doc = {"name": "c", "rules": [{"match": {key: value}, "action": "protect"}]}
+    with pytest.raises(R.RenderError, match=r"rules\[0\]\.match\.%s: .*printable ASCII" % key):
+        R.render(doc)
+
+
+@pytest.mark.parametrize("key,value", [("pid", 1 << 32), ("uid", -1), ("pid", True)])
+def test_ids_the_kernel_cannot_hold_are_refused_rather_than_cut(key, value):
+    doc = {"name": "c", "rules": [{"match": {key: value}, "action": "protect"}]}
+    with pytest.raises(R.RenderError, match=r"rules\[0\]\.match\.%s: must be an integer" % key):
+        R.render(doc)
+
+
+def test_exact_comm_compares_the_terminating_nul_and_prefix_does_not():
     doc = {"name": "c", "rules": [{"match": {"comm": "postgres"}, "action": "protect"},
                                   {"match": {"comm_prefix": "postgres"}, "action": "protect"},
                                   {"match": {"comm": "a" * 15}, "action": "protect"}]}
     unused, (exact, prefix, longest) = decode(R.render(doc))
-    assert bytes(exact)[8:24] == b"postgres" + b"\0" * 8
+    assert bytes(exact)[:16] == b"postgres" + b"\0" * 8
     assert R.describe(R.RULES_MAP, bytes(exact))["comm_mask"] == "ff" * 9 + "00" * 7
     assert R.describe(R.RULES_MAP, bytes(prefix))["comm_mask"] == "ff" * 8 + "00" * 8
     assert R.describe(R.RULES_MAP, bytes(longest))["comm_mask"] == "ff" * 16
 
 
-def test_missing_cgroup_matches_nothing_and_warns(cgroot):
-    doc = {"name": "m", "rules": [{"match": {"cgroup": "/gone/away"}, "action": "prefer", "tier": 1}]}
-    out = R.render(doc, cgroup_root=str(cgroot))
-    unused, (rule,) = decode(out)
-    assert rule.cgroup_level == R.CGROUP_LEVEL_NONE > R.EBPF_OOM_MAX_CGROUP_LEVEL
-    assert out.cgroups == {"/gone/away": None}
-    assert out.warnings == ["rules[0].match.cgroup: /gone/away does not exist on this host; the rule "
-                            "matches nothing until the policy is applied again after it is created"]
-
-
-def test_root_cgroup_is_level_zero(cgroot):
+def test_root_cgroup_is_level_zero():
     doc = {"name": "r", "rules": [{"match": {"cgroup": "/"}, "action": "prefer", "tier": 4, "by": "rss"}]}
-    unused, (rule,) = decode(R.render(doc, cgroup_root=str(cgroot)))
-    assert (rule.cgroup_id, rule.cgroup_level, rule.by) == (os.stat(cgroot).st_ino, 0, R.EBPF_OOM_BY_RSS)
+    out = R.render(doc)
+    unused, (rule,) = decode(out)
+    assert (rule.cgroup_level, rule.by) == (0, R.EBPF_OOM_BY_RSS)
+    assert out.cgroup_rules == {"/": [0]}
 
 
-def test_cgroup2_root_is_read_from_mountinfo(tmp_path):
-    info = tmp_path / "mountinfo"
-    info.write_text("22 1 0:21 / /proc rw,nosuid - proc proc rw\n"
-                    "29 23 0:26 / /sys/fs/cgroup\\040v2 rw,nosuid shared:4 - cgroup2 cgroup2 rw\n")
-    assert R.cgroup2_root(str(info)) == "/sys/fs/cgroup v2"
-    info.write_text("22 1 0:21 / /proc rw,nosuid - proc proc rw\n")
-    with pytest.raises(R.RenderError, match="no cgroup v2 hierarchy"):
-        R.cgroup2_root(str(info))
-    with pytest.raises(R.RenderError, match="cannot read"):
-        R.cgroup2_root(str(tmp_path / "missing"))
-
-
-def test_document_without_cgroup_rules_needs_no_cgroup_hierarchy(tmp_path):
+def test_document_without_cgroup_rules_has_no_paths():
     doc = {"name": "p", "scope": "memcg", "rules": [{"match": {"pid": 42, "uid": 0}, "action": "abort"}],
            "fallback": {"action": "prefer", "tier": 9, "by": "rss"}}
-    cfg, (rule,) = decode(R.render(doc, cgroup_root=str(tmp_path / "nonexistent")))
+    out = R.render(doc)
+    cfg, (rule,) = decode(out)
     assert (rule.pid, rule.uid, rule.action) == (42, 0, R.EBPF_OOM_ACT_ABORT)
     assert cfg.needs == R.EBPF_OOM_M_PID | R.EBPF_OOM_M_UID
     assert cfg.scope == R.EBPF_OOM_SCOPE_MEMCG
     assert (cfg.fallback_action, cfg.fallback_tier, cfg.fallback_by) == (R.EBPF_OOM_ACT_PREFER, 9, R.EBPF_OOM_BY_RSS)
+    assert out.maps[R.PATHS_MAP] == [] and out.cgroup_rules == {}
 
 
 def test_select_ranks_in_tier_zero():
@@ -224,8 +248,8 @@ def test_render_refuses_a_tier_ranked_two_ways():
         R.render(doc)
 
 
-def test_describe_reads_back_a_rule(cgroot):
-    out = R.render(STORY, cgroup_root=str(cgroot))
+def test_describe_reads_back_a_rule():
+    out = R.render(STORY)
     rule = R.describe(R.RULES_MAP, out.maps[R.RULES_MAP][0][1].hex())
     assert (rule["comm"], rule["action"], rule["match"]) == ("postgres", R.EBPF_OOM_ACT_PROTECT, R.EBPF_OOM_M_COMM)
 
@@ -322,11 +346,17 @@ def ancestors(root, path):
     return {level: os.stat(os.path.join(root, *parts[:level])).st_ino for level in range(len(parts) + 1)}, len(parts)
 
 
-def bpf_classify(cfg, rules, task, root):
-    """generic.bpf.c's read_facts + classify over the rendered bytes."""
+def live_ids(rendered, root):
+    """oom_rule_cgroups as cgrouprules.sync() fills it on a host whose cgroup v2 mount is root."""
+    found = cgrouprules.look(rendered.cgroup_rules, mount=(root, "/"))
+    return dict((i, found[path]) for path, indexes in rendered.cgroup_rules.items() for i in indexes)
+
+
+def bpf_classify(cfg, rules, live, task, root):
+    """classify.h's read_facts + first_match over the rendered bytes and the live ids."""
     anc, level = ancestors(root, task["cgroup"])
     comm = task["comm"].encode().ljust(R.EBPF_OOM_COMM_LEN, b"\0")
-    for r in rules[:cfg.nr_rules]:
+    for i, r in enumerate(rules[:cfg.nr_rules]):
         raw = bytes(r)
         name = raw[R.Rule.comm.offset:][:16]
         mask = raw[R.Rule.comm_mask.offset:][:16]
@@ -336,9 +366,10 @@ def bpf_classify(cfg, rules, task, root):
             continue
         if r.match & R.EBPF_OOM_M_COMM and any((c ^ n) & m for c, n, m in zip(comm, name, mask)):
             continue
-        if r.match & R.EBPF_OOM_M_CGROUP and (r.cgroup_level > R.EBPF_OOM_MAX_CGROUP_LEVEL
+        if r.match & R.EBPF_OOM_M_CGROUP and (not live.get(i)
+                                              or r.cgroup_level > R.EBPF_OOM_MAX_CGROUP_LEVEL
                                               or r.cgroup_level > level
-                                              or anc[r.cgroup_level] != r.cgroup_id):
+                                              or anc[r.cgroup_level] != live[i]):
             continue
         return r.action, r.tier, r.by
     return cfg.fallback_action, cfg.fallback_tier, cfg.fallback_by
@@ -388,9 +419,9 @@ PROPERTY = settings(max_examples=150, deadline=None,
 
 @PROPERTY
 @given(doc=documents())
-def test_valid_document_renders_to_data_the_program_accepts(doc, fake_cgroups):
+def test_valid_document_renders_to_data_the_program_accepts(doc):
     assert validate(doc) == []
-    out = R.render(doc, cgroup_root=fake_cgroups)
+    out = R.render(doc)
     cfg, rules = decode(out)
     assert [k for k, unused in out.maps[R.RULES_MAP]] == list(range(len(doc["rules"])))
     assert cfg.nr_rules == len(rules) <= R.EBPF_OOM_MAX_RULES
@@ -410,7 +441,7 @@ def test_valid_document_renders_to_data_the_program_accepts(doc, fake_cgroups):
         assert r.by in (R.EBPF_OOM_BY_BADNESS, R.EBPF_OOM_BY_RSS)
         assert r.action != R.EBPF_OOM_ACT_ABORT or cfg.scope == R.EBPF_OOM_SCOPE_MEMCG
         if r.match & R.EBPF_OOM_M_CGROUP:
-            assert r.cgroup_level <= R.EBPF_OOM_MAX_CGROUP_LEVEL or r.cgroup_level == R.CGROUP_LEVEL_NONE
+            assert r.cgroup_level <= R.EBPF_OOM_MAX_CGROUP_LEVEL
         mask = bytes(r)[R.Rule.comm_mask.offset:][:16]
         assert mask == b"\xff" * mask.count(b"\xff") + b"\0" * (16 - mask.count(b"\xff"))
         assert bool(mask.count(b"\xff")) == bool(r.match & R.EBPF_OOM_M_COMM)
@@ -422,9 +453,11 @@ def test_valid_document_renders_to_data_the_program_accepts(doc, fake_cgroups):
 @PROPERTY
 @given(doc=documents(), task_list=st.lists(tasks, min_size=1, max_size=12))
 def test_rendered_rules_classify_tasks_as_the_document_says(doc, task_list, fake_cgroups):
-    cfg, rules = decode(R.render(doc, cgroup_root=fake_cgroups))
+    out = R.render(doc)
+    cfg, rules = decode(out)
+    live = live_ids(out, fake_cgroups)
     for task in task_list:
-        assert bpf_classify(cfg, rules, task, fake_cgroups) == document_classify(doc, task, fake_cgroups), task
+        assert bpf_classify(cfg, rules, live, task, fake_cgroups) == document_classify(doc, task, fake_cgroups), task
 
 
 # ---------------------------------------------------------------- the scan, modelled
@@ -496,10 +529,12 @@ def test_victim_does_not_depend_on_scan_order(doc, population, data, fake_cgroup
     """With distinct points, the modelled scan picks the documented victim in any order."""
     population = [dict(t, pid=i + 1, badness=t["badness"] * 16 + i, rss=t["rss"] * 16 + i)
                   for i, t in enumerate(population)]
-    cfg, rules = decode(R.render(doc, cgroup_root=fake_cgroups))
+    out = R.render(doc)
+    cfg, rules = decode(out)
+    live = live_ids(out, fake_cgroups)
 
     def classify(task):
-        return bpf_classify(cfg, rules, task, fake_cgroups)
+        return bpf_classify(cfg, rules, live, task, fake_cgroups)
 
     want = expected_victim([(classify(t), t) for t in population])
     order = data.draw(st.permutations(population))

@@ -1,0 +1,206 @@
+"""Cgroup rules follow their paths, on this host's own kernel: the generic program's
+programs on the cgroup_mkdir and cgroup_rmdir tracepoints (tp_btf, which this kernel
+loads) keep, per rule, the id of the cgroup living at the rule's path, and the loader
+fills in what exists when they attach (cgrouprules.sync).
+
+The object is bpf/generic.bpf.c with only those two programs loaded (the hook's own
+need the hook kernel: tests/vm shows them deciding real OOMs). Cgroups are made in a
+cgroup v2 hierarchy: the host's, or, on a host that mounts cgroup v1 only, the v2
+hierarchy mounted for the test on a directory of its own. Each test gets a bpffs root
+and a state dir of its own.
+"""
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from ansible_collections.ebpf.oom.plugins.module_utils import (bpffs, cgroups, cgrouprules, libbpf,
+                                                               loader, renderer)
+from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
+
+POLICY = "cgrules"
+
+
+@pytest.fixture(scope="module")
+def generic(tmp_path_factory):
+    return compile_generic(cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def v2(tmp_path_factory):
+    """(mount point, a directory of this module's own in it) of a cgroup v2 hierarchy."""
+    point = cgroups.cgroup2_mount()
+    mounted = None
+    if point is None:
+        mounted = point = str(tmp_path_factory.mktemp("cgroup2"))
+        subprocess.run(["mount", "-t", "cgroup2", "none", point], check=True)
+    top = "ebpfoom-rules-%s" % uuid.uuid4().hex[:6]
+    os.mkdir(os.path.join(point, top))
+    try:
+        yield point, "/" + top
+    finally:
+        for path, _dirs, _files in sorted(os.walk(os.path.join(point, top)), reverse=True):
+            os.rmdir(path)
+        if mounted:
+            subprocess.run(["umount", mounted], check=True)
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    mount = tmp_path / "bpffs"
+    mount.mkdir()
+    monkeypatch.setenv("EBPF_OOM_BPFFS_ROOT", str(mount / "ebpf_oom"))
+    monkeypatch.setenv("EBPF_OOM_STATE_DIR", str(tmp_path / "state"))
+    yield
+    loader.remove(POLICY)
+    if bpffs.is_bpffs(str(mount)):
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+class Followed:
+    """The policy's rules as the kernel keeps them: rule index -> live cgroup id."""
+
+    def __init__(self, generic, document):
+        self.rendered = renderer.render(document)
+        rules = self.rendered.cgroup_rules
+
+        def after_attach(map_fd):
+            cgrouprules.sync(map_fd(renderer.LIVE_MAP), rules)
+
+        self.result = loader.apply(POLICY, generic, globals=self.rendered.globals,
+                                   maps=self.rendered.maps, persist=False,
+                                   programs=list(renderer.CGROUP_PROGRAMS),
+                                   after_attach=after_attach)
+        self.pin = bpffs.Layout(bpffs.roots()[0], POLICY).map(renderer.LIVE_MAP)
+
+    def live(self):
+        with libbpf.pinned(self.pin) as fd:
+            return cgrouprules.live(fd, self.rendered.cgroup_rules)
+
+    def entries(self):
+        """Every non-zero entry of oom_rule_cgroups: {rule index: id}."""
+        with libbpf.pinned(self.pin) as fd:
+            return dict((int.from_bytes(k, "little"), int.from_bytes(v, "little"))
+                        for k, v in libbpf.map_items(fd, 4, 8) if int.from_bytes(v, "little"))
+
+
+def doc(*paths):
+    return {"name": POLICY, "rules": [{"match": {"cgroup": p}, "action": "prefer", "tier": i + 1}
+                                      for i, p in enumerate(paths)]}
+
+
+def ino(point, path):
+    return os.stat(os.path.join(point, path.lstrip("/"))).st_ino
+
+
+def test_a_cgroup_made_after_the_policy_is_matched(roots, generic, v2):
+    point, top = v2
+    rule = top + "/late"
+    followed = Followed(generic, doc(rule))
+    assert followed.result["action"] == "created"
+    assert followed.live() == {rule: []}
+    os.mkdir(os.path.join(point, rule.lstrip("/")))
+    try:
+        assert followed.live() == {rule: [ino(point, rule)]}
+    finally:
+        os.rmdir(os.path.join(point, rule.lstrip("/")))
+    assert followed.live() == {rule: []}
+
+
+def test_a_cgroup_removed_and_made_again_is_matched_under_its_new_id(roots, generic, v2):
+    point, top = v2
+    rule = top + "/again"
+    path = os.path.join(point, rule.lstrip("/"))
+    os.mkdir(path)
+    first = os.stat(path).st_ino
+    followed = Followed(generic, doc(rule))
+    assert followed.live() == {rule: [first]}  # found by the sweep at apply time
+    os.rmdir(path)
+    os.mkdir(path)
+    try:
+        second = os.stat(path).st_ino
+        assert second != first
+        assert followed.live() == {rule: [second]}
+    finally:
+        os.rmdir(path)
+
+
+def test_only_the_exact_path_matches(roots, generic, v2):
+    """A sibling, a child or a path sharing a prefix is not the rule's cgroup (a child is
+    matched at OOM time through its ancestry, not here)."""
+    point, top = v2
+    rule = top + "/job"
+    made = [top + "/jobs", top + "/jo", top + "/other"]
+    for path in made:
+        os.mkdir(os.path.join(point, path.lstrip("/")))
+    try:
+        followed = Followed(generic, doc(rule))
+        os.mkdir(os.path.join(point, rule.lstrip("/")))
+        os.mkdir(os.path.join(point, rule.lstrip("/"), "child"))
+        assert followed.live() == {rule: [ino(point, rule)]}
+        os.rmdir(os.path.join(point, rule.lstrip("/"), "child"))
+        assert followed.live() == {rule: [ino(point, rule)]}
+        os.rmdir(os.path.join(point, rule.lstrip("/")))
+    finally:
+        for path in made:
+            os.rmdir(os.path.join(point, path.lstrip("/")))
+    assert followed.live() == {rule: []}
+
+
+def test_cgroups_of_a_v1_hierarchy_at_the_same_path_are_not_matched(roots, generic, v2, tmp_path):
+    """A v1 hierarchy's path means another tree: a named one, mounted for the test, gets the
+    rule's path and the rule stays empty."""
+    point, top = v2
+    rule = top + "/v1only"
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    subprocess.run(["mount", "-t", "cgroup", "-o", "none,name=ebpfoom%s" % uuid.uuid4().hex[:6],
+                    "cgroup", str(v1)], check=True)
+    try:
+        followed = Followed(generic, doc(rule))
+        os.makedirs(os.path.join(str(v1), rule.lstrip("/")))
+        assert followed.live() == {rule: []}
+        os.rmdir(os.path.join(str(v1), rule.lstrip("/")))
+        os.rmdir(os.path.join(str(v1), top.lstrip("/")))
+    finally:
+        subprocess.run(["umount", str(v1)], check=True)
+
+
+def test_two_hundred_mkdir_rmdir_cycles_leave_the_map_at_its_live_size(roots, generic, v2):
+    point, top = v2
+    kept, cycled = top + "/kept", top + "/cycled"
+    os.mkdir(os.path.join(point, kept.lstrip("/")))
+    try:
+        followed = Followed(generic, doc(kept, cycled, top + "/never"))
+        path = os.path.join(point, cycled.lstrip("/"))
+        for _cycle in range(200):
+            os.mkdir(path)
+            os.rmdir(path)
+        assert followed.entries() == {0: ino(point, kept)}
+        os.mkdir(path)
+        assert followed.entries() == {0: ino(point, kept), 1: os.stat(path).st_ino}
+        os.rmdir(path)
+    finally:
+        os.rmdir(os.path.join(point, kept.lstrip("/")))
+    assert followed.entries() == {}
+
+
+def test_a_changed_document_sweeps_again_for_its_new_paths(roots, generic, v2):
+    """A data-only update (same programs) moves rule indexes and paths: the sweep
+    after the update fills what exists under the new paths and clears the old ones."""
+    point, top = v2
+    a, b = top + "/a", top + "/b"
+    for path in (a, b):
+        os.mkdir(os.path.join(point, path.lstrip("/")))
+    try:
+        first = Followed(generic, doc(a))
+        assert first.entries() == {0: ino(point, a)}
+        second = Followed(generic, doc(top + "/none", b))
+        assert second.result["action"] == "maps_updated"
+        assert second.entries() == {1: ino(point, b)}
+        assert second.live() == {top + "/none": [], b: [ino(point, b)]}
+    finally:
+        for path in (a, b):
+            os.rmdir(os.path.join(point, path.lstrip("/")))
