@@ -16,13 +16,20 @@ ebpf_oom_engine. Every command prints one JSON object as its last line.
                                    holding MIB MiB of touched memory; returns
                                    when all are ready: their pids
   limit CGROUP HEADROOM_MIB        memory.max = memory.current + HEADROOM
-  push CGROUP [--stall N]          start a process that allocates 1 MiB after
+  push CGROUP [--stall N] [--unkillable]
+                                   start a process that allocates 1 MiB after
                                    1 MiB in CGROUP until the cgroup's first OOM
                                    kill; wait for it to finish, or with --stall
                                    until the cgroup saw N OOMs while it still
-                                   runs. Reports who is alive, the cgroup's
+                                   runs. --unkillable: its oom_score_adj is
+                                   -1000, so in a global OOM (CGROUP without a
+                                   limit) a victim is one of the others.
+                                   Reports who is alive, the cgroup's
                                    memory.events and the kernel log since start
-  grow CGROUP / hold CGROUP NAME MIB   the workloads themselves
+  grow CGROUP [ADJ] / hold CGROUP NAME MIB   the workloads themselves
+  protect NAME                     oom_score_adj -1000 for every process named
+                                   NAME (sshd: the guest stays reachable
+                                   through a global OOM)
   status CGROUP                    memory.events and the pids in CGROUP
   kill PID                         SIGKILL PID and wait until it is gone
   cleanup CGROUP                   kill everything in CGROUP and remove it
@@ -43,6 +50,7 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 BPFFS = "/sys/fs/bpf"
 MIB = 1 << 20
 PR_SET_NAME = 15
+OOM_SCORE_ADJ_MIN = -1000
 WAIT_LIMIT = 240  # seconds any wait may take before it counts as a failure (TCG is slow)
 
 
@@ -65,12 +73,16 @@ def procs(cgroup):
         return {int(line) for line in handle if line.strip()}
 
 
-def join(cgroup):
+def join(cgroup, oom_score_adj=0):
     """Move this process into the cgroup, with the default OOM score (sshd's may differ)."""
     with open(os.path.join(cgroup_dir(cgroup), "cgroup.procs"), "w") as handle:
         handle.write(str(os.getpid()))
-    with open("/proc/self/oom_score_adj", "w") as handle:
-        handle.write("0")
+    set_oom_score_adj("self", oom_score_adj)
+
+
+def set_oom_score_adj(pid, value):
+    with open("/proc/%s/oom_score_adj" % pid, "w") as handle:
+        handle.write(str(value))
 
 
 def set_comm(name):
@@ -182,8 +194,8 @@ def hold(cgroup, name, mib):
         signal.pause()
 
 
-def grow(cgroup):
-    join(cgroup)
+def grow(cgroup, oom_score_adj="0"):
+    join(cgroup, int(oom_score_adj))
     set_comm("kern-pusher")
     first = read_events(cgroup)["oom_kill"]
     keep = []
@@ -259,12 +271,14 @@ def kmsg_since(marker):
 
 
 def push(cgroup, *options):
-    stall = int(options[1]) if options[:1] == ("--stall",) else None
+    options = list(options)
+    stall = int(options[options.index("--stall") + 1]) if "--stall" in options else None
+    adj = OOM_SCORE_ADJ_MIN if "--unkillable" in options else 0
     marker = "kern-smoke: push %s %d" % (cgroup, time.monotonic_ns())
     with open("/dev/kmsg", "w") as handle:
         handle.write(marker + "\n")
     before = set(procs(cgroup))
-    pusher = subprocess.Popen([sys.executable, __file__, "grow", cgroup],
+    pusher = subprocess.Popen([sys.executable, __file__, "grow", cgroup, str(adj)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     result = {"pusher": pusher.pid}
@@ -307,6 +321,25 @@ def kill(pid):
     emit({"killed": pid})
 
 
+def protect(name):
+    """oom_score_adj -1000 for every process named NAME: no OOM kills it."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/comm" % entry) as handle:
+                if handle.read().rstrip("\n") != name:
+                    continue
+            set_oom_score_adj(entry, OOM_SCORE_ADJ_MIN)
+        except (FileNotFoundError, ProcessLookupError):  # it exited meanwhile
+            continue
+        found.append(int(entry))
+    if not found:
+        emit({"error": "no process named %s" % name}, 3)
+    emit({"protected": sorted(found)})
+
+
 def cleanup(cgroup):
     path = cgroup_dir(cgroup)
     if os.path.isdir(path):
@@ -320,7 +353,7 @@ def cleanup(cgroup):
 COMMANDS = {
     "attach": attach, "detach": detach, "runs": runs, "stats": stats, "btf-has": btf_has,
     "spawn": spawn, "limit": limit, "push": push, "grow": grow, "hold": hold,
-    "status": status, "kill": kill, "cleanup": cleanup,
+    "status": status, "kill": kill, "protect": protect, "cleanup": cleanup,
 }
 
 if __name__ == "__main__":

@@ -10,8 +10,13 @@ python workloads in a cgroup v2 memory cgroup: three holders of different size
 are ready first, then memory.max is set a little above the cgroup's usage and a
 pusher allocates until the cgroup's first OOM kill. Who died is read from the
 cgroup, the victim and policy name from the OOM report in the kernel log.
+
+Global OOMs (no memory limit; the pusher has oom_score_adj -1000, so the kernel
+picks among the holders) run in a small guest of their own with sshd protected:
+the shared session guest must not see them.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -25,12 +30,15 @@ from ansible_collections.ebpf.oom.plugins.module_utils import common, compiler
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(REPO, "bpf", "examples")
+TESTING = os.path.join(REPO, "bpf", "testing")
 ENGINE = os.path.join(REPO, "plugins", "module_utils")
 GUEST_HELPER = os.path.join(HERE, "hook_smoke_guest.py")
 GUEST_DIR = "/root/kern-smoke"
 GUEST_PINS = "/sys/fs/bpf/kern-smoke"
 GUEST_TIMEOUT = 900
-PROGRAMS = ("select_target", "policy_name", "verdict_for_pid")
+PROGRAMS = {"select_target": EXAMPLES, "policy_name": EXAMPLES, "verdict_for_pid": EXAMPLES,
+            "verdict_for_all": TESTING}
+GLOBAL_GUEST_MIB = 512  # small, so a global OOM comes quickly
 HOOK_SYMBOLS = (common.HOOK_FUNC, common.NAME_FUNC, common.NAME_KFUNC)
 
 # Holders in the memory cgroup (MiB each); the pusher then gets HEADROOM MiB
@@ -43,7 +51,9 @@ KILLED = re.compile(r"Killed process (\d+) \(")
 INVOKED = re.compile(r"invoked oom-killer: .*policy_name=(\S*)$")
 # dump_tasks(): [  pid  ]   uid  tgid total_vm      rss ...
 TASK_ROW = re.compile(r"^\[\s*(\d+)\]\s+\d+\s+\d+\s+\d+\s+(\d+)\s")
-NOTABLE = re.compile(r"invoked oom-killer|Killed process|killable|reaped|^\[")
+NOTABLE = re.compile(r"invoked oom-killer|Killed process|killable|reaped|left no victim|^\[")
+# The patch's safety net, before it scans again without the policy.
+NO_VICTIM = "oom: BPF policy %s left no victim, the kernel's heuristic decides"
 
 
 class OomReport:
@@ -134,9 +144,9 @@ def hook_objects(hook_vm, tmp_path_factory):
     with open(str(header), "wb") as out:
         subprocess.run([find_bpftool(), "btf", "dump", "file", btf, "format", "c"],
                        stdout=out, check=True)
-    for name in PROGRAMS:
+    for name, directory in PROGRAMS.items():
         try:
-            compiler.compile_object(src=os.path.join(EXAMPLES, name + ".bpf.c"),
+            compiler.compile_object(src=os.path.join(directory, name + ".bpf.c"),
                                     dest=str(work / (name + ".bpf.o")), vmlinux=str(header))
         except compiler.CompileError as exc:
             pytest.fail("%s: %s\n%s" % (name, exc, exc.log_tail), pytrace=False)
@@ -151,6 +161,15 @@ def hook_lab(hook_vm, hook_objects):
 @pytest.fixture(scope="module")
 def stock_lab(stock_vm, hook_objects):
     return install_lab(stock_vm, hook_objects)
+
+
+@pytest.fixture(scope="module")
+def global_lab(vm_factory_module, hook_objects):
+    """A small hook guest of this module's own, for global OOMs; sshd survives them."""
+    guest = vm_factory_module.start("global-oom", kernel="hook", memory=GLOBAL_GUEST_MIB)
+    lab = install_lab(guest, hook_objects)
+    lab.run("protect", "sshd")
+    return lab
 
 
 class Scene:
@@ -184,6 +203,10 @@ class Scene:
         args = ["push", self.cgroup] + (["--stall", stall] if stall else [])
         return OomReport(self.lab.run(*args))
 
+    def global_oom(self):
+        """Push the whole guest into OOM (no limit); the pusher itself cannot be killed."""
+        return OomReport(self.lab.run("push", self.cgroup, "--unkillable"))
+
     def close(self):
         errors = []
         for program in self.attached:
@@ -197,14 +220,26 @@ class Scene:
         assert not errors, errors
 
 
-@pytest.fixture
-def scene(hook_lab, request):
-    name = "kern-" + request.node.name[len("test_"):][:40]
-    current = Scene(hook_lab, name)
+@contextlib.contextmanager
+def open_scene(lab, request):
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name[len("test_"):])[:40]
+    current = Scene(lab, "kern-" + name)
     try:
         yield current
     finally:
         current.close()
+
+
+@pytest.fixture
+def scene(hook_lab, request):
+    with open_scene(hook_lab, request) as current:
+        yield current
+
+
+@pytest.fixture
+def global_scene(global_lab, request):
+    with open_scene(global_lab, request) as current:
+        yield current
 
 
 def test_hook_kernel_has_hook_in_btf(hook_lab):
@@ -261,11 +296,15 @@ def test_no_opinion_leaves_choice_to_kernel(scene):
     assert link["target"] == common.HOOK_FUNC and link["run_cnt"] > 0  # it was asked
 
 
-def test_unknown_verdict_counts_as_no_opinion(scene):
+# For the small task, 7 taken as SELECT would kill it; for the largest, taken as
+# NEXT it would spare it; taken as ABORT nothing dies. No opinion: the largest dies.
+@pytest.mark.parametrize("who", [TARGET, LARGE], ids=["small", "largest"])
+def test_unknown_verdict_counts_as_no_opinion(scene, who):
     pids = scene.start()
-    scene.attach("verdict_for_pid", target_pid=pids[LARGE], verdict=7)
+    scene.attach("verdict_for_pid", target_pid=pids[who], verdict=7)
     report = scene.oom()
-    assert report.killed == [pids[LARGE]], report
+    assert report.killed == [pids[LARGE]] == [report.largest()], report
+    assert pids[TARGET] in report.alive, report
     assert scene.runs("verdict_for_pid")["verdict_for_pid"]["run_cnt"] > 0
 
 
@@ -290,6 +329,15 @@ def test_abort_stalls_allocator_until_it_is_killed(scene):
     assert sorted(after["procs"]) == sorted(pids.values()), after
 
 
+def test_next_for_every_task_in_memcg_kills_nothing(scene):
+    pids = scene.start()
+    scene.attach("verdict_for_all", verdict=common.BPF_EVAL_NEXT)
+    report = scene.oom(stall=3)
+    assert report.events["oom_kill"] == 0 and report.killed == [], report
+    assert sorted(report.alive) == sorted(pids.values()), report
+    assert not any("left no victim" in line for line in report.kmsg), report  # global only
+
+
 def test_stock_kernel_has_no_hook_in_btf(stock_lab):
     found = stock_lab.run("btf-has", "oom_badness", *HOOK_SYMBOLS)
     assert found == dict({"oom_badness": True}, **{name: False for name in HOOK_SYMBOLS})
@@ -301,3 +349,37 @@ def test_stock_kernel_refuses_hook_program_clearly(stock_lab):
     assert "refused to load" in answer["error"]
     assert common.HOOK_FUNC in text
     assert stock_lab.detach("select_target")["removed"] == []
+
+
+# Global OOMs, last: their small guest (global_lab) starts only here.
+def test_abort_in_global_oom_counts_as_no_opinion(global_scene):
+    pids = global_scene.start()
+    global_scene.attach("verdict_for_all", verdict=common.BPF_EVAL_ABORT)
+    report = global_scene.global_oom()  # an abort here would stall it: no kill, retries
+    assert report.pusher_exit == 0, report
+    assert report.killed == [pids[LARGE]] == report.gone, report  # the heuristic's choice
+    assert not any("left no victim" in line for line in report.kmsg), report  # judged, not skipped
+    assert global_scene.runs("verdict_for_all")["verdict_for_all"]["run_cnt"] > 0
+
+
+def test_next_for_every_task_in_global_oom_lets_kernel_choose(global_scene):
+    pids = global_scene.start()
+    global_scene.attach("verdict_for_all", verdict=common.BPF_EVAL_NEXT)
+    global_scene.attach("policy_name", policy_name="kern-smoke-next")
+    report = global_scene.global_oom()  # without the safety net: a panic
+    assert NO_VICTIM % "kern-smoke-next" in report.kmsg, report
+    assert report.named_kills == {pids[LARGE]: "default"}, report  # the kernel's choice
+    assert report.gone == [pids[LARGE]], report
+
+
+def test_select_of_unkillable_task_in_global_oom_lets_kernel_choose(global_scene):
+    # The policy chooses a task whose badness is LONG_MIN (here -1000; in a race, one
+    # that exited) and skips all others: the kernel drops the choice, nothing is left.
+    pids = global_scene.start()
+    global_scene.lab.run("protect", TARGET)
+    global_scene.attach("verdict_for_all", verdict=common.BPF_EVAL_NEXT,
+                        select_pid=pids[TARGET])
+    report = global_scene.global_oom()
+    assert NO_VICTIM % "default" in report.kmsg, report
+    assert report.named_kills == {pids[LARGE]: "default"}, report
+    assert report.gone == [pids[LARGE]], report
