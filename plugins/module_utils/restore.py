@@ -14,26 +14,36 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from . import backends, loader, state
-from .errors import LoaderError, RenderError
+from .errors import EngineError, LoaderError
 from .maps import record_entries
 from .names import check_name
 
 
+def restore_one(name):
+    """Re-apply the kept policy ``name``; raises whatever stops it."""
+    check_name(name, LoaderError)
+    obj_path, record = state.load(name)
+    document = record.get("document")
+    if document is None:
+        loader.apply(name, obj_path, globals=record.get("globals"),
+                     maps=record_entries(record.get("maps") or {}), persist=True)
+    else:
+        backends.for_record(record).apply(name, obj_path, document, persist=True)
+
+
 def restore_all():
     """Re-apply every policy kept in STATE_DIR -> (ok_names, {name: reason}); an
-    object.o whose sha256 is not the record's is refused."""
+    object.o whose sha256 is not the record's is refused.
+
+    One policy's failure, whatever it is (a malformed record raises anything from a
+    KeyError to a TypeError), is reported under its name and the others are restored:
+    a bad record must not cost the host its other policies."""
     ok, failed = [], {}
     for name in state.saved_names():
         try:
-            check_name(name, LoaderError)
-            obj_path, record = state.load(name)
-            document = record.get("document")
-            if document is None:
-                loader.apply(name, obj_path, globals=record.get("globals"),
-                             maps=record_entries(record.get("maps", {})), persist=True)
-            else:
-                backends.for_record(record).apply(name, obj_path, document, persist=True)
+            restore_one(name)
             ok.append(name)
-        except (LoaderError, RenderError, ValueError, OSError) as exc:
-            failed[name] = str(exc)
+        except Exception as exc:  # pylint: disable=broad-except
+            failed[name] = str(exc) if isinstance(exc, EngineError) \
+                else "%s: %s" % (type(exc).__name__, exc)
     return ok, failed

@@ -80,13 +80,19 @@ def store(name, data, record, keep, check_mode):
 
 
 def load(name):
-    """(object path, record) of a kept policy; LoaderError when either is missing or the
-    object is not the one the record names."""
+    """(object path, record) of a kept policy; LoaderError when either is missing, the
+    record is no JSON object or the object is not the one the record names."""
     _base, obj_path, rec_path = paths(name)
     data = read_file(rec_path)
     if data is None:
         raise LoaderError("%s is missing" % rec_path)
-    record = json.loads(data.decode("ascii"))
+    try:
+        record = json.loads(data.decode("ascii"))
+    except ValueError as exc:
+        raise LoaderError("%s is not a JSON record: %s" % (rec_path, exc))
+    if not isinstance(record, dict):
+        raise LoaderError("%s holds %s, not a record (a JSON object)"
+                          % (rec_path, type(record).__name__))
     try:
         sha = sha256_file(obj_path)
     except OSError:

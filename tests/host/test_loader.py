@@ -434,6 +434,38 @@ def test_restore_all_reports_a_corrupt_object_and_restores_the_rest(engine, obje
     assert "does not match the recorded object sha256" in failed["p"]
 
 
+MALFORMED_RECORDS = {  # what a record.json may hold after a bad copy, an edit or a bug
+    "a JSON list": lambda rec: [rec],
+    "not JSON": lambda rec: "{not json",
+    "a document with a pid as text": lambda rec: dict(rec, document={
+        "name": "p", "rules": [{"match": {"pid": "1"}, "action": "protect"}]}),
+    "a document whose rules are a mapping": lambda rec: dict(rec, document={
+        "name": "p", "rules": {"match": {"comm": 5}}}),
+    "a document with a comm that is a number": lambda rec: dict(rec, document={
+        "name": "p", "rules": [{"match": {"comm": 5}, "action": "protect"}]}),
+    "an unknown backend": lambda rec: dict(rec, backend="bogus", document={"name": "p", "rules": []}),
+    "maps as a list": lambda rec: dict(rec, maps=[1]),
+    "globals as a list": lambda rec: dict(rec, globals=[1]),
+}
+
+
+@pytest.mark.parametrize("what", sorted(MALFORMED_RECORDS))
+def test_restore_all_reports_a_malformed_record_and_restores_the_rest(engine, objects, what):
+    loader.apply("p", objects["counter"])
+    loader.apply("q", objects["counter2"])
+    path = os.path.join(engine.state, "policies", "p", "record.json")
+    with open(path) as handle:
+        malformed = MALFORMED_RECORDS[what](json.load(handle))
+    with open(path, "w") as handle:
+        handle.write(malformed if isinstance(malformed, str) else json.dumps(malformed))
+    subprocess.run(["umount", engine.mount], check=True)
+    ok, failed = restore.restore_all()
+    assert ok == ["q"] and list(failed) == ["p"]
+    assert failed["p"]
+    assert [r["name"] for r in pins.list_policies()] == ["q"]
+    assert verify.verify("q")["problems"] == []
+
+
 def test_pinned_link_stays_attached_after_the_loading_process_exits(engine, objects):
     writer = subprocess.Popen([sys.executable, "-c",
                                "import os, sys; print(os.getpid(), flush=True); sys.stdin.readline();"
