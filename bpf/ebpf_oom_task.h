@@ -55,10 +55,13 @@ static __always_inline bool ebpf_oom_mm_skip(struct mm_struct *mm)
 {
 	unsigned long flags;
 
-	if (bpf_core_field_exists(mm->flags))
-		flags = mm->flags;
-	else
+	if (bpf_core_field_exists(((struct mm_struct___bitmap *)mm)->flags.__mm_flags)) {
+		barrier();	/* see ebpf_oom_kn_parent() */
 		flags = ((struct mm_struct___bitmap *)mm)->flags.__mm_flags[0];
+	} else {
+		barrier();
+		flags = mm->flags;
+	}
 	return flags & (1UL << MMF_OOM_SKIP);
 }
 
@@ -67,10 +70,19 @@ struct kernfs_node___new {
 	struct kernfs_node *__parent;
 } __attribute__((preserve_access_index));
 
-static __always_inline struct kernfs_node *ebpf_oom_kn_parent(struct kernfs_node *kn)
+/*
+ * Not inlined, and barrier()s in both branches: the compiler would otherwise
+ * hoist both fields' offsets out of the caller's loop (or load both and pick
+ * one), and the offset of the field this kernel lacks is an instruction libbpf
+ * poisons (its relocation failed), which the verifier refuses once reached.
+ */
+static __noinline struct kernfs_node *ebpf_oom_kn_parent(struct kernfs_node *kn)
 {
-	if (bpf_core_field_exists(kn->parent))
+	if (bpf_core_field_exists(kn->parent)) {
+		barrier();
 		return kn->parent;
+	}
+	barrier();
 	return ((struct kernfs_node___new *)kn)->__parent;
 }
 

@@ -3,9 +3,11 @@ mark tests by their directory, and print where the run's time went."""
 
 import hashlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import pytest
 
@@ -32,6 +34,46 @@ def _collection_root():
 COLLECTIONS = _collection_root()
 sys.path.insert(0, COLLECTIONS)
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
+
+
+# ---------------------------------------------------------------- host test fixtures
+
+@pytest.fixture(scope="module")
+def cgroup_v2(tmp_path_factory):
+    """(mount point, a directory of this module's own in it, as a cgroup path) of a cgroup
+    v2 hierarchy: the host's, or, on a host that mounts cgroup v1 only, the v2 hierarchy
+    mounted for the tests on a directory of their own (it has no controllers there)."""
+    from ansible_collections.ebpf.oom.plugins.module_utils import cgroups
+
+    point = cgroups.cgroup2_mount()
+    mounted = None
+    if point is None:
+        mounted = point = str(tmp_path_factory.mktemp("cgroup2"))
+        subprocess.run(["mount", "-t", "cgroup2", "none", point], check=True)
+    top = "ebpfoom-test-%s" % uuid.uuid4().hex[:6]
+    os.mkdir(os.path.join(point, top))
+    try:
+        yield point, "/" + top
+    finally:
+        for path, _dirs, _files in sorted(os.walk(os.path.join(point, top)), reverse=True):
+            os.rmdir(path)
+        if mounted:
+            subprocess.run(["umount", mounted], check=True)
+
+
+@pytest.fixture
+def private_roots(tmp_path, monkeypatch):
+    """A bpffs root (mounted by the engine on a directory of the test's own, unmounted at
+    the end) and a state dir of the test's own."""
+    mount = tmp_path / "bpffs"
+    mount.mkdir()
+    monkeypatch.setenv("EBPF_OOM_BPFFS_ROOT", str(mount / "ebpf_oom"))
+    monkeypatch.setenv("EBPF_OOM_STATE_DIR", str(tmp_path / "state"))
+    yield str(mount)
+    from ansible_collections.ebpf.oom.plugins.module_utils import bpffs
+
+    if bpffs.is_bpffs(str(mount)):
+        subprocess.run(["umount", str(mount)], check=True)
 
 
 def area(item):

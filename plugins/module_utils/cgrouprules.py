@@ -26,7 +26,7 @@ from . import cgroups, libbpf
 SETTLE_ROUNDS = 5  # a path made or removed while we look is looked at again
 
 
-def _v2_mount():
+def v2_mount():
     """(mount point, root inside the hierarchy) of the cgroup v2 hierarchy, or None."""
     try:
         found = cgroups.mounts()
@@ -68,7 +68,7 @@ def _read(fd, index):
 
 def look(cgroup_rules, mount=None):
     """{path: id of the cgroup living there now, 0: none} without writing anything."""
-    mount = mount if mount is not None else _v2_mount()
+    mount = mount if mount is not None else v2_mount()
     return dict((path, cgroup_id(path, mount)) for path in sorted(cgroup_rules))
 
 
@@ -78,7 +78,7 @@ def sync(fd, cgroup_rules, mount=None):
 
     The programs on the tracepoints run meanwhile: a cgroup made or removed between
     the look and the write is looked at again, until the answer holds still."""
-    mount = mount if mount is not None else _v2_mount()
+    mount = mount if mount is not None else v2_mount()
     indexes = set(i for found in cgroup_rules.values() for i in found)
     for index in range(_max_entries(fd)):
         if index not in indexes and _read(fd, index):

@@ -60,6 +60,10 @@ class UnsupportedKernel(LoaderError):
             % ", ".join(self.missing))
 
 
+class ExplainError(LoaderError):
+    """What cannot be explained, and why (a C policy, a cgroup that does not exist, ...)."""
+
+
 class PolicyError(EngineError):
     """An unusable policy document (on the controller); ``errors`` lists 'path: reason' lines."""
 

@@ -257,6 +257,7 @@ _SIGNATURES = {
     "bpf_map__pin_path": (ctypes.c_char_p, [_P]),
     "bpf_map__set_pin_path": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "bpf_link__fd": (ctypes.c_int, [_P]),
+    "bpf_iter_create": (ctypes.c_int, [ctypes.c_int]),
     "bpf_link__pin": (ctypes.c_int, [_P, ctypes.c_char_p]),
     "bpf_link__destroy": (ctypes.c_int, [_P]),
     "bpf_map__name": (ctypes.c_char_p, [_P]),
@@ -557,6 +558,19 @@ class Link:
         ret = lib().bpf_link__pin(self.ptr, path.encode())
         if ret < 0:
             _fail("cannot pin link of program %s at %s" % (self.program, path), -ret)
+
+    def read_iter(self):
+        """Run an iterator program's link once: everything it wrote, as bytes."""
+        fd = _check_fd(lib().bpf_iter_create(self.fd), "cannot run the iterator %s" % self.program)
+        chunks = []
+        try:
+            while True:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
 
     def close(self):
         """Drop this process's reference (a pinned link stays attached)."""

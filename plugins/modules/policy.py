@@ -59,6 +59,9 @@ options:
         same program ids); RV(map_changes) lists them.
       - Only one policy per host judges OOM victims (has a program on C(bpf_oom_evaluate_task));
         applying a second one under another name fails, naming the first.
+      - In check mode with diff, a document's diff also says which process a global OOM would kill
+        now and under the document (M(ebpf.oom.explain)), e.g. C(a global OOM now kills 4242
+        postgres (kernel), would kill 5150 batch-job (rule 1)).
       - O(name) defaults to the document's C(name). Mutually exclusive with O(globals) and O(maps).
     type: raw
   strict:
@@ -211,8 +214,9 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import backends, loader, probe
-from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, RenderError, UnsupportedKernel
+from ansible_collections.ebpf.oom.plugins.module_utils import backends, explain, loader, probe
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import (ExplainError, LoaderError, RenderError,
+                                                                    UnsupportedKernel)
 
 # A maps key or value: a decimal integer, or raw bytes in hex.
 DECIMAL_RE = re.compile(r"^[+-]?[0-9]+$")
@@ -283,6 +287,23 @@ def apply(module, p):
         module.fail_json(msg="policy: %s" % e)
 
 
+def who(victim):
+    if victim is None:
+        return "nobody"
+    rule = "rule %d" % victim["rule"]["index"] if victim.get("rule") else victim["action"]
+    return "%d %s (%s)" % (victim["pid"], victim["comm"], rule)
+
+
+def global_oom_victims(p):
+    """What a global OOM would kill now, and under the document: a diff line."""
+    after = explain.explain(p["object"], document=p["policy"], top=1)
+    try:
+        before = explain.explain(p["object"], name=p["name"], top=1)["victim"]
+    except ExplainError:  # not loaded yet (or a C policy): the kernel's own choice
+        before = after["kernel_victim"]
+    return "a global OOM now kills %s, would kill %s\n" % (who(before), who(after["victim"]))
+
+
 def present(module, p):
     """Load or keep the policy; returns the result dict (the caller exits)."""
     if not os.path.isfile(p["object"]):
@@ -324,6 +345,11 @@ def main():
         module.fail_json(msg=str(e), log_tail=e.log_tail)
     diff = result.pop("diff", None)
     if diff is not None and module._diff:
+        if module.check_mode and p["policy"] is not None and p["state"] == "present":
+            try:
+                diff["prepared"] = global_oom_victims(p)
+            except (ExplainError, RenderError) as e:
+                diff["prepared"] = "(no prediction of the next OOM: %s)\n" % e
         result["diff"] = diff
     module.exit_json(**result)
 

@@ -14,6 +14,9 @@ __metaclass__ = type
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import PolicyError
+from ansible_collections.ebpf.oom.plugins.plugin_utils import documents
+from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 
 
 class ModuleAction(ActionBase):
@@ -41,3 +44,28 @@ class ModuleAction(ActionBase):
     def execute(self, args, task_vars):
         """The task's result: by default the module run with ``args``."""
         return self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars)
+
+    def document(self, policy):
+        """A policy document given inline or as the path of a YAML or JSON file on the
+        controller, validated here: (document, []) or (None, ['path: reason', ...])."""
+        try:
+            if isinstance(policy, dict):
+                document = documents.plain(policy)
+            elif isinstance(policy, str):
+                document = documents.plain(self._loader.load_from_file(self._find_needle("files", policy)))
+            else:
+                raise PolicyError(["policy: must be a document (a mapping) or the path of a YAML or "
+                                   "JSON file on the controller, not %s" % documents.type_name(policy)])
+            errors = documents.validate(document)
+        except PolicyError as e:
+            return None, e.errors
+        return (None if errors else document), errors
+
+    def send_generic(self, args):
+        """Compile the collection's generic program here (once, cached), copy it to the host
+        and point the module's `object` at it, unless the task names an object."""
+        if not args.get("object"):
+            remote = self._connection._shell.join_path(self._make_tmp_path(), "generic.bpf.o")
+            self._transfer_file(compile_generic(), remote)
+            self._fixup_perms2((self._connection._shell.tmpdir, remote))
+            args["object"] = remote

@@ -16,8 +16,7 @@ import uuid
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import (bpffs, cgroups, cgrouprules, libbpf,
-                                                               loader, renderer)
+from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, cgrouprules, libbpf, loader, renderer
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 
 POLICY = "cgrules"
@@ -28,35 +27,15 @@ def generic(tmp_path_factory):
     return compile_generic(cache_dir=str(tmp_path_factory.mktemp("cache")))
 
 
-@pytest.fixture(scope="module")
-def v2(tmp_path_factory):
-    """(mount point, a directory of this module's own in it) of a cgroup v2 hierarchy."""
-    point = cgroups.cgroup2_mount()
-    mounted = None
-    if point is None:
-        mounted = point = str(tmp_path_factory.mktemp("cgroup2"))
-        subprocess.run(["mount", "-t", "cgroup2", "none", point], check=True)
-    top = "ebpfoom-rules-%s" % uuid.uuid4().hex[:6]
-    os.mkdir(os.path.join(point, top))
-    try:
-        yield point, "/" + top
-    finally:
-        for path, _dirs, _files in sorted(os.walk(os.path.join(point, top)), reverse=True):
-            os.rmdir(path)
-        if mounted:
-            subprocess.run(["umount", mounted], check=True)
-
-
 @pytest.fixture
-def roots(tmp_path, monkeypatch):
-    mount = tmp_path / "bpffs"
-    mount.mkdir()
-    monkeypatch.setenv("EBPF_OOM_BPFFS_ROOT", str(mount / "ebpf_oom"))
-    monkeypatch.setenv("EBPF_OOM_STATE_DIR", str(tmp_path / "state"))
+def roots(private_roots):
     yield
     loader.remove(POLICY)
-    if bpffs.is_bpffs(str(mount)):
-        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture(scope="module")
+def v2(cgroup_v2):
+    return cgroup_v2
 
 
 class Followed:

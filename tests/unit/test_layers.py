@@ -17,7 +17,7 @@ LAYERS = [
     ("layout, translation, parsing", {"bpffs", "compiler", "renderer", "kmsg", "maps"}),
     ("what is pinned, kept, observed", {"pins", "state", "observer", "cgrouprules"}),
     ("loader", {"loader", "verify"}),
-    ("callers above the loader", {"backends", "deploy", "probe", "events", "metrics"}),
+    ("callers above the loader", {"backends", "deploy", "explain", "probe", "events", "metrics"}),
     ("what the host does by itself", {"restore"}),
     ("host command", {"cli"}),
 ]

@@ -1,0 +1,283 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Explain before it happens: which task an OOM would kill now, and why, with nothing killed.
+
+Layer 5 (above the loader): imports cgrouprules, maps, pins, the layout, the renderer,
+the kernel binding and the leaf helpers.
+
+The generic program's task iterator (ebpf_oom_tasks in bpf/generic.bpf.c) walks every
+task and classifies each candidate of the imagined OOM with the same code and the same
+rule maps the victim-selection program uses (bpf/classify.h), and computes its points
+as oom_badness() does with the imagined OOM's totalpages. It runs from a private load
+of the object (nothing is pinned, nothing attached stays): over a loaded policy's own
+pinned maps (`name`), or over a private copy rendered from a document. It needs BTF
+and task iterators only, no hook, so a document can be previewed on a stock kernel.
+
+explain(object_path, oom=None, name=None, document=None, top=5) -> dict
+    victim, ranking (the order successive OOMs would kill in), kernel_victim (the
+    kernel's own choice without the policy), counts, no_victim, acts (whether the
+    policy acts in this kind of OOM), warnings. See rank() for the rules.
+What it cannot see: processes that start, grow or shrink between now and the OOM,
+and the kernel's cpuset and mempolicy eligibility; a C policy (its own program) is
+refused, as only the shared classification can be replayed.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import json
+import os
+
+from . import bpffs, cgroups, cgrouprules, libbpf, pins, renderer
+from .errors import BpfError, ExplainError
+from .maps import map_spec, sync_map
+
+PAGE_SIZE = 4096
+MEMINFO = "/proc/meminfo"
+SHARED_MAPS = (renderer.RULES_MAP, renderer.CONFIG_MAP, renderer.PATHS_MAP, renderer.LIVE_MAP)
+ACTION_NAMES = dict((v, k) for k, v in renderer.ACTIONS.items())
+BY_NAMES = dict((v, k) for k, v in renderer.BY.items())
+POINTS_MIN = -(1 << 63)
+
+
+class Imagined(object):
+    """The OOM to imagine: global, or the memory cgroup at `path` running out."""
+
+    def __init__(self, path=None):
+        self.path = path
+        self.memcg_id = self.level = 0
+        self.notes = []
+        machine = machine_pages()
+        self.totalpages = machine
+        if path is None:
+            return
+        problem = renderer.cgroup_path_problem(path)
+        if problem:
+            raise ExplainError("oom.memcg: %s" % problem)
+        mount = cgrouprules.v2_mount()
+        self.memcg_id = cgrouprules.cgroup_id(path, mount)
+        if not self.memcg_id:
+            raise ExplainError("oom.memcg: no cgroup lives at %s on this host" % path)
+        self.level = renderer.cgroup_level(path)
+        limit = memcg_limit_pages(path, mount)
+        if limit is None:
+            self.notes.append("%s and its ancestors set no memory.max: points are computed with "
+                              "the machine's RAM and swap" % path)
+        else:
+            self.totalpages = min(limit, machine) or 1
+
+    @property
+    def kind(self):
+        return "memcg" if self.path else "global"
+
+
+def machine_pages(meminfo=MEMINFO):
+    """RAM + swap in pages, as the kernel's totalpages of a global OOM."""
+    with open(meminfo) as f:
+        fields = dict((line.split(":")[0], line.split()[1]) for line in f if ":" in line)
+    return (int(fields["MemTotal"]) + int(fields.get("SwapTotal", 0))) * 1024 // PAGE_SIZE
+
+
+def memcg_limit_pages(path, mount):
+    """memory.max (+ memory.swap.max) in pages of path or its nearest limited ancestor."""
+    point, root = mount
+    parts = [p for p in path[len(root.rstrip("/")):].split("/") if p]
+    for depth in range(len(parts), 0, -1):
+        here = os.path.join(point, *parts[:depth])
+        limit = _read_limit(os.path.join(here, "memory.max"))
+        if limit is not None:
+            swap = _read_limit(os.path.join(here, "memory.swap.max")) or 0
+            return (limit + swap) // PAGE_SIZE
+    return None
+
+
+def _read_limit(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return None if text == "max" else int(text)
+
+
+# ---------------------------------------------------------------- the iterator
+
+def snapshot(object_path, imagined, name=None, document=None):
+    """The iterator's records (renderer.Task) over a loaded policy's maps or a document's."""
+    obj = _open(object_path)
+    try:
+        obj.select([renderer.TASKS_PROGRAM])
+        obj.set_global(renderer.ITER_TOTALPAGES, imagined.totalpages)
+        obj.set_global(renderer.ITER_MEMCG_ID, imagined.memcg_id)
+        obj.set_global(renderer.ITER_MEMCG_LEVEL, imagined.level)
+        rendered = None
+        if name is not None:
+            _reuse_policy_maps(obj, name)
+        else:
+            rendered = renderer.render(document)
+        obj.load()
+        if rendered is not None:
+            _fill(obj, rendered)
+        (program,) = obj.programs()
+        link = program.attach()
+        try:
+            data = link.read_iter()
+        finally:
+            link.close()
+    except BpfError as exc:
+        raise ExplainError("the task iterator did not run: %s" % exc.message, exc.log_tail)
+    finally:
+        obj.close()
+    size = ctypes.sizeof(renderer.Task)
+    return [renderer.Task.from_buffer_copy(data[at:at + size])
+            for at in range(0, len(data) - size + 1, size)]
+
+
+def _open(object_path):
+    try:
+        return libbpf.Object(object_path)
+    except (IOError, OSError) as exc:
+        raise ExplainError("cannot read the object %s: %s" % (object_path, exc))
+    except BpfError as exc:
+        raise ExplainError(exc.message, exc.log_tail)
+
+
+def _reuse_policy_maps(obj, name):
+    layout = bpffs.Layout(bpffs.roots()[0], name)
+    for map_name in SHARED_MAPS:
+        pin = layout.map(map_name)
+        if not os.path.lexists(pin):
+            raise ExplainError("policy %s has no pinned map %s: it is not a declarative policy "
+                               "of this collection version" % (name, map_name))
+        with libbpf.pinned(pin) as fd:
+            obj.map(map_name).reuse_fd(fd)
+
+
+def _fill(obj, rendered):
+    """A document's map data into the private maps, and the live cgroups of its rules."""
+    for map_name, entries in rendered.maps.items():
+        m = obj.map(map_name)
+        spec = map_spec(map_name, m.type, m.key_size, m.value_size, m.max_entries, entries)
+        sync_map(m.fd, map_name, spec)
+    cgrouprules.sync(obj.map(renderer.LIVE_MAP).fd, rendered.cgroup_rules)
+
+
+# ---------------------------------------------------------------- the ranking
+
+def killable(t):
+    return t.points != POINTS_MIN
+
+
+def rank(tasks, config, imagined):
+    """What the imagined OOM does, from the records and the policy's config (renderer.Config,
+    None: no policy). Mirrors the kernel's scan with the generic program on the hook:
+      - only candidates of this OOM count (for a memcg OOM, tasks in its subtree);
+      - a task the kernel cannot kill (oom_score_adj -1000, reaped, in vfork) never dies;
+      - an OOM victim still exiting: the kernel waits for it, nobody dies now;
+      - abort (memcg OOMs): while a matching task is a candidate, nobody dies;
+      - select and prefer tasks die first, by (tier, points of their `by`);
+      - then the others, by the kernel's own points, protected ones never;
+      - a global OOM with every killable task protected: the hook kernel's safety net
+        lets its own heuristic choose (a kernel without it panics)."""
+    candidates = [t for t in tasks if not imagined.path or t.flags & renderer.EBPF_OOM_T_IN_MEMCG]
+    alive = [t for t in candidates if killable(t)]
+    kernel_order = sorted(alive, key=lambda t: -t.points)
+    out = {"candidates": len(candidates), "unkillable": len(candidates) - len(alive),
+           "kernel_victim": kernel_order[0] if kernel_order else None, "acts": False,
+           "waits_for": [t for t in candidates if t.flags & renderer.EBPF_OOM_T_VICTIM],
+           "aborted_by": [], "protected": 0, "unranked": 0, "safety_net": False}
+    if config is None or not config.scope & (renderer.EBPF_OOM_SCOPE_MEMCG if imagined.path
+                                             else renderer.EBPF_OOM_SCOPE_GLOBAL):
+        out["order"] = kernel_order
+        return out
+    out["acts"] = True
+    act = renderer
+    out["aborted_by"] = [t for t in candidates if t.action == act.EBPF_OOM_ACT_ABORT]
+    ranked = sorted((t for t in alive if t.action in (act.EBPF_OOM_ACT_SELECT, act.EBPF_OOM_ACT_PREFER)),
+                    key=lambda t: (t.tier, -(t.rss if t.by == act.EBPF_OOM_BY_RSS else t.points)))
+    rest = [t for t in kernel_order if t.action == act.EBPF_OOM_ACT_KERNEL]
+    protected = [t for t in kernel_order if t.action == act.EBPF_OOM_ACT_PROTECT]
+    out["protected"], out["unranked"] = len(protected), len(rest)
+    out["order"] = ranked + rest
+    if not out["order"] and not imagined.path and protected:
+        out["order"], out["safety_net"] = protected, True
+    return out
+
+
+# ---------------------------------------------------------------- the answer
+
+def explain(object_path, oom=None, name=None, document=None, top=5):
+    """Which task an OOM would kill now (see the file's docstring)."""
+    if (name is None) == (document is None):
+        raise ExplainError("give the name of a loaded policy or a document, not both")
+    imagined = Imagined(oom)
+    config = None
+    if name is not None:
+        record = _declarative_record(name)
+        document = record["document"]
+    rendered = renderer.render(document)
+    config = renderer.Config.from_buffer_copy(rendered.maps[renderer.CONFIG_MAP][0][1])
+    tasks = snapshot(object_path, imagined, name=name, document=None if name else document)
+    ranked = rank(tasks, config, imagined)
+    paths = cgroup_paths(set(t.cgroup_id for t in tasks))
+    rules = document.get("rules") or []
+
+    def describe(t, decided=True):
+        if t is None:
+            return None
+        rule = rules[t.rule] if 0 <= t.rule < len(rules) else None
+        return {"pid": t.pid, "comm": t.comm.decode("ascii", "replace"), "uid": t.uid,
+                "cgroup": paths.get(t.cgroup_id, "?"), "rss_kb": t.rss * PAGE_SIZE // 1024,
+                "points": t.points, "oom_score_adj": t.oom_score_adj,
+                "rule": {"index": t.rule, "text": json.dumps(rule, sort_keys=True)} if rule else None,
+                "action": ACTION_NAMES.get(t.action, "?") if decided else "kernel",
+                "tier": t.tier, "by": BY_NAMES.get(t.by, "?")}
+
+    warnings = list(imagined.notes)
+    blocked = ranked["waits_for"] or ranked["aborted_by"]
+    order = [] if blocked else ranked["order"]
+    no_victim = bool(ranked["acts"] and (not order or ranked["safety_net"]))
+    if ranked["aborted_by"]:
+        warnings.append("an abort rule matches a candidate (pid %s): this OOM kills nobody and the "
+                        "allocation waits" % ", ".join(str(t.pid) for t in ranked["aborted_by"]))
+    elif ranked["waits_for"]:
+        warnings.append("an OOM victim is still exiting (pid %s): the kernel waits for it"
+                        % ", ".join(str(t.pid) for t in ranked["waits_for"]))
+    elif no_victim:
+        warnings.append("every candidate of this %s OOM is protected or unkillable: %s"
+                        % (imagined.kind, "the hook kernel's safety net lets its own heuristic "
+                           "choose (a kernel without it panics)" if ranked["safety_net"]
+                           else "nobody is killed and the allocation fails or waits"))
+    return {
+        "policy": document.get("name"),
+        "oom": {"kind": imagined.kind, "memcg": imagined.path, "totalpages": imagined.totalpages},
+        "policy_acts": ranked["acts"],
+        "victim": describe(order[0], ranked["acts"]) if order else None,
+        "ranking": [describe(t, ranked["acts"]) for t in order[:top]],
+        "kernel_victim": describe(ranked["kernel_victim"], decided=False),
+        "no_victim": no_victim,
+        "counts": {"candidates": ranked["candidates"], "protected": ranked["protected"],
+                   "unkillable": ranked["unkillable"], "unranked": ranked["unranked"]},
+        "warnings": warnings,
+    }
+
+
+def _declarative_record(name):
+    root = bpffs.mounted_root()
+    record = pins.read_record(bpffs.Layout(root, name)) if root else None
+    if record is None:
+        raise ExplainError("no policy %s is loaded on this host" % name)
+    if record.get("document") is None:
+        raise ExplainError("policy %s is a C policy (its own BPF program): only declarative "
+                           "policies can be explained, as their classification is the "
+                           "collection's shared code" % name)
+    return record
+
+
+def cgroup_paths(ids):
+    """{cgroup v2 id: path as the kernel writes it} for the ids given."""
+    mount = cgrouprules.v2_mount()
+    return cgroups.memcg_paths(ids, mount) if mount else {}

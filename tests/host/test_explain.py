@@ -1,0 +1,170 @@
+"""explain on this host's own kernel (iter/task, no hook): a document's preview ranks a
+few test processes of known size as the document says, the kernel's own choice is the
+largest, a loaded policy's maps are read as they are, and the host is left unchanged.
+
+The processes hold memory in cgroups of a v2 hierarchy (tests/host/conftest.py:
+cgroup_v2); the imagined OOM is that of their parent cgroup, so they are its only
+candidates. Through ebpf.oom.explain (ansible-playbook on localhost) and the engine.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.ebpf.oom.plugins.module_utils import cgrouprules, explain, loader, renderer
+from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
+
+HOLD = r"""
+import ctypes, os, signal, sys
+open(os.path.join(sys.argv[1], "cgroup.procs"), "w").write("0")
+ctypes.CDLL(None).prctl(15, sys.argv[2].encode(), 0, 0, 0)
+keep = [b"\x5a" * (1 << 20) for _ in range(int(sys.argv[3]))]
+os.write(1, b"r")
+os.close(1)
+while keep:
+    signal.pause()
+"""
+SIZES = {"ex-small": 8, "ex-mid": 24, "ex-big": 48}  # MiB
+PERCPU_SLACK = 3 * 64 * os.cpu_count()  # pages: per-CPU batches of the three RSS counters
+
+
+@pytest.fixture(scope="module")
+def generic(tmp_path_factory):
+    return compile_generic(cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def holders(cgroup_v2):
+    """{comm: pid} of three processes holding memory, each in cgroup <top>/<comm>."""
+    point, top = cgroup_v2
+    procs = {}
+    try:
+        for comm, mib in SIZES.items():
+            path = os.path.join(point, top.lstrip("/"), comm)
+            os.mkdir(path)
+            proc = subprocess.Popen([sys.executable, "-c", HOLD, path, comm, str(mib)],
+                                    stdout=subprocess.PIPE)
+            assert proc.stdout.read(1) == b"r"
+            procs[comm] = proc
+        yield dict((comm, p.pid) for comm, p in procs.items())
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+
+def ansible_playbook():
+    """ansible-playbook beside this interpreter (the test venv), else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    return beside if os.access(beside, os.X_OK) else "ansible-playbook"
+
+
+def kernel_objects():
+    """Ids of every BPF program, map and link on the host."""
+    found = []
+    for kind in ("prog", "map", "link"):
+        out = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True,
+                             check=True).stdout
+        found.append(set(item["id"] for item in json.loads(out or "[]")))
+    return tuple(found)
+
+
+def left_behind(before, timeout=10.0):
+    """What the kernel still has beyond `before`, once it freed what it frees (RCU, work
+    items) within the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = tuple(now - then for now, then in zip(kernel_objects(), before))
+        if not any(extra) or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.1)
+
+
+def document(top):
+    return {"name": "preview", "rules": [
+        {"match": {"comm": "ex-big"}, "action": "protect"},
+        {"match": {"cgroup": top + "/ex-small"}, "action": "prefer", "tier": 1},
+    ]}
+
+
+def test_a_document_preview_ranks_the_processes_as_the_document_says(generic, cgroup_v2,
+                                                                      holders):
+    point, top = cgroup_v2
+    before = kernel_objects()
+    result = explain.explain(generic, oom=top, document=document(top), top=5)
+    assert left_behind(before) == (set(), set(), set())  # nothing it loaded stays
+    assert result["oom"]["kind"] == "memcg" and result["policy_acts"]
+    assert result["counts"] == {"candidates": 3, "protected": 1, "unkillable": 0, "unranked": 1}
+    victim = result["victim"]
+    assert (victim["pid"], victim["comm"], victim["action"]) == (holders["ex-small"], "ex-small", "prefer")
+    assert victim["rule"]["index"] == 1 and victim["cgroup"] == top + "/ex-small"
+    # prefer first, then the kernel's choice among the rest; the protected one never
+    assert [r["comm"] for r in result["ranking"]] == ["ex-small", "ex-mid"]
+    assert result["kernel_victim"]["comm"] == "ex-big"
+    assert not result["no_victim"]
+
+
+def test_points_are_the_kernels_own_page_counts(generic, cgroup_v2, holders):
+    """The iterator reads what /proc reads: resident pages as statm counts them (file, anon,
+    shmem), page tables as VmPTE; points are their sum with swap (none here) and an
+    oom_score_adj of 0. The OOM killer (and the iterator) read the counters' shared part,
+    statm sums the per-CPU parts too: they may differ by the counters' per-CPU batches."""
+    point, top = cgroup_v2
+    result = explain.explain(generic, oom=top, document={"name": "plain", "rules": []}, top=10)
+    seen = dict((r["pid"], r) for r in result["ranking"])
+    for comm, pid in holders.items():
+        with open("/proc/%d/statm" % pid) as f:
+            resident = int(f.read().split()[1])
+        with open("/proc/%d/status" % pid) as f:
+            status = dict(line.split(":", 1) for line in f)
+        pte_pages = int(status["VmPTE"].split()[0]) * 1024 // explain.PAGE_SIZE
+        row = seen[pid]
+        rss = row["rss_kb"] * 1024 // explain.PAGE_SIZE
+        assert abs(rss - resident) <= PERCPU_SLACK, (comm, row, resident)
+        assert row["points"] == rss + pte_pages, (comm, row, pte_pages)
+        assert row["rss_kb"] >= SIZES[comm] * 1024
+
+
+def test_a_loaded_policy_is_explained_from_its_own_maps(generic, cgroup_v2, holders, private_roots):
+    """The policy is loaded as far as this kernel allows (its cgroup programs, no hook):
+    explain by name reads its pinned maps, and says what the document says."""
+    point, top = cgroup_v2
+    rendered = renderer.render(document(top))
+    loader.apply("preview", generic, globals=rendered.globals, maps=rendered.maps, persist=False,
+                 document=document(top), programs=list(renderer.CGROUP_PROGRAMS),
+                 after_attach=lambda map_fd: cgrouprules.sync(map_fd(renderer.LIVE_MAP),
+                                                              rendered.cgroup_rules))
+    try:
+        result = explain.explain(generic, oom=top, name="preview")
+    finally:
+        loader.remove("preview")
+    assert result["victim"]["comm"] == "ex-small" and result["policy"] == "preview"
+
+
+def test_a_c_policy_or_an_unknown_name_is_refused_clearly(generic, private_roots):
+    with pytest.raises(explain.ExplainError, match="no policy nosuch is loaded"):
+        explain.explain(generic, name="nosuch")
+
+
+def test_the_module_explains_a_document_through_ansible(generic, cgroup_v2, holders, tmp_path):
+    point, top = cgroup_v2
+    play = [{"hosts": "localhost", "gather_facts": False, "connection": "local",
+             "vars": {"ansible_python_interpreter": sys.executable},
+             "tasks": [{"ebpf.oom.explain": {"policy": document(top), "oom": {"memcg": top}, "top": 2},
+                        "register": "out"},
+                       {"ansible.builtin.copy": {"content": "{{ out | to_json }}",
+                                                 "dest": str(tmp_path / "out.json")}}]}]
+    book = tmp_path / "play.json"
+    book.write_text(json.dumps(play))
+    done = subprocess.run([ansible_playbook(), "-i", "localhost,", str(book)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["changed"] is False and out["victim"]["comm"] == "ex-small"
+    assert len(out["ranking"]) == 2 and out["kernel_victim"]["comm"] == "ex-big"
+
