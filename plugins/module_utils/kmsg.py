@@ -5,10 +5,14 @@
 
 Layer 2 (parsing): imports nothing from the engine.
 
-A kill's report: the `... invoked oom-killer` header, on the hook kernel
-`policy_name=`, the `oom-kill:constraint=...` summary, and the
+A kill's report: the `... invoked oom-killer` header (on the hook kernel ending with
+`policy_name=`), the `oom-kill:constraint=...` summary, and the
 `...: Killed process PID (comm) total-vm:...` line.  Events are dicts with
 EVENT_KEYS (None where unknown); events.py merges them with the observer's.
+
+Process names and cgroup names are chosen by whoever runs or makes them, and the kernel
+prints them as they are: every field is read from where the kernel put it (anchored
+patterns, fixed fields first), so that no name can pass for another field.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -33,15 +37,27 @@ CONSTRAINTS = {
     "CONSTRAINT_MEMCG": "memcg",
 }
 
-_INVOKED_RE = re.compile(r"^(?P<invoker>.*) invoked oom-killer: ")
-_POLICY_RE = re.compile(r"(?:^|[\s,])policy_name=(?P<policy>\S+)")
-_KILLED_RE = re.compile(r"^(?P<message>[^:]*): Killed process (?P<pid>\d+) \((?P<rest>.*)$")
+# The report's first line: kernel text, but for the invoker's comm at its start and, on
+# the hook kernel, the policy name at its end. `policy_name=` is read there only, never
+# from another line (a task-dump line ends with a name the process chose).
+_INVOKED_RE = re.compile(r"(?P<invoker>.*) invoked oom-killer: gfp_mask=\S+, order=-?\d+, "
+                         r"oom_score_adj=-?\d+(?:, policy_name=(?P<policy>.*))?")
+_KILLED_RE = re.compile(r"(?P<message>[^:]*): Killed process (?P<pid>\d+) \((?P<rest>.*)")
 _KILLED_FIELD_RE = re.compile(r"([A-Za-z][A-Za-z_-]*):(-?\d+)(kB)?")
-_SUMMARY_KEYS = ("constraint", "nodemask", "cpuset", "mems_allowed", "oom_memcg", "global_oom",
-                 "task_memcg", "task", "pid", "uid")
-_VICTIM_KEYS = ("task_memcg", "task", "pid", "uid")
-_SUMMARY_TAIL_RE = re.compile(r",task=(?P<task>.*),pid=(?P<pid>\d+),uid=(?P<uid>\d+)\s*$")
-_OOM_GROUP_RE = re.compile(r"are going to be killed due to memory\.oom\.group set")
+# The `oom-kill:` summary (dump_oom_summary, cpuset_print_current_mems_allowed,
+# mem_cgroup_print_oom_context), whose cpuset name, memcg paths and comm are printed
+# as they are, commas and '=' included:
+#   constraint=C,nodemask=N[,cpuset=NAME,mems_allowed=M](,global_oom|,oom_memcg=PATH)
+#   ,task_memcg=PATH,task=COMM,pid=P,uid=U
+# The fixed fields are read from its ends (constraint first, pid and uid last); the
+# middle is cut every way the kernel could have printed it, and a field is reported
+# only when every way agrees on it (summary_fields).
+_SUMMARY_HEAD_RE = re.compile(r"constraint=(?P<constraint>CONSTRAINT_[A-Z_]+),"
+                              r"nodemask=(?:\(null\)|[0-9-]*(?:,[0-9][0-9-]*)*)")
+_SUMMARY_TAIL_RE = re.compile(r",pid=(?P<pid>\d+),uid=(?P<uid>\d+)\Z")
+_NODE_LIST_RE = re.compile(r"[0-9-]*(?:,[0-9][0-9-]*)*")
+TASK_COMM_MAX = 15  # a task's comm: TASK_COMM_LEN without its NUL
+_OOM_GROUP_RE = re.compile(r"Tasks in /.* are going to be killed due to memory\.oom\.group set")
 # The report ends without a kill.
 _NO_KILL_RE = re.compile(r"^Out of memory and no killable processes|is already exiting\. Skip killing")
 # "Killed process" fields -> event keys
@@ -144,32 +160,71 @@ def _parse_killed(match):
     return ev
 
 
-def _parse_summary(text, summary):
-    """Add the fields of an `oom-kill:` summary piece to `summary`; True if it was one."""
-    if text.startswith("oom-kill:"):
-        text = text[len("oom-kill:"):]
-    elif not (text.startswith(",") and summary is not None and "uid" not in summary):
-        return False
+def _cuts(text, sep):
+    """(before, after) at every occurrence of ``sep`` in ``text``."""
+    at = text.find(sep)
+    while at >= 0:
+        yield text[:at], text[at + len(sep):]
+        at = text.find(sep, at + 1)
+
+
+def _memcgs(text):
+    """(oom_memcg or None in a global OOM, task_memcg) for every way the kernel could have
+    printed ``text`` (`,global_oom,task_memcg=P` or `,oom_memcg=P,task_memcg=P`): both
+    paths absolute, the task's cgroup the OOM's or one below it."""
+    if text.startswith(",global_oom,task_memcg=/"):
+        yield None, text[len(",global_oom,task_memcg="):]
+    if text.startswith(",oom_memcg=/"):
+        for oom, task in _cuts(text[len(",oom_memcg="):], ",task_memcg="):
+            if task == oom or task.startswith(oom.rstrip("/") + "/"):
+                yield oom, task
+
+
+def _readings(middle, comm):
+    """(cpuset, oom_memcg, task_memcg, task) for every way of cutting the summary between
+    its nodemask and its pid; ``comm``, when known, is the task's."""
+    for before, task in _cuts(middle, ",task="):
+        if (task != comm) if comm is not None else len(task) > TASK_COMM_MAX:
+            continue
+        starts = [(None, before)]
+        if before.startswith(",cpuset="):  # a cgroup's name: "/" (the root) or no "/" at all
+            starts = [(name, after[_NODE_LIST_RE.match(after).end():])
+                      for name, after in _cuts(before[len(",cpuset="):], ",mems_allowed=")
+                      if name == "/" or "/" not in name]
+        for cpuset, rest in starts:
+            for oom, memcg in _memcgs(rest):
+                yield cpuset, oom, memcg, task
+
+
+def summary_fields(text, comm=None):
+    """The fields of an `oom-kill:` summary (its text after "oom-kill:") that the kernel
+    printed, whatever the names in it: constraint, pid and uid from its ends; cpuset,
+    oom_memcg, task_memcg and task only when every way of reading it gives the same."""
+    out = {}
+    head = _SUMMARY_HEAD_RE.match(text)
     tail = _SUMMARY_TAIL_RE.search(text)
+    if head:
+        out["constraint"] = head.group("constraint")
     if tail:
-        summary.update(task=tail.group("task"), pid=int(tail.group("pid")), uid=int(tail.group("uid")))
-        text = text[:tail.start()]
-    for part in text.split(","):
-        key, eq, value = part.partition("=")
-        key = key.strip()
-        if key in _SUMMARY_KEYS and key not in ("task", "pid", "uid"):
-            summary[key] = value if eq else True
-    return True
+        out.update(pid=int(tail.group("pid")), uid=int(tail.group("uid")))
+    if not (head and tail and head.end() <= tail.start()):
+        return out
+    readings = set(_readings(text[head.end():tail.start()], comm))
+    for index, key in enumerate(("cpuset", "oom_memcg", "task_memcg", "task")):
+        values = set(r[index] for r in readings)
+        if len(values) == 1:
+            out[key] = values.pop()
+    return out
 
 
 def parse_oom_reports(records):
     """OOM kill events (dicts with EVENT_KEYS, source kmsg) from KmsgRecords.
 
     Each "Killed process" line is one event. The report that precedes it (the
-    "invoked oom-killer" header, `policy_name=`, the `oom-kill:` summary; lost
-    when the kernel rate-limits or the buffer wrapped) adds the policy, the
-    invoker and the memory cgroups. Other messages may be interleaved, and a
-    summary may arrive in several records (pr_cont).
+    "invoked oom-killer" header with the hook kernel's `policy_name=`, the
+    `oom-kill:` summary; lost when the kernel rate-limits or the buffer wrapped)
+    adds the policy, the invoker and the memory cgroups. Other messages may be
+    interleaved, and a summary may arrive in several records (pr_cont).
     """
     events = []
     report = None  # context of the current OOM report
@@ -177,56 +232,61 @@ def parse_oom_reports(records):
         if rec.facility != LOG_KERN:
             continue
         text = rec.message
-        m = _INVOKED_RE.match(text)
+        m = _INVOKED_RE.fullmatch(text)
         if m:
-            report = _new_report(rec, m.group("invoker"))
-        elif report is not None and rec.usec - report["usec"] > REPORT_SPAN_S * 1e6:
+            report = _new_report(rec, m.group("invoker"), m.group("policy"))
+            continue
+        if report is not None and rec.usec - report["usec"] > REPORT_SPAN_S * 1e6:
             report = None  # this report is over
-        pm = _POLICY_RE.search(text)
-        if pm:
-            report = report or _new_report(rec)
-            report["policy"] = pm.group("policy")
         if text.startswith("oom-kill:"):
             report = report or _new_report(rec)
-            report["summary"] = {}
-            _parse_summary(text, report["summary"])
+            report["summary"] = text[len("oom-kill:"):]
             continue
-        if report is not None and report.get("summary") is not None and _parse_summary(text, report["summary"]):
+        summary = report and report["summary"]
+        if summary is not None and text.startswith(",") and not _SUMMARY_TAIL_RE.search(summary):
+            report["summary"] += text  # a piece printed with pr_cont
             continue
-        if report is not None and _OOM_GROUP_RE.search(text):
+        if report is not None and _OOM_GROUP_RE.fullmatch(text):
             report["group"] = True
             continue
         if _NO_KILL_RE.search(text):
             report = None
             continue
-        m = _KILLED_RE.match(text)
+        m = _KILLED_RE.fullmatch(text)
         if not m:
             continue
         ev = _parse_killed(m)
         ev.update(kmsg_seq=rec.seq, monotonic=rec.usec / 1e6, sources=["kmsg"])
         if report is not None:
-            ev["policy"] = report.get("policy")
-            ev["invoker"] = report.get("invoker")
-            summary = report.get("summary") or {}
-            if summary.get("pid") in (None, ev["pid"]) or report["group"]:
-                ev["oom_memcg"] = summary.get("oom_memcg")
-                if summary.get("pid") == ev["pid"]:
-                    ev["memcg"] = summary.get("task_memcg")
-                    if ev["comm"] is None:
-                        ev["comm"] = summary.get("task")
-                if summary.get("constraint") in CONSTRAINTS:
-                    ev["constraint"] = CONSTRAINTS[summary["constraint"]]
-            if report["group"]:  # the next kills of the group share the report, not the victim
-                report["summary"] = dict((k, v) for k, v in summary.items() if k not in _VICTIM_KEYS)
-                report["summary"]["uid"] = None  # complete: no more pieces
-            else:
+            _add_report(ev, report)
+            if not report["group"]:  # the next kills of a group share the report
                 report = None
         events.append(complete(ev))
     return events
 
 
-def _new_report(rec, invoker=None):
-    return {"usec": rec.usec, "invoker": invoker, "policy": None, "summary": None, "group": False}
+def _add_report(ev, report):
+    """What the report says about the kill ``ev``: policy, invoker, and from the summary
+    the constraint, the OOM's memory cgroup and, for its victim, the task's."""
+    ev["policy"] = report["policy"]
+    ev["invoker"] = report["invoker"]
+    if report["summary"] is None:
+        return
+    tail = _SUMMARY_TAIL_RE.search(report["summary"])
+    victim = tail is not None and int(tail.group("pid")) == ev["pid"]
+    fields = summary_fields(report["summary"], ev["comm"] if victim else None)
+    if victim or tail is None or report["group"]:
+        ev["oom_memcg"] = fields.get("oom_memcg")
+        if fields.get("constraint") in CONSTRAINTS:
+            ev["constraint"] = CONSTRAINTS[fields["constraint"]]
+    if victim:
+        ev["memcg"] = fields.get("task_memcg")
+        if ev["comm"] is None:
+            ev["comm"] = fields.get("task")
+
+
+def _new_report(rec, invoker=None, policy=None):
+    return {"usec": rec.usec, "invoker": invoker, "policy": policy, "summary": None, "group": False}
 
 
 def complete(ev):

@@ -84,11 +84,88 @@ def test_policy_name_on_header_line_names_the_policy():
     assert ev["memcg"] == "/system.slice/app.service"
 
 
-def test_policy_name_on_its_own_record_names_the_policy():
+def test_policy_name_is_read_from_the_header_line_only():
+    """A process named `policy_name=pwn` shows in the task dump, which ends with the name."""
     lines = list(MEMCG_REPORT)
-    lines.insert(1, b"6,340,490932480,-;policy_name=default\n")
+    lines.insert(-2, b"6,416,490936737,-;[   6690]     0  6690    18790    17978    16320     1658   "
+                     b"      0   192512        0             0 policy_name=pwn\n")
+    lines.insert(1, b"6,340,490932480,-;policy_name=pwn\n")
     [ev] = parse(lines)
-    assert ev["policy"] == "default"
+    assert ev["policy"] is None
+
+
+def test_policy_name_is_what_ends_the_header_line():
+    [ev] = parse(global_report(10, 100.0, 4242, "stress", policy="a,b c=d"))
+    assert ev["policy"] == "a,b c=d"
+
+
+FORGED_CGROUP = "/a,constraint=CONSTRAINT_NONE,task_memcg=spoof"
+
+
+def forged_memcg_report(comm="policy_name=pwn", cgroup=FORGED_CGROUP, pid=6684):
+    """A memcg OOM of a process that chose its name and made its cgroup to spoof the report."""
+    return [
+        rec(1, 1.0, "%s invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0" % comm, 4),
+        rec(2, 1.001, "[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes "
+                      "swapents oom_score_adj name"),
+        rec(3, 1.002, "[   %d]     0  %d    18790    17978    16320     1658         0   192512        0"
+                      "             0 %s" % (pid, pid, comm)),
+        rec(4, 1.003, "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
+                      "oom_memcg=%s,task_memcg=%s,task=%s,pid=%d,uid=0" % (cgroup, cgroup, comm, pid)),
+        rec(5, 1.004, "Memory cgroup out of memory: Killed process %d (%s) total-vm:75160kB, anon-rss:65280kB, "
+                      "file-rss:6632kB, shmem-rss:0kB, UID:0 pgtables:188kB oom_score_adj:0" % (pid, comm), 3),
+    ]
+
+
+def test_forged_name_and_cgroup_are_reported_as_the_kernel_printed_them():
+    [ev] = parse(forged_memcg_report())
+    assert ev["policy"] is None
+    assert (ev["pid"], ev["comm"], ev["invoker"]) == (6684, "policy_name=pwn", "policy_name=pwn")
+    assert ev["constraint"] == "memcg"
+    assert ev["memcg"] == ev["oom_memcg"] == FORGED_CGROUP
+
+
+@pytest.mark.parametrize("comm", ["x,task=y", "a,pid=1,uid=0", "z,task_memcg=/", ",oom_memcg=/"])
+def test_comm_that_looks_like_summary_fields_does_not_move_them(comm):
+    [ev] = parse(forged_memcg_report(comm=comm, cgroup="/b"))
+    assert (ev["comm"], ev["memcg"], ev["oom_memcg"], ev["uid"]) == (comm, "/b", "/b", 0)
+
+
+@pytest.mark.parametrize("cgroup", ["/a,task_memcg=/x", "/a,task=b,pid=1,uid=5", "/a/b,oom_memcg=/c",
+                                    "/c,global_oom,task_memcg=/d", "/a,cpuset=/,mems_allowed=0"])
+def test_cgroup_that_looks_like_summary_fields_does_not_move_them(cgroup):
+    [ev] = parse(forged_memcg_report(comm="hog", cgroup=cgroup))
+    assert (ev["memcg"], ev["oom_memcg"], ev["constraint"], ev["uid"]) == (cgroup, cgroup, "memcg", 0)
+
+
+def test_summary_that_can_be_read_two_ways_names_no_cgroup():
+    """The OOM in /x and the task in /x/q,task_memcg=/x,task_memcg=/x/q/r, or the OOM in
+    /x,task_memcg=/x/q and the task in /x,task_memcg=/x/q/r: the report cannot say which."""
+    text = ("constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/x,"
+            "task_memcg=/x/q,task_memcg=/x,task_memcg=/x/q/r,task=hog,pid=7,uid=0")
+    fields = kmsg.summary_fields(text, "hog")
+    assert fields == {"constraint": "CONSTRAINT_MEMCG", "pid": 7, "uid": 0, "cpuset": "/", "task": "hog"}
+
+
+def test_cpuset_name_that_looks_like_summary_fields_does_not_move_them():
+    """The cpuset field names the invoker's cpuset cgroup (a name: no '/')."""
+    text = ("constraint=CONSTRAINT_NONE,nodemask=0-1,cpuset=c,mems_allowed=0,oom_memcg=,"
+            "mems_allowed=0-1,global_oom,task_memcg=/s/t,task=hog,pid=7,uid=1000")
+    assert kmsg.summary_fields(text, "hog") == {
+        "constraint": "CONSTRAINT_NONE", "pid": 7, "uid": 1000, "task": "hog",
+        "cpuset": "c,mems_allowed=0,oom_memcg=", "oom_memcg": None, "task_memcg": "/s/t"}
+
+
+def test_summary_of_a_kernel_without_cpusets_is_read():
+    text = "constraint=CONSTRAINT_NONE,nodemask=(null),global_oom,task_memcg=/s,task=a,pid=3,uid=2"
+    assert kmsg.summary_fields(text) == {"constraint": "CONSTRAINT_NONE", "pid": 3, "uid": 2, "task": "a",
+                                         "cpuset": None, "oom_memcg": None, "task_memcg": "/s"}
+
+
+def test_summary_that_is_no_summary_gives_what_its_ends_say():
+    assert kmsg.summary_fields("constraint=CONSTRAINT_MEMCG,nodemask=(null),junk") == \
+        {"constraint": "CONSTRAINT_MEMCG"}
+    assert kmsg.summary_fields("junk,task=a,pid=3,uid=2") == {"pid": 3, "uid": 2}
 
 
 def test_summary_split_by_pr_cont_and_interleaved_records_is_joined():
