@@ -2,6 +2,9 @@
 
   guest.py --tasks N --runs R
 
+With engine_base/ebpf_oom_engine_base and baseline.bpf.o beside it (run --baseline REV),
+the mode `baseline` loads that revision's generic program the way it loaded it.
+
 Beside it: engine/ebpf_oom_engine (plugins/module_utils), generic.bpf.o,
 floor.bpf.o, bench.bpf.o and the static `tasks` binary. Starts N idle
 processes in the memory cgroup /lang-bench/idle, then R times per mode, in
@@ -26,13 +29,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "engine"))
 
-from ebpf_oom_engine import libbpf, loader, renderer  # noqa: E402
+from ebpf_oom_engine import backends, libbpf, loader, renderer  # noqa: E402
 
 CGROUP = "/sys/fs/cgroup"
 ROOT = os.path.join(CGROUP, "lang-bench")
 HEADROOM = 96 << 20  # bytes the hog gets before the OOM
 POLICY = "lang-bench"
-MODES = ("none", "floor", "generic")
+MODES = ("none", "floor", "baseline", "generic")
 PROBE = "lang-probe"
 SYSCTLS = {"/proc/sys/vm/oom_dump_tasks": "0", "/proc/sys/kernel/printk": "1"}
 DOCUMENT = {
@@ -98,11 +101,32 @@ def hog_once():
     return probe_samples(before, probe_count())
 
 
+def baseline_engine():
+    """The engine of the revision to compare with (engine_base/), or None."""
+    base = os.path.join(HERE, "engine_base")
+    if not os.path.isdir(base):
+        return None
+    sys.path.insert(0, base)
+    import importlib
+    return (importlib.import_module("ebpf_oom_engine_base.loader"),
+            importlib.import_module("ebpf_oom_engine_base.renderer"))
+
+
+def apply_baseline(base):
+    """The baseline revision's generic program, loaded the way that revision loads it."""
+    base_loader, base_renderer = base
+    rendered = base_renderer.render(DOCUMENT)
+    base_loader.apply(POLICY, os.path.join(HERE, "baseline.bpf.o"), globals=rendered.globals,
+                      maps=rendered.maps, persist=False)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, required=True)
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
+    base = baseline_engine()
+    modes = [m for m in MODES if m != "baseline" or base]
     saved = dict((path, read(path)) for path in SYSCTLS)
     idle = None
     try:
@@ -119,14 +143,15 @@ def main():
             raise SystemExit("the idle tasks did not start")
         write(os.path.join(ROOT, "memory.swap.max"), "0")
         write(os.path.join(ROOT, "memory.max"), str(int(read(os.path.join(ROOT, "memory.current"))) + HEADROOM))
-        rendered = renderer.render(DOCUMENT)
-        samples = dict((mode, []) for mode in MODES)
-        for i in range(len(MODES) * args.runs):
-            mode = MODES[i % len(MODES)]
+        samples = dict((mode, []) for mode in modes)
+        for i in range(len(modes) * args.runs):
+            mode = modes[i % len(modes)]
             loader.remove(POLICY)
             if mode == "generic":
-                loader.apply(POLICY, os.path.join(HERE, "generic.bpf.o"), globals=rendered.globals,
-                             maps=rendered.maps, persist=False)
+                backends.EvaluateTask().apply(POLICY, os.path.join(HERE, "generic.bpf.o"), DOCUMENT,
+                                              persist=False)
+            elif mode == "baseline":
+                apply_baseline(base)
             elif mode == "floor":
                 loader.apply(POLICY, os.path.join(HERE, "floor.bpf.o"), persist=False)
             samples[mode] += hog_once()

@@ -69,15 +69,21 @@ class Scene:
         elif spec["memcg"]:
             spec["memcg"] = self.path(spec["memcg"])
         spec["cgroups"] = [self.path(c) for c in spec.get("cgroups", [])]
+        home = spec["memcg"] or self.root  # where a task without a cgroup of its own goes
         for task in spec["tasks"] + [spec.setdefault("trigger", {})]:
             task.setdefault("name", "trigger")
             if not task.get("unit"):
-                task["cgroup"] = self.path(task.get("cgroup", task["name"]))
+                task["cgroup"] = self.path(task.get("cgroup") or "%s/%s" % (home, task["name"]))
             task.setdefault("comm", "lab-" + task["name"])
         return spec
 
     def start(self, *names):
         self.pids = self.lab.run("start", self.name, *names)["pids"]
+        return self.pids
+
+    def restart(self, name):
+        """systemctl restart of a unit task: a new cgroup, a new pid."""
+        self.pids = self.lab.run("restart", self.name, name)["pids"]
         return self.pids
 
     def oom(self, kills=1, stall=0):
@@ -86,6 +92,35 @@ class Scene:
 
     def status(self):
         return self.lab.run("status", self.name)["tasks"]
+
+
+MEMCG = "CONSTRAINT_MEMCG"
+
+
+def task(name, mb, **extra):
+    return dict(name=name, mb=mb, **extra)
+
+
+def spec(*tasks, **extra):
+    return dict(tasks=list(tasks), **extra)
+
+
+def doc(name, *rules, **top):
+    return dict(name=name, rules=list(rules), **top)
+
+
+def killed_by(report, victim, policy, constraint=MEMCG):
+    """The OOM's first kill was `victim` (by pid), and its report names `policy`.
+
+    In a busy TCG guest a victim can take long to exit; the kernel then sometimes needs
+    a second victim before the trigger's page fault can be charged (oomlab lifts the
+    memory limit as soon as it sees the first kill, which mostly prevents it). Such a
+    second kill follows the same policy; the claim here is about the first."""
+    assert report.outcome == "kills", report
+    assert report.victim_pids[:1] == [report.pids[victim]], report
+    assert victim in report.killed and "trigger" not in report.killed, report
+    assert set(report.policies) == {policy}, report
+    assert set(report.constraints) == {constraint}, report
 
 
 class Report(dict):
