@@ -145,9 +145,34 @@ EBPF_OOM_T_REAPED = 2
 EBPF_OOM_T_VFORK = 4
 EBPF_OOM_T_VICTIM = 8
 
+# The score_adj backend's events (oom_adj_events) and the processes it wrote (oom_adjusted).
+EBPF_OOM_EVENTS_BYTES = 262144
+EBPF_OOM_ADJUSTED_MAX = 65536
+
+EBPF_OOM_EV_EXEC = 1
+EBPF_OOM_EV_RENAME = 2
+EBPF_OOM_EV_ATTACH = 3
+EBPF_OOM_EV_FORK = 4
+
+
+class AdjEvent(ctypes.Structure):
+    """struct ebpf_oom_adj_event (a record of the oom_adj_events ring buffer)"""
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("parent", ctypes.c_uint32),
+        ("rule", ctypes.c_int32),
+        ("action", ctypes.c_uint32),
+        ("tier", ctypes.c_uint32),
+        ("reason", ctypes.c_uint32),
+        ("oom_score_adj", ctypes.c_int32),
+        ("pad", ctypes.c_uint32),
+        ("comm", ctypes.c_char * EBPF_OOM_COMM_LEN),
+    ]
+
+
 # C struct name -> ctypes mirror
 STRUCTS = {"ebpf_oom_rule": Rule, "ebpf_oom_config": Config, "ebpf_oom_state": State,
-           "ebpf_oom_path": Path, "ebpf_oom_task": Task}
+           "ebpf_oom_path": Path, "ebpf_oom_task": Task, "ebpf_oom_adj_event": AdjEvent}
 
 # ---- bpf/generic.bpf.c -----------------------------------------------------
 
@@ -162,6 +187,13 @@ NAME_PROGRAM = "ebpf_oom_name"
 EVAL_PROGRAM = "ebpf_oom_eval"
 CGROUP_PROGRAMS = ("ebpf_oom_cgroup_mkdir", "ebpf_oom_cgroup_rmdir")
 TASKS_PROGRAM = "ebpf_oom_tasks"
+# The score_adj backend's programs on the events that can change a process's class,
+# its ring buffer, the processes its agent wrote, and the count of events lost.
+ADJ_PROGRAMS = ("ebpf_oom_adj_exec", "ebpf_oom_adj_rename", "ebpf_oom_adj_attach",
+                "ebpf_oom_adj_fork")
+EVENTS_MAP = "oom_adj_events"
+ADJUSTED_MAP = "oom_adjusted"
+LOST_MAP = "oom_adj_lost"
 # Globals of the task iterator: the OOM it imagines.
 ITER_TOTALPAGES = "ebpf_oom_iter_totalpages"
 ITER_MEMCG_ID = "ebpf_oom_iter_memcg_id"
@@ -222,26 +254,130 @@ def normalize(document):
     return doc
 
 
-def check(document):
-    """Errors ('path: reason') the schema cannot see: the name rule to the letter (a JSON
-    Schema pattern's `$` lets a trailing newline through), and every rule of a tier ranks
-    the same way."""
-    doc = normalize(document)
+# What the schema (schemas/policy.schema.json) allows, for check() on the host, where
+# there is no JSON Schema validator: the fields of each part and the ranges of the ids.
+DOCUMENT_FIELDS = ("name", "description", "scope", "rules", "fallback")
+RULE_FIELDS = ("match", "action", "tier", "by", "description")
+MATCH_FIELDS = ("pid", "comm", "comm_prefix", "cgroup", "uid")
+RULE_ACTIONS = ("protect", "prefer", "select", "abort")
+FALLBACK_ACTIONS = ("kernel", "protect", "prefer")
+PID_MAX = 4194304      # PID_MAX_LIMIT on 64-bit kernels
+UID_MAX = 4294967294   # (uid_t)-1 names no user
+
+
+def _kind(value):
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _fields(node, allowed, where, errors):
+    """True when ``node`` is a mapping of ``allowed`` fields; else says why in ``errors``."""
+    if not isinstance(node, dict):
+        errors.append("%s: must be a mapping, not %s" % (where or "(document)", _kind(node)))
+        return False
+    for key in sorted(set(node) - set(allowed), key=str):
+        errors.append("%s%s: unknown field (allowed: %s)" % (where + "." if where else "", key,
+                                                            ", ".join(sorted(allowed))))
+    return True
+
+
+def _integer_problem(value, low, high):
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "must be an integer, not %s" % _kind(value)
+    if not low <= value <= high:
+        return "%d is not from %d to %d" % (value, low, high)
+    return None
+
+
+def _ranking_errors(node, where, actions, errors):
+    """The action of a rule or of the fallback, and its tier and by."""
+    action = node.get("action")
+    if action is None:
+        errors.append("%s.action: is required" % where)
+    elif action not in actions:
+        errors.append("%s.action: %r is not one of %s" % (where, action, ", ".join(actions)))
+    for key in ("tier", "by"):
+        if key in node and action != "prefer":
+            errors.append("%s.%s: is only allowed with action prefer" % (where, key))
+    if action == "prefer":
+        problem = "is required" if "tier" not in node else \
+            _integer_problem(node["tier"], EBPF_OOM_TIER_MIN, EBPF_OOM_TIER_MAX)
+        if problem:
+            errors.append("%s.tier: %s" % (where, problem))
+        if "by" in node and node["by"] not in BY:
+            errors.append("%s.by: %r is not one of %s" % (where, node["by"], ", ".join(sorted(BY))))
+
+
+def _match_errors(match, where, errors):
+    if not _fields(match, MATCH_FIELDS, where, errors):
+        return
+    if not match:
+        errors.append("%s: needs at least one of %s" % (where, ", ".join(MATCH_FIELDS)))
+    if "comm" in match and "comm_prefix" in match:
+        errors.append("%s: give comm or comm_prefix, not both" % where)
+    for key, low, high in (("pid", 1, PID_MAX), ("uid", 0, UID_MAX)):
+        problem = _integer_problem(match[key], low, high) if key in match else None
+        if problem:
+            errors.append("%s.%s: %s" % (where, key, problem))
+    for key in ("comm", "comm_prefix"):
+        if key in match and not (isinstance(match[key], str) and COMM_RE.fullmatch(match[key])):
+            errors.append("%s.%s: %r must be 1 to %d printable ASCII characters (a task name has "
+                          "no newline)" % (where, key, match[key], EBPF_OOM_COMM_LEN - 1))
+    if "cgroup" in match:
+        problem = cgroup_path_problem(match["cgroup"])
+        if problem:
+            errors.append("%s.cgroup: %s" % (where, problem))
+
+
+def _shape_errors(document):
+    """What the schema checks, checked again where the document is used: its fields, their
+    types and ranges (a record on the host may have come from anywhere)."""
     errors = []
+    if not _fields(document, DOCUMENT_FIELDS, "", errors):
+        return errors
+    for key in ("name", "rules"):
+        if key not in document:
+            errors.append("%s: is required" % key)
+    if "scope" in document and document["scope"] not in SCOPES:
+        errors.append("scope: %r is not one of global, memcg, both" % (document["scope"],))
+    rules = document.get("rules", [])
+    if not isinstance(rules, list):
+        errors.append("rules: must be a list, not %s" % _kind(rules))
+        rules = []
+    if len(rules) > EBPF_OOM_MAX_RULES:
+        errors.append("rules: has %d entries; at most %d" % (len(rules), EBPF_OOM_MAX_RULES))
+    for i, rule in enumerate(rules):
+        if _fields(rule, RULE_FIELDS, rule_path(i), errors):
+            if "match" not in rule:
+                errors.append("%s: is required" % rule_path(i, "match"))
+            else:
+                _match_errors(rule["match"], rule_path(i, "match"), errors)
+            _ranking_errors(rule, rule_path(i), RULE_ACTIONS, errors)
+            if rule.get("action") == "abort" and document.get("scope") != "memcg":
+                errors.append("%s: 'abort' is only allowed with scope memcg" % rule_path(i, "action"))
+    fallback = document.get("fallback", DEFAULT_FALLBACK)
+    if isinstance(fallback, str):
+        if fallback not in ("kernel", "protect"):
+            errors.append("fallback: must be kernel, protect, or a mapping with action kernel, "
+                          "protect or prefer")
+    elif _fields(fallback, ("action", "tier", "by"), "fallback", errors):
+        _ranking_errors(fallback, "fallback", FALLBACK_ACTIONS, errors)
+    return errors
+
+
+def check(document):
+    """Errors ('path: reason') of a document: on the controller, what the schema cannot
+    see (the name rule to the letter: a JSON Schema pattern's `$` lets a trailing newline
+    through; every rule of a tier ranks the same way); on the host, where render() calls
+    it, the schema's own checks too, as the document may not have come through the
+    controller (a record on disk, a direct module call)."""
+    errors = _shape_errors(document)
+    if errors:
+        return errors
+    doc = normalize(document)
     problem = name_problem(doc.get("name"))
     if problem:
         errors.append("name: %s" % problem)
-    for i, rule in enumerate(doc["rules"]):
-        match = rule.get("match") or {}
-        if match.get("cgroup") is not None:
-            problem = cgroup_path_problem(match["cgroup"])
-            if problem:
-                errors.append("%s.match.cgroup: %s" % (rule_path(i), problem))
-        for key in ("comm", "comm_prefix"):
-            if key in match and not COMM_RE.fullmatch(str(match[key])):
-                errors.append("%s.match.%s: %r must be 1 to %d printable ASCII characters (a "
-                              "task name has no newline)" % (rule_path(i), key, match[key],
-                                                             EBPF_OOM_COMM_LEN - 1))
     tiers = {}  # tier -> (by, where)
     ranked = [(rule_path(i), r) for i, r in enumerate(doc["rules"])] + [("fallback", doc["fallback"])]
     for where, rule in ranked:

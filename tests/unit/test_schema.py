@@ -9,6 +9,8 @@ import sys
 import pytest
 import yaml
 
+from ansible_collections.ebpf.oom.plugins.module_utils import renderer
+from ansible_collections.ebpf.oom.plugins.module_utils.errors import RenderError
 from ansible_collections.ebpf.oom.plugins.plugin_utils.documents import field_path, validate
 from conftest import COLLECTIONS, REPO
 from samples import STORY
@@ -205,3 +207,23 @@ def test_bad_input_fails_the_task_before_any_host_is_contacted(tmp_path, task, e
     assert done.returncode != 0
     assert expected in out
     assert "UNREACHABLE" not in out and "unreachable=0" in out
+
+
+@pytest.mark.parametrize("document,expected", [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_the_host_refuses_every_document_the_controller_refuses(document, expected):
+    """renderer.check is what the host runs (render calls it: the boot restore, a direct
+    module call): the document is refused there too, naming the same field."""
+    errors = renderer.check(document)
+    field = expected.split(": ", 1)[0]
+    assert any(line.startswith(field + ":") for line in errors), errors
+    with pytest.raises(RenderError):
+        renderer.render(document)
+
+
+@pytest.mark.parametrize("document", [STORY] + readme_documents() + [
+    dict(STORY, fallback=fallback) for fallback in ("kernel", "protect", {"action": "kernel"},
+                                                    {"action": "prefer", "tier": 3, "by": "rss"})]
+    + [with_rule({"match": {"comm": "backup", "pid": 4194304, "uid": 4294967294}, "action": "abort"},
+                 scope="memcg")])
+def test_the_host_accepts_every_document_the_controller_accepts(document):
+    assert validate(document) == [] and renderer.check(document) == []
