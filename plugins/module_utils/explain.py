@@ -27,6 +27,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import ctypes
 import json
 import os
@@ -105,9 +106,12 @@ def _read_limit(path):
 
 # ---------------------------------------------------------------- the iterator
 
-def snapshot(object_path, imagined, name=None, document=None):
-    """The iterator's records (renderer.Task) over a loaded policy's maps or a document's."""
+@contextlib.contextmanager
+def iterator(object_path, imagined, name=None, document=None):
+    """The generic program's task iterator, loaded privately over a loaded policy's maps or
+    a document's, as a link (link.read_iter() runs it); unloaded at the end."""
     obj = _open(object_path)
+    link = None
     try:
         obj.select([renderer.TASKS_PROGRAM])
         obj.set_global(renderer.ITER_TOTALPAGES, imagined.totalpages)
@@ -123,14 +127,19 @@ def snapshot(object_path, imagined, name=None, document=None):
             _fill(obj, rendered)
         (program,) = obj.programs()
         link = program.attach()
-        try:
-            data = link.read_iter()
-        finally:
-            link.close()
+        yield link
     except BpfError as exc:
         raise ExplainError("the task iterator did not run: %s" % exc.message, exc.log_tail)
     finally:
+        if link is not None:
+            link.close()
         obj.close()
+
+
+def snapshot(object_path, imagined, name=None, document=None):
+    """The iterator's records (renderer.Task) over a loaded policy's maps or a document's."""
+    with iterator(object_path, imagined, name, document) as link:
+        data = link.read_iter()
     size = ctypes.sizeof(renderer.Task)
     return [renderer.Task.from_buffer_copy(data[at:at + size])
             for at in range(0, len(data) - size + 1, size)]

@@ -26,6 +26,7 @@ __metaclass__ = type
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import os
 
@@ -43,6 +44,7 @@ BPF_TAG_SIZE = 8
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_RINGBUF = 27
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_RAW_TP = 23
@@ -228,6 +230,7 @@ class MapCreateOpts(ctypes.Structure):
 
 _P = ctypes.c_void_p
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 _SIGNATURES = {
     # name: (restype, argtypes)
@@ -295,6 +298,11 @@ _SIGNATURES = {
     "btf__type_by_id": (ctypes.POINTER(BtfType), [_P, ctypes.c_uint32]),
     "btf__name_by_offset": (ctypes.c_char_p, [_P, ctypes.c_uint32]),
     "btf__resolve_size": (ctypes.c_int64, [_P, ctypes.c_uint32]),
+    "libbpf_probe_bpf_map_type": (ctypes.c_int, [ctypes.c_int, _P]),
+    "ring_buffer__new": (_P, [ctypes.c_int, _SAMPLE_FN, _P, _P]),
+    "ring_buffer__poll": (ctypes.c_int, [_P, ctypes.c_int]),
+    "ring_buffer__consume": (ctypes.c_int, [_P]),
+    "ring_buffer__free": (None, [_P]),
 }
 
 _lib = None
@@ -561,16 +569,7 @@ class Link:
 
     def read_iter(self):
         """Run an iterator program's link once: everything it wrote, as bytes."""
-        fd = _check_fd(lib().bpf_iter_create(self.fd), "cannot run the iterator %s" % self.program)
-        chunks = []
-        try:
-            while True:
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    return b"".join(chunks)
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
+        return iter_read(self.fd, self.program)
 
     def close(self):
         """Drop this process's reference (a pinned link stays attached)."""
@@ -878,7 +877,7 @@ def _info(fd, info, what):
 
 def prog_info(fd):
     """{id, name, tag, type, type_id, map_ids, btf_id, attach_btf_obj_id, attach_btf_id,
-    load_time, run_cnt}."""
+    load_time, run_cnt, verified_insns}."""
     info = _info(fd, BpfProgInfo(), "not a BPF program fd")
     ids = (ctypes.c_uint32 * max(info.nr_map_ids, 1))()
     if info.nr_map_ids:
@@ -896,6 +895,7 @@ def prog_info(fd):
         "attach_btf_id": info.attach_btf_id,
         "load_time": info.load_time,
         "run_cnt": info.run_cnt,
+        "verified_insns": info.verified_insns,
     }
 
 
@@ -1033,6 +1033,73 @@ def map_create(map_type, key_size, value_size, max_entries, name, flags=0):
 def map_freeze(fd):
     """Make a map read-only for user space from now on."""
     _check(lib().bpf_map_freeze(fd), "cannot freeze map")
+
+
+def map_type_supported(map_type):
+    """True when the running kernel creates maps of ``map_type`` (libbpf's probe)."""
+    return lib().libbpf_probe_bpf_map_type(map_type, None) == 1
+
+
+# ---------------------------------------------------------------- iterators, ring buffers
+
+def iter_read(link_fd, name=None):
+    """Run the iterator of an iter link (``link_fd``, e.g. of a pin) once: everything it
+    wrote, as bytes."""
+    fd = _check_fd(lib().bpf_iter_create(link_fd), "cannot run the iterator %s"
+                   % (name or "of link fd %d" % link_fd))
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+class RingBuffer:
+    """libbpf's consumer of a BPF ring buffer map (``map_fd``, which the caller keeps
+    open): ``poll(timeout_ms)`` waits for records and returns each one's bytes."""
+
+    def __init__(self, map_fd):
+        self._records = []
+        self._callback = _SAMPLE_FN(self._sample)  # kept alive as long as the ring buffer
+        _take_messages()
+        self.ptr = lib().ring_buffer__new(map_fd, self._callback, None, None)
+        if not self.ptr:
+            _fail("cannot read the ring buffer of map fd %d" % map_fd, None,
+                  "\n".join(_take_messages()[-LIBBPF_TAIL_LINES:]))
+
+    def _sample(self, _ctx, data, size):
+        self._records.append(ctypes.string_at(data, size))
+        return 0
+
+    def _take(self, ret, what):
+        if ret < 0 and -ret != errno.EINTR:  # a signal woke the wait: not an error
+            _fail("%s the ring buffer" % what, -ret)
+        out, self._records = self._records, []
+        return out
+
+    def poll(self, timeout_ms):
+        """The records that arrive within ``timeout_ms`` (at least one, or none at the end
+        of the wait or when a signal came)."""
+        return self._take(lib().ring_buffer__poll(self.ptr, timeout_ms), "cannot poll")
+
+    def consume(self):
+        """The records there now, without waiting."""
+        return self._take(lib().ring_buffer__consume(self.ptr), "cannot consume")
+
+    def close(self):
+        if self.ptr:
+            lib().ring_buffer__free(self.ptr)
+        self.ptr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 # ---------------------------------------------------------------- metadata
