@@ -85,25 +85,63 @@ def area(item):
     return rel[0]
 
 
+# With workers (pytest-xdist, --dist loadgroup: tests/run), the tests of one guest run on
+# one worker, in order, and each worker boots only the guests its tests use: the hook
+# guest's tests on one, the stock guest's and the Molecule scenarios (guests of their
+# own) on the other, side by side on the two cores. The host tests run on one worker
+# too, one after the other.
+GUEST_GROUPS = (("hook", {"hook_vm", "hook_lab", "hook_policies"}),
+                ("stock", {"stock_vm", "stock_lab", "vm_factory", "vm_factory_module"}))
+
+
+def guest_group(item):
+    if area(item) == "molecule":
+        return "stock"
+    if area(item) == "host":  # one at a time: they count the kernel's OOM kills
+        return "host"
+    used = set(getattr(item, "fixturenames", ()))
+    for group, fixtures in GUEST_GROUPS:
+        if used & fixtures:
+            return group
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests under tests/unit, host and vm carry that marker unless they say otherwise."""
+    """Tests under tests/unit, host and vm carry that marker unless they say otherwise;
+    tests that use a guest are grouped by it (see GUEST_GROUPS)."""
     for item in items:
         kind = area(item).split("/")[0]
         if kind in ("unit", "host", "vm") and not any(item.iter_markers(name=kind)):
             item.add_marker(getattr(pytest.mark, kind))
+        group = guest_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def live_log(line):
+    """A line for the run's live log (tests/run prints it as it is written), when there is
+    one: what a long test does, visible while it runs, whichever worker runs it."""
+    path = os.environ.get("EBPF_OOM_LIVE_LOG")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(line.rstrip("\n") + "\n")
 
 
 _spent = {}  # area -> [seconds, tests]
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    """Wall time per test, setup and teardown included (session guests boot in a setup)."""
-    start = time.monotonic()
-    yield
-    row = _spent.setdefault(area(item), [0.0, 0])
-    row[0] += time.monotonic() - start
-    row[1] += 1
+def pytest_runtest_logreport(report):
+    """Wall time per test, setup and teardown included (session guests boot in a setup);
+    the reports reach the main process also when workers (pytest-xdist) ran the tests."""
+    path = report.nodeid.split("::")[0]
+    parts = path.split("/")
+    name = parts[1] if len(parts) > 2 else "other"
+    if name == "vm" and len(parts) > 2:
+        name = "vm/" + os.path.splitext(parts[2])[0]
+    row = _spent.setdefault(name, [0.0, 0])
+    row[0] += report.duration
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        row[1] += 1
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -115,5 +153,5 @@ def pytest_terminal_summary(terminalreporter):
     total = start.elapsed().seconds if start is not None else sum(s for s, _c in _spent.values())
     for name, (seconds, count) in sorted(_spent.items(), key=lambda kv: -kv[1][0]):
         write("%-34s %5d tests %8.1f s" % (name, count, seconds))
-    write("%-34s %5d tests %8.1f s (wall, collection and session teardown included)"
-          % ("all", sum(c for _s, c in _spent.values()), total))
+    write("%-34s %5d tests %8.1f s (wall time of the run; the areas above overlap when "
+          "workers run side by side)" % ("all", sum(c for _s, c in _spent.values()), total))

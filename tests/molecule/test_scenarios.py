@@ -1,16 +1,17 @@
 """Every Molecule scenario passes `molecule test` (create, converge, idempotence,
 verify with real OOMs, destroy); molecule/run prints the wall time of each.
 
-Marked vm. The directory sorts before tests/vm, so the scenarios run before the
-session-scoped guests of the vm tests boot and sit idle on the shared cores.
-Molecule's output is streamed to the terminal as it comes (each line behind the
-seconds since its step began), so a run that stalls shows where.
+Marked vm. Molecule's output is streamed as it comes (each line behind the seconds
+since its step began), so a run that stalls shows where: into the run's live log
+(tests/run prints it), or to the terminal when pytest runs without one.
 """
 
 import os
 import subprocess
 
 import pytest
+
+from conftest import live_log
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
 
@@ -27,14 +28,15 @@ def test_every_scenario_directory_is_tested():
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario_passes(scenario, request):
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    show = live_log if os.environ.get("EBPF_OOM_LIVE_LOG") else terminal.write_line
     tail = []
     proc = subprocess.Popen([os.path.join(REPO, "molecule", "run"), scenario], cwd=REPO,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace")
     try:
-        terminal.write_line("")
+        show("")
         for line in proc.stdout:
-            terminal.write_line("molecule %s %s" % (scenario, line.rstrip("\n")))
+            show("molecule %s %s" % (scenario, line.rstrip("\n")))
             tail = (tail + [line])[-200:]
     finally:
         if proc.poll() is None:  # the test's time bound ran out: stop it, guests too
