@@ -391,30 +391,50 @@ def check(document):
     return errors
 
 
-def _catch_all(match):
-    return match == {"cgroup": "/"}
+# The top-level cgroups of a systemd host: every process of it lives in one of them
+# (kernel threads, in the root cgroup, are never OOM candidates).
+SYSTEMD_TOP_CGROUPS = ("/init.scope", "/system.slice", "/user.slice")
+
+
+def _cgroup_only(match):
+    """The path of a match that is a cgroup and nothing else (None otherwise)."""
+    return match.get("cgroup") if isinstance(match, dict) and list(match) == ["cgroup"] else None
 
 
 def lint(document):
     """Warnings about a document that validates but can do harm.
 
     A policy acting in global OOMs must always leave a victim: if every task
-    gets BPF_EVAL_NEXT, the kernel finds nothing to kill and panics.
+    gets BPF_EVAL_NEXT, the policy chooses nothing (the hook kernel's safety net then
+    lets the kernel's heuristic choose, ignoring the policy; a kernel without it
+    panics). What the controller can know: a protect rule on the root cgroup, protect
+    rules on every top-level cgroup of a systemd host (SYSTEMD_TOP_CGROUPS), a
+    protect fallback.
     """
     doc = normalize(document)
     if doc["scope"] == "memcg":
         return []
     consequence = ("every task gets BPF_EVAL_NEXT in a global OOM in which no task matches a prefer "
-                   "or select rule: nothing can be killed and the kernel panics ('System is "
-                   "deadlocked on memory'). Use scope: memcg, or let the kernel decide for the rest")
+                   "or select rule: the policy chooses nothing, and the kernel panics ('System is "
+                   "deadlocked on memory') unless its safety net lets its own heuristic choose. Use "
+                   "scope: memcg, or let the kernel decide for the rest")
+    first = {}  # top-level cgroup -> (index, action) of the first rule on it alone
     for i, rule in enumerate(doc["rules"]):
-        if _catch_all(rule.get("match")):
+        path = _cgroup_only(rule.get("match"))
+        if path == "/":
             if rule.get("action") == "protect":
                 return ["%s: protect matches every task (cgroup /): %s" % (rule_path(i), consequence)]
             return []  # every task is ranked here or earlier: the fallback is never reached
+        if path in SYSTEMD_TOP_CGROUPS:
+            first.setdefault(path, (i, rule.get("action")))
+    warnings = []
+    if all(first.get(path, (None, None))[1] == "protect" for path in SYSTEMD_TOP_CGROUPS):
+        warnings.append("%s: protect every task of a systemd host (%s hold them all): %s"
+                        % (", ".join(rule_path(i) for i, _a in sorted(first.values())),
+                           ", ".join(SYSTEMD_TOP_CGROUPS), consequence))
     if doc["fallback"].get("action") == "protect":
-        return ["fallback: protect: %s (fallback: kernel)" % consequence]
-    return []
+        warnings.append("fallback: protect: %s (fallback: kernel)" % consequence)
+    return warnings
 
 
 def cgroup_path_problem(path):

@@ -286,6 +286,32 @@ def test_catch_all_ranking_rule_makes_fallback_unreachable():
     assert R.lint(doc) == []
 
 
+SLICES = [{"match": {"cgroup": path}, "action": "protect"}
+          for path in ("/system.slice", "/user.slice", "/init.scope")]
+
+
+def test_protecting_every_top_level_cgroup_of_a_systemd_host_warns():
+    doc = dict(STORY, rules=STORY["rules"] + SLICES)
+    (warning,) = R.lint(doc)
+    assert warning.startswith("rules[3], rules[4], rules[5]: protect every task of a systemd host "
+                              "(/init.scope, /system.slice, /user.slice hold them all)")
+    assert "every task gets BPF_EVAL_NEXT in a global OOM" in warning and "panics" in warning
+
+
+def test_protecting_the_systemd_slices_with_a_protect_fallback_warns_twice():
+    assert len(R.lint(dict(STORY, rules=SLICES, fallback="protect"))) == 2
+
+
+@pytest.mark.parametrize("doc", [
+    dict(STORY, rules=SLICES[:2]),                                     # /init.scope is ranked
+    dict(STORY, rules=[{"match": {"cgroup": "/init.scope"}, "action": "prefer", "tier": 1}] + SLICES),
+    dict(STORY, rules=SLICES[:2] + [{"match": {"cgroup": "/init.scope", "uid": 0}, "action": "protect"}]),
+    dict(STORY, rules=SLICES, scope="memcg"),
+], ids=["two-of-three", "ranked-first", "narrower-match", "memcg"])
+def test_protecting_part_of_a_systemd_host_does_not_warn(doc):
+    assert R.lint(doc) == []
+
+
 # ---------------------------------------------------------------- property tests
 
 CGROUPS = ["/", "/a", "/a/b", "/a/b/c", "/d", "/d/e"]

@@ -190,6 +190,9 @@ PLAYBOOK = """
 @pytest.mark.parametrize("task,expected", [
     ("policy: policy.yml", "rules[3].action: 'abort' is only allowed with scope memcg"),
     ("name: pg.web\n        state: absent", "policy name 'pg.web' may only hold letters, digits"),
+    ("policy: {name: slices, rules: [{match: {cgroup: /system.slice}, action: protect}, {match: "
+     "{cgroup: /user.slice}, action: protect}, {match: {cgroup: /init.scope}, action: protect}]}\n"
+     "        strict: true", "policy slices fails lint (strict: true)"),
 ])
 def test_bad_input_fails_the_task_before_any_host_is_contacted(tmp_path, task, expected):
     """The action plugin validates on the controller: the host (unroutable) is never reached."""
