@@ -6,6 +6,12 @@
 Layer 7 (the host command): imports the callers below it.  It runs the same
 engine as the modules, without Ansible, so there is no second loader to drift
 from the first.
+
+Nothing silent at boot: `ebpf-oom restore` logs (journald priorities) each policy
+restored, a cgroup rule of a restored policy that matches no cgroup yet as a notice
+(systemd makes most slices and services after it; the rule follows them when they
+come), a restored policy that does not verify and a policy that failed to load as
+errors, and then exits non-zero.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,7 +22,7 @@ import argparse
 import json
 import sys
 
-from . import events, metrics, restore
+from . import events, metrics, restore, verify
 
 USAGE = """usage:
     ebpf-oom restore          re-attach every recorded policy (ebpf-oom-restore.service)
@@ -24,6 +30,7 @@ USAGE = """usage:
                               (ebpf-oom-metrics.service)"""
 # sd-daemon(3) priorities: journald files each line at its level.
 SD_ERR = "<3>"
+SD_NOTICE = "<5>"
 SD_INFO = "<6>"
 
 
@@ -34,11 +41,19 @@ def restore_main():
     except Exception as e:  # a broken state directory must not stay silent
         sys.stderr.write("%sebpf-oom: cannot restore policies: %s\n" % (SD_ERR, e))
         return 1
+    problems = []
     for name in ok:
         sys.stdout.write("%sebpf-oom: restored policy %s\n" % (SD_INFO, name))
+        checked = verify.verify(name=name)
+        for warning in checked["warnings"]:
+            sys.stdout.write("%sebpf-oom: %s; the rule matches such a cgroup once it is made\n"
+                             % (SD_NOTICE, warning))
+        problems.extend(checked["problems"])
+    for problem in problems:
+        sys.stderr.write("%sebpf-oom: restored, but it does not verify: %s\n" % (SD_ERR, problem))
     for name in sorted(failed):
         sys.stderr.write("%sebpf-oom: cannot restore policy %s: %s\n" % (SD_ERR, name, failed[name]))
-    return 1 if failed else 0
+    return 1 if failed or problems else 0
 
 
 def events_main(argv=None):
@@ -48,7 +63,12 @@ def events_main(argv=None):
     parser.add_argument("--metrics-file", help="write node_exporter textfile metrics here (atomically)")
     parser.add_argument("--since", help="events since a duration ago (15m), Unix seconds or ISO 8601")
     parser.add_argument("--policy", action="append", help="only events of this policy (repeatable)")
+    parser.add_argument("--cgroup-depth", type=int, default=metrics.CGROUP_DEPTH, metavar="N",
+                        help="with --metrics-file: label kills with the memory cgroup cut to N levels "
+                             "(default %(default)s)")
     args = parser.parse_args(argv)
+    if args.cgroup_depth < 0:
+        parser.error("--cgroup-depth must be 0 or more")
     try:
         result = events.collect(since=args.since, policies=args.policy)
     except ValueError as e:
@@ -57,7 +77,7 @@ def events_main(argv=None):
         sys.stderr.write("ebpf-oom events: warning: %s\n" % warning)
     if args.metrics_file:
         try:
-            metrics.update_metrics(args.metrics_file, result, force=True)
+            metrics.update_metrics(args.metrics_file, result, force=True, cgroup_depth=args.cgroup_depth)
         except OSError as e:
             sys.stderr.write("ebpf-oom events: cannot write %s: %s\n" % (args.metrics_file, e))
             return 1

@@ -16,10 +16,11 @@ description:
   - The kernel log (C(/dev/kmsg)) holds the OOM report of each kill; on a kernel with the OOM
     policy hook the report names the policy (C(policy_name=)). The log is a ring buffer, old
     reports scroll away.
-  - The OOM observer, a small BPF program on the C(oom/mark_victim) tracepoint that the loader
-    deploys as C(observer) (C(/sys/fs/bpf/ebpf_oom/observer/)), counts every kill and keeps the
-    last 64 victims in pinned maps, on any kernel, with or without the hook. It does not know
-    the policy; the kernel log does.
+  - The OOM observer, a small BPF program on the C(oom/mark_victim) tracepoint that
+    M(ebpf.oom.observer) deploys as C(observer) (C(/sys/fs/bpf/ebpf_oom/observer/); the role
+    M(ebpf.oom.bpf_oom#role:main) does so on every host with BTF), counts every kill and keeps the
+    last 64 victims in pinned maps, on any kernel with BTF, with or without the hook. It does not
+    know the policy; the kernel log does.
   - Changes nothing, except the metrics file and its counting state when O(metrics_file) is given.
 version_added: "0.1.0"
 author:
@@ -53,12 +54,27 @@ options:
       - So that the counters never go down while the kernel log scrolls away, what was counted
         is kept in C(/var/lib/ebpf-oom/metrics-state.json) (mode 0600); a kill counts once,
         with the policy and cgroup known when it was first seen. A reboot starts from zero.
-      - Metrics are C(ebpf_oom_kills_total{policy,cgroup}),
-        C(ebpf_oom_last_kill_timestamp_seconds{policy,cgroup}), C(ebpf_oom_observer_loaded) and
-        C(ebpf_oom_observer_kills_total); an unknown label value is C(unknown).
+      - Metrics are C(ebpf_oom_kills_total{policy,rule,cgroup}),
+        C(ebpf_oom_last_kill_timestamp_seconds{policy,rule,cgroup}), C(ebpf_oom_observer_loaded),
+        C(ebpf_oom_observer_kills_total), C(ebpf_oom_policy_loaded{policy}) (1 for a policy that is
+        loaded and verifies, 0 for one recorded for the boot restore but not loaded) and
+        C(ebpf_oom_rule_matches{policy,rule}) (how many live cgroups each cgroup rule of a loaded
+        declarative policy matches now; 0 is a rule that matches nothing).
+      - Kill labels stay bounded, whatever cgroups the host makes. C(policy) is the policy that
+        chose the victim; C(rule) the path of that policy's cgroup rule whose cgroup held the
+        victim's memory cgroup (the deepest such rule; C(none) when no cgroup rule of the policy
+        covers it, whatever else chose); C(cgroup) the victim's memory cgroup cut to
+        O(metrics_cgroup_depth) levels. An unknown label value is C(unknown).
       - The role's metrics timer runs C(ebpf-oom events --metrics-file PATH) instead, which needs
         no Ansible on the host.
     type: path
+  metrics_cgroup_depth:
+    description:
+      - How many levels of the victim's memory cgroup path label a kill in O(metrics_file)
+        (C(1) gives C(/system.slice), C(/kubepods.slice); C(0) gives C(/)). Deeper paths name pods and jobs,
+        one series each. A new depth starts the counters from zero.
+    type: int
+    default: 1
 notes:
   - Reading C(/dev/kmsg) needs root (C(CAP_SYSLOG)) unless C(kernel.dmesg_restrict=0); without it
     the module warns and reports the observer's kills only.
@@ -225,12 +241,15 @@ ARGUMENT_SPEC = dict(
     policy=dict(type="list", elements="str", default=[]),
     sources=dict(type="list", elements="str", choices=["kmsg", "observer"], default=["kmsg", "observer"]),
     metrics_file=dict(type="path"),
+    metrics_cgroup_depth=dict(type="int", default=metrics.CGROUP_DEPTH),
 )
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
+    if p["metrics_cgroup_depth"] < 0:
+        module.fail_json(msg="metrics_cgroup_depth must be 0 or more, not %d" % p["metrics_cgroup_depth"])
     try:
         found = events.collect(since=p["since"], policies=p["policy"], sources=p["sources"])
     except ValueError as e:
@@ -240,7 +259,8 @@ def main():
     result = dict(changed=False, events=found["events"], observer=found["observer"])
     if p["metrics_file"]:
         try:
-            changed, before, text = metrics.update_metrics(p["metrics_file"], found, check_mode=module.check_mode)
+            changed, before, text = metrics.update_metrics(p["metrics_file"], found, check_mode=module.check_mode,
+                                                           cgroup_depth=p["metrics_cgroup_depth"])
         except OSError as e:
             module.fail_json(msg="cannot write the metrics file %s: %s" % (p["metrics_file"], e))
         result.update(changed=changed, metrics_file=p["metrics_file"])

@@ -1,7 +1,8 @@
 """OOM kill reporting on this machine's kernel: the observer (bpf/observer.bpf.c) is
-compiled and loaded through the engine, a real memcg OOM kills a memory hog in a cgroup
-v1 memory cgroup, and the observer's maps, events.collect() and the events_info module
-(ansible-playbook, connection local) must all name the process that died.
+deployed with ebpf.oom.observer (its action plugin compiles it here against the bundled
+CO-RE vmlinux.h), a real memcg OOM kills a memory hog in a cgroup v1 memory cgroup, and the
+observer's maps, events.collect() and the events_info module (ansible-playbook, connection
+local) must all name the process that died.
 
 The observer lives under a bpffs root and state dir of its own (EBPF_OOM_BPFFS_ROOT,
 EBPF_OOM_STATE_DIR) and is removed at teardown; the hog is killed and its cgroup removed
@@ -20,12 +21,10 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.ebpf.oom.plugins.module_utils import compiler, deploy, events, libbpf, loader, observer as obs, verify
-from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError
+from ansible_collections.ebpf.oom.plugins.module_utils import cli, compiler, events, libbpf, observer as obs, state, verify
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-OBSERVER_SRC = os.path.join(REPO, "bpf", obs.OBSERVER_SOURCE)
 HOG_LIMIT_MIB = 64
 HOG_TIMEOUT_S = 120
 
@@ -117,21 +116,38 @@ def roots(tmp_path_factory):
             os.rmdir(env["EBPF_OOM_BPFFS_ROOT"])
 
 
-@pytest.fixture(scope="module")
-def builds():
-    """{variant: object path} of bpf/observer.bpf.c, compiled by the engine against this kernel."""
-    return dict((label, compiler.compile_object(src=OBSERVER_SRC, defines=defines)["object"])
-                for label, defines in obs.OBSERVER_VARIANTS)
+def run_task(tmp_path, task, check=False):
+    """One task through ansible-playbook on localhost, in the test's roots; its result."""
+    out = tmp_path / "result.json"
+    play = [{
+        "hosts": "localhost", "gather_facts": False, "connection": "local",
+        "vars": {"ansible_python_interpreter": sys.executable},
+        "environment": dict((k, os.environ[k]) for k in ("EBPF_OOM_BPFFS_ROOT", "EBPF_OOM_STATE_DIR")),
+        "tasks": [
+            dict(task, register="r"),
+            {"ansible.builtin.copy": {"content": "{{ r | to_json }}", "dest": str(out), "mode": "0600"},
+             "check_mode": False},
+        ],
+    }]
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(json.dumps(play))
+    argv = [ANSIBLE_PLAYBOOK, "-i", "localhost,", str(playbook)] + (["--check", "--diff"] if check else [])
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0 or task.get("ignore_errors"), proc.stdout
+    return json.loads(out.read_text())
 
 
 @pytest.fixture(scope="module")
-def observer(roots, builds):
-    """The observer loaded (tp_btf build) as the engine deploys it; removed afterwards."""
-    result = deploy.apply_observer([builds[label] for label, _d in obs.OBSERVER_VARIANTS])
+def observer(roots, tmp_path_factory):
+    """The observer deployed by ebpf.oom.observer (and again: unchanged); removed afterwards."""
+    tmp = tmp_path_factory.mktemp("observer")
+    first = run_task(tmp, {"ebpf.oom.observer": {}})
     try:
-        yield result
+        again = run_task(tmp, {"ebpf.oom.observer": {}})
+        yield {"first": first, "again": again, "tmp": tmp}
     finally:
-        loader.remove(obs.OBSERVER_NAME)
+        run_task(tmp, {"ebpf.oom.observer": {"state": "absent"}})
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +166,44 @@ def the_event(found, hog):
     return matches[0]
 
 
-def test_observer_deploys_as_tp_btf_program_under_its_own_entry(observer, builds):
-    assert observer["object"] == builds["tp_btf"]
-    assert observer["record"]["name"] == obs.OBSERVER_NAME
-    [prog] = observer["record"]["programs"]
+def test_observer_module_deploys_the_tp_btf_build_under_its_own_entry(observer):
+    first = observer["first"]
+    assert (first["changed"], first["action"], first["variant"]) == (True, "created", "tp_btf")
+    assert first["record"]["name"] == obs.OBSERVER_NAME
+    [prog] = first["record"]["programs"]
     assert (prog["section"], prog["target"]) == ("tp_btf/mark_victim", "mark_victim")
-    problems = verify.verify(name=obs.OBSERVER_NAME)["problems"]
-    assert problems == []
+    found = verify.verify(name=obs.OBSERVER_NAME, object_sha256=first["object_sha256"])
+    assert found["problems"] == []
+    assert state.saved_names() == [obs.OBSERVER_NAME]  # the boot restore brings it back
+
+
+def test_observer_module_rerun_changes_nothing(observer):
+    again = observer["again"]
+    assert (again["changed"], again["action"], again["variant"]) == (False, "unchanged", "tp_btf")
+    assert again["record"]["programs"] == observer["first"]["record"]["programs"]
+
+
+def test_observer_module_in_check_mode_shows_its_removal_and_changes_nothing(observer, tmp_path):
+    gone = run_task(tmp_path, {"ebpf.oom.observer": {"state": "absent"}}, check=True)
+    assert (gone["changed"], gone["action"]) == (True, "removed")
+    assert gone["diff"]["before"]["name"] == obs.OBSERVER_NAME and gone["diff"]["after"] == {}
+    assert obs.read_observer()["loaded"]
+    kept = run_task(tmp_path, {"ebpf.oom.observer": {}}, check=True)
+    assert (kept["changed"], kept["action"]) == (False, "unchanged")
+
+
+def test_observer_module_fails_clearly_on_objects_that_do_not_load(roots, tmp_path):
+    junk = tmp_path / "junk.bpf.o"
+    junk.write_bytes(b"not an ELF object")
+    r = run_task(tmp_path, {"ebpf.oom.observer": {"objects": [str(junk)], "persist": False},
+                            "ignore_errors": True})
+    assert r["failed"] and r["msg"].startswith("no build of the OOM observer loads: %s: " % junk)
+
+
+def test_restore_brings_the_observer_back_and_says_so(observer, capsys):
+    assert cli.main(["restore"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "<6>ebpf-oom: restored policy observer\n" and err == ""
 
 
 def test_observer_maps_have_the_layout_of_observer_h(observer):
@@ -198,24 +245,7 @@ def test_events_from_the_kernel_log_alone_name_the_killed_process(killed):
 
 def run_events_info(tmp_path, args, check=False):
     """events_info through ansible-playbook on localhost; returns the registered result."""
-    out = tmp_path / "result.json"
-    play = [{
-        "hosts": "localhost", "gather_facts": False, "connection": "local",
-        "vars": {"ansible_python_interpreter": sys.executable},
-        "environment": dict((k, os.environ[k]) for k in ("EBPF_OOM_BPFFS_ROOT", "EBPF_OOM_STATE_DIR")),
-        "tasks": [
-            {"ebpf.oom.events_info": args, "register": "r"},
-            {"ansible.builtin.copy": {"content": "{{ r | to_json }}", "dest": str(out), "mode": "0600"},
-             "check_mode": False},
-        ],
-    }]
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(json.dumps(play))
-    argv = [ANSIBLE_PLAYBOOK, "-i", "localhost,", str(playbook)] + (["--check", "--diff"] if check else [])
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout
-    return json.loads(out.read_text())
+    return run_task(tmp_path, {"ebpf.oom.events_info": args}, check=check)
 
 
 def metric_samples(text):
@@ -233,7 +263,8 @@ def test_events_info_module_returns_the_killed_process_and_counts_it_in_metrics(
     assert r["changed"] and r["metrics_file"] == str(prom)
     assert oct(prom.stat().st_mode & 0o777) == "0o644"
     samples = metric_samples(prom.read_text())
-    assert samples[("ebpf_oom_kills_total", (("cgroup", killed["memcg"]), ("policy", "unknown")))] == 1
+    labels = (("cgroup", killed["memcg"]), ("policy", "unknown"), ("rule", "unknown"))
+    assert samples[("ebpf_oom_kills_total", labels)] == 1
     assert samples[("ebpf_oom_observer_kills_total", ())] == r["observer"]["kills"]
     assert samples[("ebpf_oom_observer_loaded", ())] == 1
 
@@ -265,16 +296,28 @@ def test_metrics_command_writes_the_file_the_timer_expects(killed, tmp_path):
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     samples = metric_samples(prom.read_text())
-    assert samples[("ebpf_oom_kills_total", (("cgroup", killed["memcg"]), ("policy", "unknown")))] == 1
+    labels = (("cgroup", killed["memcg"]), ("policy", "unknown"), ("rule", "unknown"))
+    assert samples[("ebpf_oom_kills_total", labels)] == 1
     assert sorted(os.listdir(str(prom.parent))) == ["ebpf_oom.prom"]
 
 
-def test_raw_tp_fallback_build_records_the_killed_process(killed, builds):
-    """The fallback replaces the tp_btf build in place and sees the next kill the same way."""
-    result = deploy.apply_observer([builds["raw_tp"]])
+@pytest.fixture(scope="module")
+def builds():
+    """{variant: object path} of bpf/observer.bpf.c, compiled by the engine against this kernel."""
+    src = os.path.join(REPO, "bpf", obs.OBSERVER_SOURCE)
+    return dict((label, compiler.compile_object(src=src, defines=defines)["object"])
+                for label, defines in obs.OBSERVER_VARIANTS)
+
+
+def test_raw_tp_fallback_build_records_the_killed_process(killed, builds, tmp_path):
+    """The fallback replaces the tp_btf build in place and sees the next kill the same way;
+    the build that runs is tried first, so offering both changes nothing."""
+    result = run_task(tmp_path, {"ebpf.oom.observer": {"objects": [builds["raw_tp"]]}})
     assert result["action"] == "replaced"
     [prog] = result["record"]["programs"]
     assert prog["section"] == "raw_tp/mark_victim"
+    both = run_task(tmp_path, {"ebpf.oom.observer": {"objects": [builds["tp_btf"], builds["raw_tp"]]}})
+    assert (both["changed"], both["object"]) == (False, builds["raw_tp"])
     hog = oom_kill_hog("ebpfoom_raw%s" % uuid.uuid4().hex[:4], adj=300)
     [victim] = [v for v in obs.read_observer()["events"] if v["pid"] == hog["pid"]]
     assert victim["comm"] == hog["comm"]
@@ -284,14 +327,7 @@ def test_raw_tp_fallback_build_records_the_killed_process(killed, builds):
 def test_observer_falls_back_when_a_build_does_not_load(observer, builds, tmp_path):
     broken = tmp_path / "broken.bpf.o"
     broken.write_bytes(b"\x7fELF not really")
-    result = deploy.apply_observer([str(broken), builds["tp_btf"]])
+    result = run_task(tmp_path, {"ebpf.oom.observer": {"objects": [str(broken), builds["tp_btf"]]}})
     assert result["object"] == builds["tp_btf"]
     [prog] = result["record"]["programs"]
     assert prog["section"] == "tp_btf/mark_victim"
-
-
-def test_observer_reports_every_build_that_failed(observer, tmp_path):
-    broken = tmp_path / "broken.bpf.o"
-    broken.write_bytes(b"\x7fELF not really")
-    with pytest.raises(LoaderError, match="no build of the OOM observer loads: .*broken.bpf.o"):
-        deploy.apply_observer([str(broken)])

@@ -344,23 +344,56 @@ def kills_of(samples):
     return dict((labels, v) for (name, labels), v in samples.items() if name == "ebpf_oom_kills_total")
 
 
-def test_metrics_count_kills_by_policy_and_cgroup_for_prometheus():
+def test_metrics_count_kills_by_policy_rule_and_cut_cgroup_for_prometheus():
     evs = (parse(global_report(1, 1.0, 1, "a", policy="p1")) + parse(global_report(10, 2.0, 2, "b", policy="p1"))
            + parse(MEMCG_REPORT))
     evs.append(observer.victim_event(observer_victim(9, 9, "x", 3.0, flags=0), page_kb=4))
     events.set_wall_time(evs, now=1000.0, mono_now=1000.0)
-    state = metrics.count_kills(evs, None, "boot1")
+    rules = {"p1": {"/system.slice": 1, "/batch.slice": 0}}
+    state = metrics.count_kills(evs, None, "boot1", rules)
     samples = samples_of(metrics.metrics_text(state, {"loaded": True, "kills": 7}))
     assert kills_of(samples) == {
-        (("cgroup", "/system.slice/app.service"), ("policy", "p1")): 2,
-        (("cgroup", "/obs_probe"), ("policy", "unknown")): 1,
-        (("cgroup", "unknown"), ("policy", "unknown")): 1,
+        (("cgroup", "/system.slice"), ("policy", "p1"), ("rule", "/system.slice")): 2,
+        (("cgroup", "/obs_probe"), ("policy", "unknown"), ("rule", "unknown")): 1,
+        (("cgroup", "unknown"), ("policy", "unknown"), ("rule", "unknown")): 1,
     }
     assert samples[("ebpf_oom_observer_kills_total", ())] == 7
     assert samples[("ebpf_oom_observer_loaded", ())] == 1
     last = samples[("ebpf_oom_last_kill_timestamp_seconds",
-                    (("cgroup", "/system.slice/app.service"), ("policy", "p1")))]
+                    (("cgroup", "/system.slice"), ("policy", "p1"), ("rule", "/system.slice")))]
     assert last == pytest.approx(2.003, abs=1e-3)
+
+
+def test_a_pod_per_cgroup_adds_no_series():
+    """1000 kills in 1000 pods' cgroups: one series (the QoS slice), whatever the depth of
+    the pods' paths; the deepest rule that holds the victim names it."""
+    pods = []
+    for i in range(1000):
+        ev = parse(global_report(1 + 10 * i, 1.0 + i, 100 + i, "app", policy="k8s"))[0]
+        ev["memcg"] = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod%04x.slice/cri-%d.scope" % (i, i)
+        pods.append(ev)
+    events.set_wall_time(pods, now=5000.0, mono_now=5000.0)
+    rules = {"k8s": {"/kubepods.slice": 1, "/kubepods.slice/kubepods-burstable.slice": 1}}
+    state = metrics.count_kills(pods, None, "boot1", rules)
+    assert state["totals"] == {'["k8s", "/kubepods.slice/kubepods-burstable.slice", "/kubepods.slice"]': 1000}
+    deeper = metrics.count_kills(pods, None, "boot1", rules, depth=2)
+    assert list(deeper["totals"].values()) == [1000]
+
+
+@pytest.mark.parametrize("path,depth,cut", [
+    ("/a/b/c", 1, "/a"), ("/a/b/c", 2, "/a/b"), ("/a/b/c", 0, "/"), ("/a", 5, "/a"), ("/", 1, "/"),
+    (None, 1, "unknown")])
+def test_cgroup_labels_are_cut_to_the_depth(path, depth, cut):
+    assert metrics.cut(path, depth) == cut
+
+
+@pytest.mark.parametrize("memcg,rule", [
+    ("/batch.slice/job-1.scope", "/batch.slice"), ("/batch.slice", "/batch.slice"),
+    ("/batch.slice/low/job", "/batch.slice/low"), ("/batch.slicex", "/"), ("/other", "/"),
+    (None, "unknown")])
+def test_the_deepest_rule_that_holds_the_victim_names_it(memcg, rule):
+    assert metrics.covering_rule(memcg, ["/", "/batch.slice", "/batch.slice/low"]) == rule
+    assert metrics.covering_rule("/other", ["/batch.slice"]) == "none"
 
 
 def test_kill_counts_survive_the_kernel_log_scrolling_away():
@@ -371,7 +404,7 @@ def test_kill_counts_survive_the_kernel_log_scrolling_away():
     state = metrics.count_kills([], state, "boot1")      # and the second
     third = parse(global_report(20, 30.0, 3, "c", policy="p1"))
     state = metrics.count_kills(third, state, "boot1")
-    assert state["totals"] == {'["p1", "/system.slice/app.service"]': 3}
+    assert state["totals"] == {'["p1", "none", "/system.slice"]': 3}
 
 
 def test_a_kill_counts_once_whichever_source_still_has_it():
@@ -380,15 +413,16 @@ def test_a_kill_counts_once_whichever_source_still_has_it():
     state = metrics.count_kills([kev], None, "boot1")                   # the log only, first
     state = metrics.count_kills(events.merge([kev], [obs]), state, "boot1")  # then both
     state = metrics.count_kills([obs], state, "boot1")                  # then the observer only
-    assert state["totals"] == {'["unknown", "/obs_probe"]': 1}
+    assert state["totals"] == {'["unknown", "unknown", "/obs_probe"]': 1}
 
 
-def test_kill_counts_restart_at_boot_and_from_a_broken_state():
+def test_kill_counts_restart_at_boot_from_a_broken_state_and_at_another_depth():
     evs = parse(global_report(1, 10.0, 1, "a", policy="p1"))
     state = metrics.count_kills(evs, None, "boot1")
     assert metrics.count_kills(evs, state, "boot1")["totals"] == state["totals"]
     assert metrics.count_kills([], state, "boot2")["totals"] == {}
     assert metrics.count_kills(evs, "garbage", "boot1")["totals"] == state["totals"]
+    assert metrics.count_kills([], state, "boot1", depth=2)["totals"] == {}
 
 
 def test_metric_label_values_are_escaped():
@@ -399,20 +433,34 @@ def test_metric_label_values_are_escaped():
     assert family.samples[0].labels["cgroup"] == '/we"ird\\path\nx'
 
 
+def test_metrics_say_which_policies_are_loaded_and_what_their_rules_match():
+    status = {"loaded": {"batch": 1, "gone": 0}, "rules": {"batch": {"/batch.slice": 1, "/never": 0}}}
+    samples = samples_of(metrics.metrics_text(metrics.count_kills([], None, "b"), {"loaded": False}, status))
+    assert samples[("ebpf_oom_policy_loaded", (("policy", "batch"),))] == 1
+    assert samples[("ebpf_oom_policy_loaded", (("policy", "gone"),))] == 0
+    assert samples[("ebpf_oom_rule_matches", (("policy", "batch"), ("rule", "/batch.slice")))] == 1
+    assert samples[("ebpf_oom_rule_matches", (("policy", "batch"), ("rule", "/never")))] == 0
+    assert ("ebpf_oom_observer_kills_total", ()) not in samples
+
+
+NO_POLICIES = {"loaded": {}, "rules": {}}
+
+
 def test_metrics_update_keeps_its_state_private_and_writes_nothing_in_check_mode(tmp_path):
     prom, state_dir = str(tmp_path / "ebpf_oom.prom"), tmp_path / "state"
     evs = parse(global_report(1, 10.0, 1, "a", policy="p1"))
     events.set_wall_time(evs)
     found = {"all_events": evs, "observer": {"loaded": False}}
-    changed, before, text = metrics.update_metrics(prom, found, check_mode=True, state_dir=str(state_dir))
+    changed, before, text = metrics.update_metrics(prom, found, check_mode=True, state_dir=str(state_dir),
+                                                   status=NO_POLICIES)
     assert (changed, before) == (True, None) and not os.path.exists(prom) and not state_dir.exists()
-    assert metrics.update_metrics(prom, found, state_dir=str(state_dir))[0]
+    assert metrics.update_metrics(prom, found, state_dir=str(state_dir), status=NO_POLICIES)[0]
     assert stat.S_IMODE(os.stat(str(state_dir / metrics.METRICS_STATE)).st_mode) == 0o600
     found["all_events"] = []
-    changed, before, text = metrics.update_metrics(prom, found, state_dir=str(state_dir))
+    changed, before, text = metrics.update_metrics(prom, found, state_dir=str(state_dir), status=NO_POLICIES)
     assert not changed  # the kill is gone from both sources, not from the counters
     samples = samples_of(text)
-    labels = (("cgroup", "/system.slice/app.service"), ("policy", "p1"))
+    labels = (("cgroup", "/system.slice"), ("policy", "p1"), ("rule", "none"))
     assert kills_of(samples) == {labels: 1}
     assert samples[("ebpf_oom_last_kill_timestamp_seconds", labels)] == pytest.approx(evs[0]["timestamp"], abs=1e-3)
 

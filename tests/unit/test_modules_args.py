@@ -7,9 +7,10 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.ebpf.oom.plugins.module_utils import common, probe
 from ansible_collections.ebpf.oom.plugins.modules import compile as compile_mod
-from ansible_collections.ebpf.oom.plugins.modules import kernel_info, policy, verify
+from ansible_collections.ebpf.oom.plugins.modules import events_info, kernel_info, observer, policy, verify
 
-WITH_SPEC = {"compile": compile_mod, "policy": policy, "verify": verify}
+WITH_SPEC = {"compile": compile_mod, "events_info": events_info, "observer": observer, "policy": policy,
+             "verify": verify}
 
 
 def validate(mod, params):
@@ -31,7 +32,7 @@ def test_documented_options_match_argument_spec(name, mod):
         assert bool(options[opt].get("required")) == bool(spec.get("required")), opt
 
 
-@pytest.mark.parametrize("mod", [compile_mod, kernel_info, policy, verify])
+@pytest.mark.parametrize("mod", [compile_mod, events_info, kernel_info, observer, policy, verify])
 def test_every_module_documents_examples_and_return_values(mod):
     assert yaml.safe_load(mod.EXAMPLES)
     assert yaml.safe_load(mod.RETURN)
@@ -44,6 +45,15 @@ def test_compile_needs_exactly_one_of_src_and_content():
     assert any("mutually exclusive" in m for m in both)
     neither = validate(compile_mod, {"dest": "a.o"}).error_messages
     assert any("one of the following is required: src, content" in m for m in neither)
+
+
+def test_observer_present_needs_builds_or_objects_but_not_both():
+    errors = validate(observer, {}).error_messages
+    assert any("state is present but any of the following are missing: objects, builds" in m for m in errors)
+    both = validate(observer, {"objects": ["/a.o"], "builds": [{"variant": "tp_btf", "content": ""}]})
+    assert any("mutually exclusive" in m for m in both.error_messages)
+    assert validate(observer, {"state": "absent"}).error_messages == []
+    assert validate(observer, {"objects": ["/a.o"]}).validated_parameters["persist"] is True
 
 
 def test_compile_defaults():
