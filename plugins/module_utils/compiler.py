@@ -3,15 +3,24 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Compile a BPF C source into a CO-RE object, content-addressed.
 
-The user's source is compiled through a small wrapper unit that defines the
-collection's metadata (`bpf_metadata_ebpf_oom_*`, read-only data that bpftool
-and the loader read back from a loaded program) and then #includes the source,
-so diagnostics name the user's file.  The wrapper is preprocessed once; the
-cache key is the sha256 of that preprocessed text, the flags and the clang
-version, so the same input never compiles twice:
-CACHE_DIR/objects/<key>.o.  CACHE_DIR/manifests/ remembers, per set of
-inputs known before preprocessing, the key and the headers it read, so an
-unchanged rerun does not even run the preprocessor.  The object is copied to
+The user's source is read once and compiled through a small wrapper unit that
+defines the collection's metadata (`bpf_metadata_ebpf_oom_*`, read-only data
+that bpftool and the loader read back from a loaded program, among them the
+source's sha256) and then holds the very bytes that were hashed, after a
+`#line` that names the user's file (so diagnostics name it). Clang reads the
+wrapper from its stdin, never the source by its path: what is hashed is what
+is compiled. The source and every header clang reads must be trusted
+(files.read_trusted: owned by root, or by the user compiling, and writable by
+no one else).
+
+The wrapper is preprocessed once; the cache key is the sha256 of that
+preprocessed text, the flags and the clang version, so the same input never
+compiles twice. Objects are stored by their own content,
+CACHE_DIR/objects/<object sha256>.o, and re-hashed whenever one is used;
+CACHE_DIR/keys/<key> names the object of a key. CACHE_DIR/manifests/
+remembers, per set of inputs known before preprocessing, the key and the
+headers it read (their sha256), so an unchanged rerun does not even run the
+preprocessor. Every cache file must be trusted too. The object is copied to
 `dest` only when it differs.
 
 vmlinux.h: `auto` generates one from the host's /sys/kernel/btf/vmlinux with
@@ -40,7 +49,7 @@ import tempfile
 
 from . import common
 from .errors import CompileError
-from .files import sha256_file, write_atomic
+from .files import read_file, read_trusted, sha256_file, trust_problem, write_atomic
 from .names import POLICY_NAME_MAX, check_name
 
 CLANG_NAMES = ("clang-19", "clang-16", "clang")
@@ -48,7 +57,9 @@ CFLAGS = ("-target", "bpf", "-g", "-O2", "-D__TARGET_ARCH_x86")
 BTF_VMLINUX = common.BTF_VMLINUX
 TOOL_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 LOG_TAIL_LINES = 40
-IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CACHE_FILE_MODE = 0o644
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "A\n" is no identifier
 _version_cache = {}
 
 
@@ -85,30 +96,19 @@ def clang_version(clang):
 
 
 def check_source(path):
-    """Refuse a missing, unreadable, non-regular or world-writable source; return its bytes."""
-    if '"' in path or "\n" in path:
-        raise CompileError("source path %r contains a quote or a newline" % path)
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise CompileError("source %s: %s" % (path, e.strerror))
-    if not stat.S_ISREG(st.st_mode):
-        raise CompileError("source %s is not a regular file" % path)
-    if st.st_mode & stat.S_IWOTH:
-        raise CompileError("source %s is world-writable (mode %04o); refusing to compile it"
-                           % (path, stat.S_IMODE(st.st_mode)))
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise CompileError("source %s cannot be read: %s" % (path, e.strerror))
+    """The bytes of the source: refused when missing, not a regular file, or not trusted
+    (files.read_trusted: owned by root or the user compiling, writable by no one else)."""
+    if '"' in path or "\n" in path or "\\" in path:
+        raise CompileError("source path %r contains a quote, a backslash or a newline" % path)
+    data = read_trusted(path, CompileError)
+    return data
 
 
 def define_flags(defines):
     """-D flags for a {NAME: value} dict (value None or True: defined without a value)."""
     flags = []
     for name in sorted(defines or {}):
-        if not IDENT_RE.match(str(name)):
+        if not IDENT_RE.fullmatch(str(name)):
             raise CompileError("define %r is not a C identifier" % (name,))
         value = defines[name]
         if value is None or value is True:
@@ -129,8 +129,9 @@ def _c_string(text):
     return '"%s"' % text
 
 
-def wrapper_text(source_sha256, policy_name=None, src=None, content=None):
-    """The translation unit that is compiled: metadata first, then the user's code."""
+def wrapper_text(source_sha256, policy_name=None, name="<content>"):
+    """The start of the translation unit that is compiled: the metadata, then a `#line`
+    naming the source ``name``; the source's bytes follow it (wrapper())."""
     lines = [
         "/* ebpf.oom compiler wrapper */",
         '#line 1 "<ebpf.oom wrapper>"',
@@ -143,23 +144,36 @@ def wrapper_text(source_sha256, policy_name=None, src=None, content=None):
                                                   _c_string(policy_name)),
             "#define EBPF_OOM_POLICY_NAME %s" % _c_string(policy_name),
         ]
-    if src is not None:
-        lines.append('#include "%s"' % src)
-    else:
-        lines += ['#line 1 "<content>"', content]
+    lines.append('#line 1 %s' % _c_string(name))
     return "\n".join(lines) + "\n"
 
 
+def wrapper(source_sha256, policy_name, name, data):
+    """The whole translation unit (bytes): the wrapper text and the source's bytes."""
+    return wrapper_text(source_sha256, policy_name, name).encode("utf-8") + data + b"\n"
+
+
 class _Store:
-    """The cache directory; in check mode new entries go to a scratch directory instead."""
+    """The cache directory; in check mode new entries go to a scratch directory instead.
+    Every file read from it must be trusted; an object is used only when its content
+    still has the sha256 it is stored under."""
 
     def __init__(self, root, scratch=None):
         self.root = root
         self.scratch = scratch
 
     def lookup(self, *rel):
-        path = os.path.join(self.root, *rel)
-        return path if os.path.exists(path) else None
+        """The path of an entry, in the scratch directory first (check mode), or None."""
+        for base in (self.scratch, self.root):
+            path = os.path.join(base, *rel) if base else None
+            if path and os.path.exists(path):
+                return path
+        return None
+
+    def read(self, *rel):
+        """The bytes of an entry (None when there is none); CompileError when untrusted."""
+        path = self.lookup(*rel)
+        return read_trusted(path, CompileError) if path else None
 
     def target(self, *rel):
         """Where a new entry is written (its parent directory created, 0755)."""
@@ -167,10 +181,30 @@ class _Store:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         return path
 
+    def object(self, digest):
+        """The bytes of the object stored under ``digest`` if its content still has that
+        sha256, else None (it is compiled again)."""
+        data = self.read("objects", digest + ".o") if SHA256_RE.fullmatch(digest or "") else None
+        if data is None or hashlib.sha256(data).hexdigest() != digest:
+            return None
+        return data
 
-def _run(argv, stdin=None):
+    def keyed(self, key):
+        """The sha256 of the object recorded for ``key``, or None."""
+        data = self.read("keys", key)
+        return data.decode("ascii", "replace").strip() if data else None
+
+    def put(self, key, data):
+        """Store an object under its sha256 and record it for ``key``; its sha256."""
+        digest = hashlib.sha256(data).hexdigest()
+        write_atomic(self.target("objects", digest + ".o"), data, CACHE_FILE_MODE)
+        write_atomic(self.target("keys", key), digest + "\n", CACHE_FILE_MODE)
+        return digest
+
+
+def _run(argv, stdin=None, cwd="/"):
     return subprocess.run(argv, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          cwd="/", check=False)
+                          cwd=cwd, check=False)
 
 
 def bundled_dir(store, headers):
@@ -189,8 +223,12 @@ def bundled_dir(store, headers):
     final = store.target(*rel)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(final))
     for name, text in headers.items():
-        write_atomic(os.path.join(tmp, name), text.encode())
-    os.chmod(tmp, 0o755)
+        write_atomic(os.path.join(tmp, name), text.encode(), CACHE_FILE_MODE)
+    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        os.fchmod(fd, 0o755)
+    finally:
+        os.close(fd)
     try:
         os.rename(tmp, final)
     except OSError:  # a concurrent run stored the same headers
@@ -212,7 +250,7 @@ def host_vmlinux_dir(store):
         raise CompileError("bpftool could not dump %s" % BTF_VMLINUX,
                            tail(proc.stderr.decode("utf-8", "replace")))
     path = store.target(*rel)
-    write_atomic(path, proc.stdout)
+    write_atomic(path, proc.stdout, CACHE_FILE_MODE)
     return os.path.dirname(path)
 
 
@@ -233,28 +271,27 @@ def vmlinux_dir(store, vmlinux, bundled):
         raise CompileError("vmlinux header %s does not exist" % vmlinux)
     if os.path.basename(vmlinux) == "vmlinux.h":
         return os.path.dirname(os.path.abspath(vmlinux))
-    rel = ("vmlinux", sha256_file(vmlinux), "vmlinux.h")
+    data = read_trusted(vmlinux, CompileError)  # copied: checked here, as clang would read it
+    rel = ("vmlinux", hashlib.sha256(data).hexdigest(), "vmlinux.h")
     found = store.lookup(*rel)
     if found:
         return os.path.dirname(found)
     path = store.target(*rel)
-    with open(vmlinux, "rb") as f:
-        write_atomic(path, f.read())
+    write_atomic(path, data, CACHE_FILE_MODE)
     return os.path.dirname(path)
 
 
-def _install(obj_path, dest, check_mode):
-    """Copy the object to dest when it differs; (changed, before sha256 or None)."""
-    before = sha256_file(dest) if os.path.isfile(dest) else None
-    after = sha256_file(obj_path)
-    if before == after:
+def _install(data, dest, check_mode):
+    """Write the object's bytes to dest when it differs; (changed, before sha256 or None)."""
+    before = read_file(dest)  # never through a symbolic link
+    before = hashlib.sha256(before).hexdigest() if before is not None else None
+    if before == hashlib.sha256(data).hexdigest():
         return False, before
     if not check_mode:
         parent = os.path.dirname(os.path.abspath(dest))
         if not os.path.isdir(parent):
             raise CompileError("directory of dest %s does not exist" % dest)
-        with open(obj_path, "rb") as f:
-            write_atomic(dest, f.read())
+        write_atomic(dest, data, CACHE_FILE_MODE)
     return True, before
 
 
@@ -265,57 +302,87 @@ def parse_depfile(text):
     return [t.replace("\\ ", " ") for t in re.findall(r"(?:\\ |\S)+", body)]
 
 
-def _manifest_name(version_line, argv, wrapper):
-    """Names what is known before preprocessing: clang, flags, include dirs, wrapper."""
+def _manifest_name(version_line, argv, unit):
+    """Names what is known before preprocessing: clang, flags, include dirs, the unit."""
     h = hashlib.sha256()
-    for part in [version_line] + argv + [wrapper]:
+    for part in [version_line] + argv:
         h.update(part.encode("utf-8") + b"\0")
+    h.update(unit)
     return h.hexdigest() + ".json"
 
 
-def manifest_key(path):
-    """The key recorded in a manifest, if every header it lists is unchanged and no
-    directory they were found in (or searched) changed; else None."""
+def manifest_key(store, name):
+    """(key, object sha256) recorded in the manifest ``name``, if every header it lists
+    is unchanged and still trusted and no directory they were found in (or searched)
+    changed; else (None, None)."""
     try:
-        with open(path) as f:
-            manifest = json.load(f)
+        data = store.read("manifests", name)
+        manifest = json.loads(data.decode("utf-8")) if data else None
+        if manifest is None:
+            return None, None
         for directory, mtime in manifest["dirs"].items():
             if os.stat(directory).st_mtime_ns != mtime:
-                return None
+                return None, None
         for dep, digest in manifest["deps"].items():
-            if sha256_file(dep) != digest:
-                return None
-        return manifest["key"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+            if hashlib.sha256(read_trusted(dep, CompileError)).hexdigest() != digest:
+                return None, None
+        return manifest["key"], manifest["object_sha256"]
+    except (CompileError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, None
 
 
-def _manifest(key, deps, search_dirs):
+def _manifest(key, digest, deps, search_dirs):
+    """The manifest of a compile: its key, its object, the headers clang read (each
+    checked and hashed here) and the directories they were found in or searched."""
     dirs = sorted(set(search_dirs) | set(os.path.dirname(d) for d in deps))
-    return json.dumps({"key": key, "deps": dict((d, sha256_file(d)) for d in deps),
+    headers = dict((d, hashlib.sha256(read_trusted(d, CompileError)).hexdigest()) for d in deps)
+    return json.dumps({"key": key, "object_sha256": digest, "deps": headers,
                        "dirs": dict((d, os.stat(d).st_mtime_ns) for d in dirs)}, sort_keys=True)
 
 
-def _preprocess(argv, version_line, wrapper, what):
-    """(key, preprocessed text, headers read) of the wrapper unit."""
+def _preprocess(argv, version_line, unit, what, cwd):
+    """(key, preprocessed text, headers read) of the unit; CompileError when a header
+    clang read is not trusted."""
     fd, depfile = tempfile.mkstemp(prefix="ebpf-oom-deps-")
     os.close(fd)
     try:
-        pre = _run(argv + ["-E", "-x", "c", "-", "-o", "-", "-MD", "-MF", depfile],
-                   stdin=wrapper.encode("utf-8"))
+        pre = _run(argv + ["-E", "-x", "c", "-", "-o", "-", "-MD", "-MF", depfile], stdin=unit, cwd=cwd)
         if pre.returncode != 0:
             raise CompileError("preprocessing %s failed" % what, tail(pre.stderr.decode("utf-8", "replace")))
         with open(depfile) as f:
-            deps = parse_depfile(f.read())
+            deps = [os.path.normpath(os.path.join(cwd, d)) for d in parse_depfile(f.read())]
     finally:
         if os.path.exists(depfile):  # clang removes it when preprocessing fails
             os.unlink(depfile)
+    for dep in deps:
+        try:
+            problem = trust_problem(os.stat(dep), dep)
+        except OSError as exc:
+            problem = "%s: %s" % (dep, exc.strerror)
+        if problem:
+            raise CompileError("%s includes a header that is not trusted: %s" % (what, problem))
     h = hashlib.sha256()
     for part in [version_line] + argv[1:]:
         if not part.startswith("-I"):  # include paths show in the text's line markers
             h.update(part.encode("utf-8") + b"\0")
     h.update(pre.stdout)
-    return h.hexdigest(), pre.stdout, [os.path.abspath(d) for d in deps]
+    return h.hexdigest(), pre.stdout, deps
+
+
+def _compile(clang, flags, pre, what):
+    """(object bytes, warnings) compiled from the preprocessed text, in a private
+    temporary directory."""
+    tmp = tempfile.mkdtemp(prefix="ebpf-oom-cc-")
+    try:
+        out = os.path.join(tmp, "object.o")
+        cc = _run([clang] + flags + ["-x", "cpp-output", "-c", "-", "-o", out], stdin=pre)
+        warnings = tail(cc.stderr.decode("utf-8", "replace"))
+        if cc.returncode != 0:
+            raise CompileError("compiling %s failed" % what, warnings)
+        with open(out, "rb") as f:
+            return f.read(), warnings
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def compile_object(src=None, content=None, dest=None, defines=None, include_dirs=None,
@@ -351,9 +418,11 @@ def compile_object(src=None, content=None, dest=None, defines=None, include_dirs
     clang = find_clang(clang)
     version_line, version = clang_version(clang)
     source_sha256 = hashlib.sha256(data).hexdigest()
-    wrapper = wrapper_text(source_sha256, policy_name, src=src,
-                           content=None if src is not None else content)
     what = src or "<content>"
+    unit = wrapper(source_sha256, policy_name, what, data)
+    # clang reads the unit from stdin: its quoted includes are found from its working
+    # directory first, as they would be from the source's directory.
+    cwd = os.path.dirname(src) if src is not None else "/"
 
     scratch = tempfile.mkdtemp(prefix="ebpf-oom-compile-") if check_mode else None
     try:
@@ -364,37 +433,29 @@ def compile_object(src=None, content=None, dest=None, defines=None, include_dirs
         if bundled and bundled != vdir:
             incs.append(bundled)
         argv = [clang] + flags + ["-I%s" % d for d in incs]
-        mname = _manifest_name(version_line, argv[1:], wrapper)
-        found = store.lookup("manifests", mname)
-        key = manifest_key(found) if found else None
-        obj = store.lookup("objects", key + ".o") if key else None
+        mname = _manifest_name(version_line, argv[1:] + ["cwd=" + cwd], unit)
+        key, digest = manifest_key(store, mname)
+        obj = store.object(digest)
         warnings = ""
         cached = obj is not None
         if obj is None:
-            key, pre, deps = _preprocess(argv, version_line, wrapper, what)
-            obj = store.lookup("objects", key + ".o")
+            key, pre, deps = _preprocess(argv, version_line, unit, what, cwd)
+            digest = store.keyed(key)
+            obj = store.object(digest)
             cached = obj is not None
             if obj is None:
-                obj = store.target("objects", key + ".o")
-                tmp = obj + ".tmp-%d" % os.getpid()
-                cc = _run([clang] + flags + ["-x", "cpp-output", "-c", "-", "-o", tmp], stdin=pre)
-                warnings = tail(cc.stderr.decode("utf-8", "replace"))
-                if cc.returncode != 0:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-                    raise CompileError("compiling %s failed" % what, warnings)
-                os.chmod(tmp, 0o644)
-                os.rename(tmp, obj)
-            search = incs + ([os.path.dirname(src)] if src else [])
-            write_atomic(store.target("manifests", mname), _manifest(key, deps, search).encode())
-        object_sha256 = sha256_file(obj)
+                obj, warnings = _compile(clang, flags, pre, what)
+                digest = store.put(key, obj)
+            search = incs + ([cwd] if src is not None else [])
+            write_atomic(store.target("manifests", mname), _manifest(key, digest, deps, search),
+                         CACHE_FILE_MODE)
         changed, before = False, None
         if dest is not None:
             changed, before = _install(obj, dest, check_mode)
         return dict(
             changed=changed,
-            object=dest if dest is not None else os.path.join(store.root, "objects", key + ".o"),
-            object_sha256=object_sha256,
+            object=dest if dest is not None else os.path.join(store.root, "objects", digest + ".o"),
+            object_sha256=digest,
             source_sha256=source_sha256,
             key=key,
             cached=cached,
@@ -402,7 +463,7 @@ def compile_object(src=None, content=None, dest=None, defines=None, include_dirs
             clang_version=version,
             vmlinux=os.path.join(vdir, "vmlinux.h"),
             warnings=warnings,
-            diff=dict(before={"sha256": before}, after={"sha256": object_sha256}),
+            diff=dict(before={"sha256": before}, after={"sha256": digest}),
         )
     finally:
         if scratch:

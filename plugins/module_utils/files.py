@@ -1,9 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.oom contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Regular files: an atomic write, reads that do not follow a symbolic link, and sha256.
+"""Regular files: an atomic write, reads that do not follow a symbolic link, reads of
+trusted files, and sha256.
 
 Layer 0 (leaf helpers): imports nothing from the engine.
+
+Trusted (what may be compiled or loaded into the kernel): a regular file owned by root,
+or by the user running the engine (on a controller that is not root), that no one else
+can write (no group or world write bit).  It is checked and read through one file
+descriptor, so the bytes read are the bytes of the file checked.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -12,6 +18,7 @@ __metaclass__ = type
 
 import hashlib
 import os
+import stat
 import tempfile
 
 READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -62,6 +69,41 @@ def read_text(path):
         return data.decode("utf-8") if data is not None else None
     except UnicodeDecodeError:
         return None
+
+
+def trust_problem(st, path):
+    """Why the file ``path`` (its stat ``st``) is not trusted, or None when it is."""
+    if not stat.S_ISREG(st.st_mode):
+        return "%s is not a regular file" % path
+    if st.st_uid not in (0, os.geteuid()):
+        return ("%s is owned by uid %d: only a file owned by root (or by the user running this, "
+                "uid %d) is trusted" % (path, st.st_uid, os.geteuid()))
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return ("%s is %s-writable (mode %04o): only a file no one else can write is trusted"
+                % (path, "world" if st.st_mode & stat.S_IWOTH else "group", stat.S_IMODE(st.st_mode)))
+    return None
+
+
+def read_trusted(path, error=OSError, follow=True):
+    """The bytes of ``path`` if it is trusted (see above), else ``error`` (an exception
+    class) saying why; ``follow=False`` refuses a symbolic link."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)  # a FIFO does not block
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise error("%s: %s" % (path, exc.strerror))
+    try:
+        problem = trust_problem(os.fstat(fd), path)
+        if not problem:
+            try:
+                return b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+            except OSError as exc:
+                problem = "%s cannot be read: %s" % (path, exc.strerror)
+    finally:
+        os.close(fd)
+    raise error(problem)
 
 
 def sha256_file(path):

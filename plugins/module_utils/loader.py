@@ -58,12 +58,14 @@ __metaclass__ = type
 
 import contextlib
 import datetime
+import hashlib
 import os
 import time
 
 from . import bpffs, libbpf, pins, state
 from .common import COLLECTION_VERSION, HOOK_FUNC, META_POLICY, META_SOURCE_SHA256
 from .errors import BpfError, BpffsError, LoaderError, UnsupportedKernel
+from .files import read_trusted
 from .maps import fresh_contents, map_changes_out, map_spec, plan_map, record_maps, sync_map
 from .names import check_name
 
@@ -153,13 +155,25 @@ class Plan(object):
 
 # ---------------------------------------------------------------- before any change
 
+class _Untrusted(LoaderError):
+    def __init__(self, problem):
+        super(_Untrusted, self).__init__("refusing to load the object: %s" % problem)
+
+
 def _open(object_path):
+    """The object, opened by libbpf, if it is trusted (files.read_trusted: owned by root,
+    writable by no one else) and libbpf read the very bytes that were checked."""
+    checked = hashlib.sha256(read_trusted(object_path, _Untrusted)).hexdigest()
     try:
-        return libbpf.Object(object_path)
+        obj = libbpf.Object(object_path)
     except (IOError, OSError) as exc:
         raise LoaderError("cannot read the object %s: %s" % (object_path, exc.strerror or exc))
     except BpfError as exc:
         raise LoaderError(exc.message, exc.log_tail)
+    if obj.sha256 != checked:
+        obj.close()
+        raise LoaderError("the object %s changed while it was read; nothing was loaded" % object_path)
+    return obj
 
 
 def _prepare(obj, name, globals_, wanted, programs):

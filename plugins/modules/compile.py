@@ -19,10 +19,15 @@ description:
     in the object as C(bpf_metadata_ebpf_oom_*) read-only data, which C(bpftool prog show),
     M(ebpf.oom.verify) and the loader read back from the loaded program. With O(policy_name) the
     macro C(EBPF_OOM_POLICY_NAME) is also defined as that name (a C string).
+  - The source is read once and clang compiles those very bytes (from its standard input, never
+    the file again), so the embedded sha256 describes the code that was compiled.
+  - Only trusted files are compiled. The source and every header clang reads must be owned by root
+    (or by the user running the module, on a controller) and writable by no one else (no group or
+    world write bit).
   - Output is content-addressed in the cache (C($EBPF_OOM_CACHE/objects), default
-    C(/var/cache/ebpf-oom)). The key is the sha256 of the preprocessed source, the flags and the
-    clang version, so the same input never compiles twice. The object is copied to O(dest) only
-    when it differs.
+    C(/var/cache/ebpf-oom)). An object is stored under its own sha256 and hashed again whenever it
+    is used. The key is the sha256 of the preprocessed source, the flags and the clang version, so
+    the same input never compiles twice. The object is copied to O(dest) only when it differs.
   - Works on a managed host or on the controller (delegated to localhost, with C(run_once)).
     Compiler errors come back in the failure message; the compiler's output is in RV(stderr).
 version_added: "0.1.0"
@@ -32,7 +37,8 @@ options:
   src:
     description:
       - Path of the C source (for example C(policy.bpf.c)) on the host that runs the module.
-      - Refused when missing, not a regular file, unreadable or world-writable.
+      - Refused when missing, not a regular file, unreadable, owned by another user than root (or
+        the user running the module) or group- or world-writable.
       - Mutually exclusive with O(content).
     type: path
   content:
@@ -134,7 +140,8 @@ source_sha256:
   type: str
   sample: 31b3c71e6bbc84e6e851c8c67d625059c033eb2ba67bc720751b3c3d68718072
 key:
-  description: The cache key (sha256 of preprocessed source, flags and clang version).
+  description: The cache key (sha256 of preprocessed source, flags and clang version). The object
+    itself is stored in the cache under RV(object_sha256).
   returned: success
   type: str
   sample: 99a7389179db8dfef6e438d67b6d7550bdb4280b73a49750582fe63fb865e8db

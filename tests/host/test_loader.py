@@ -257,6 +257,24 @@ def test_unknown_global_or_map_is_refused_before_any_change(engine, objects):
     assert not os.path.exists(os.path.join(engine.root, "p"))
 
 
+@pytest.mark.parametrize("owner,mode,why", [
+    (1000, 0o644, "owned by uid 1000: only a file owned by root"),
+    (0, 0o664, "group-writable"),
+    (0, 0o646, "world-writable"),
+])
+def test_object_that_is_not_trusted_is_refused_before_any_change(engine, objects, tmp_path, owner, mode, why):
+    obj = tmp_path / "untrusted.o"
+    with open(objects["counter"], "rb") as handle:
+        obj.write_bytes(handle.read())
+    os.chown(str(obj), owner, owner)
+    os.chmod(str(obj), mode)
+    before = kernel_objects()
+    with pytest.raises(LoaderError, match="refusing to load the object: %s is %s" % (obj, why)):
+        loader.apply("p", str(obj))
+    assert new_objects(before) == {"progs": [], "maps": [], "links": []}
+    assert not os.path.exists(os.path.join(engine.root, "p"))
+
+
 def test_kernel_without_the_hook_raises_unsupported_kernel_naming_it(engine, objects):
     hook = ["bpf_oom_evaluate_task", "bpf_set_policy_name", "set_oom_policy_name"]
     assert not any(libbpf.vmlinux_btf_has(name, "func") for name in hook)

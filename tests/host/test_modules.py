@@ -494,8 +494,8 @@ def test_compile_on_a_host_uses_its_own_btf_and_a_root_owned_cache(host):
     src = host.source("counter.bpf.c")
     obj = str(host.files / "counter.bpf.o")
     res = host.run([compile_task(src, obj)])
-    key = res["compile"]["result"]["key"]
-    st = os.stat(os.path.join(host.cache, "objects", key + ".o"))
+    digest = res["compile"]["result"]["object_sha256"]
+    st = os.stat(os.path.join(host.cache, "objects", digest + ".o"))
     assert st.st_uid == 0 and not st.st_mode & stat.S_IWOTH
     assert res["compile"]["result"]["vmlinux"].startswith(os.path.join(host.cache, "vmlinux") + os.sep)
 

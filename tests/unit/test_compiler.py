@@ -123,13 +123,14 @@ def test_policy_metadata_only_when_a_policy_name_is_given(env):
 
 def test_same_input_compiles_once(env):
     first = env.compile(dest=env.dest)
-    obj = os.path.join(env.cache, "objects", first["key"] + ".o")
+    obj = os.path.join(env.cache, "objects", first["object_sha256"] + ".o")
     mtime = os.stat(obj).st_mtime_ns
     second = env.compile(dest=env.dest)
     assert (first["cached"], second["cached"]) == (False, True)
     assert second["key"] == first["key"]
     assert os.stat(obj).st_mtime_ns == mtime
-    assert os.listdir(os.path.join(env.cache, "objects")) == [first["key"] + ".o"]
+    assert os.listdir(os.path.join(env.cache, "objects")) == [first["object_sha256"] + ".o"]
+    assert sha256_file(obj) == sha256_file(env.dest) == first["object_sha256"]
 
 
 @pytest.fixture
@@ -239,7 +240,7 @@ def test_syntax_error_names_the_users_file_and_line(env):
     assert "%s:%d:" % (env.source, PROGRAM.count("\n") + 1) in e.value.log_tail
     assert "expected ';'" in e.value.log_tail
     assert not os.path.exists(env.dest)
-    assert os.listdir(os.path.join(env.cache, "objects")) == []
+    assert not os.path.exists(os.path.join(env.cache, "objects"))
 
 
 def test_missing_include_fails_in_preprocessing(env):
@@ -259,12 +260,75 @@ def test_directory_as_source_is_refused(env, tmp_path):
         env.compile(src=str(tmp_path), dest=env.dest)
 
 
-def test_world_writable_source_is_refused_before_anything_is_written(env):
-    os.chmod(env.source, 0o666)
-    with pytest.raises(compiler.CompileError, match="world-writable"):
+@pytest.mark.parametrize("mode,why", [(0o666, "world-writable"), (0o664, "group-writable"),
+                                      (0o620, "group-writable")])
+def test_source_others_can_write_is_refused_before_anything_is_written(env, mode, why):
+    os.chmod(env.source, mode)
+    with pytest.raises(compiler.CompileError, match=why):
         env.compile(dest=env.dest)
     assert not os.path.exists(env.cache)
     assert not os.path.exists(env.dest)
+
+
+def test_source_of_another_user_is_refused_before_anything_is_written(env):
+    os.chown(env.source, 1000, 1000)
+    with pytest.raises(compiler.CompileError, match="owned by uid 1000: only a file owned by root"):
+        env.compile(dest=env.dest)
+    assert not os.path.exists(env.cache)
+
+
+@pytest.mark.parametrize("how", ["owner", "mode"])
+def test_header_that_is_not_trusted_is_refused(env, tmp_path, how):
+    inc = tmp_path / "mine"
+    inc.mkdir()
+    (inc / "knob.h").write_text("#define KNOB 1\n")
+    if how == "owner":
+        os.chown(str(inc / "knob.h"), 1000, 1000)
+    else:
+        os.chmod(str(inc / "knob.h"), 0o666)
+    with open(env.source, "a") as f:
+        f.write('#include "knob.h"\nconst volatile int knob = KNOB;\n')
+    with pytest.raises(compiler.CompileError, match="includes a header that is not trusted: %s"
+                       % (inc / "knob.h")):
+        env.compile(include_dirs=[str(inc)], dest=env.dest)
+    assert not os.path.exists(env.dest)
+
+
+def test_a_source_changed_between_hash_and_compile_is_not_what_is_compiled(env, tmp_path):
+    """A clang that rewrites the source as soon as it runs (the source changed after the
+    engine hashed it): the object is built from the bytes that were hashed."""
+    with open(env.source, "rb") as f:
+        hashed = f.read()
+    script = tmp_path / "swapping-clang"
+    script.write_text("#!/bin/sh\nprintf 'int evil_global = 1;\\n' >> %s\nexec %s \"$@\"\n"
+                      % (env.source, compiler.find_clang()))
+    script.chmod(0o755)
+    r = env.compile(dest=env.dest, clang=str(script))
+    with open(env.source, "rb") as f:
+        assert f.read() != hashed  # the source did change under the compiler
+    import hashlib
+    assert r["source_sha256"] == hashlib.sha256(hashed).hexdigest()
+    assert "evil_global" not in btf_vars(env.dest) and "seen" in btf_vars(env.dest)
+    assert r["source_sha256"] in rodata_strings(env.dest)
+
+
+def test_cache_entry_whose_content_changed_is_not_used(env):
+    first = env.compile(dest=env.dest)
+    obj = os.path.join(env.cache, "objects", first["object_sha256"] + ".o")
+    with open(obj, "r+b") as f:
+        f.seek(0, 2)
+        f.write(b"tampered")
+    os.unlink(env.dest)
+    second = env.compile(dest=env.dest)
+    assert second["cached"] is False and second["object_sha256"] == first["object_sha256"]
+    assert sha256_file(env.dest) == sha256_file(obj) == first["object_sha256"]
+
+
+def test_cache_entry_another_user_owns_is_refused(env):
+    first = env.compile(dest=env.dest)
+    os.chown(os.path.join(env.cache, "objects", first["object_sha256"] + ".o"), 1000, 1000)
+    with pytest.raises(compiler.CompileError, match="owned by uid 1000"):
+        env.compile(dest=env.dest)
 
 
 @pytest.mark.parametrize("name", ["a" * 16, "", "bad name", 'q"uote', "ünïcodé_toolong"])
@@ -327,8 +391,8 @@ def test_vmlinux_path_with_another_file_name_is_copied_into_the_cache(env, tmp_p
 
 def test_cache_files_are_not_world_writable(env):
     r = env.compile(dest=env.dest)
-    for path in [os.path.join(env.cache, "objects", r["key"] + ".o"), env.dest]:
-        assert not os.stat(path).st_mode & stat.S_IWOTH
+    for path in [os.path.join(env.cache, "objects", r["object_sha256"] + ".o"), env.dest] + list(tree(env.cache)):
+        assert not os.stat(path).st_mode & (stat.S_IWOTH | stat.S_IWGRP), path
 
 
 @pytest.mark.parametrize("defines,flags", [
@@ -339,16 +403,17 @@ def test_define_flags(defines, flags):
     assert compiler.define_flags(defines) == flags
 
 
-@pytest.mark.parametrize("name", ["1abc", "a-b", "a b", ""])
+@pytest.mark.parametrize("name", ["1abc", "a-b", "a b", "", "A\n"])
 def test_define_names_must_be_identifiers(name):
     with pytest.raises(compiler.CompileError, match="not a C identifier"):
         compiler.define_flags({name: 1})
 
 
-def test_wrapper_puts_metadata_before_the_source():
-    text = compiler.wrapper_text("ab" * 32, "pol", src="/x/y.bpf.c")
-    assert text.index(common.META_POLICY) < text.index('#include "/x/y.bpf.c"')
-    assert 'const volatile char %s[16] = "pol";' % common.META_POLICY in text
+def test_wrapper_puts_metadata_before_the_source_bytes():
+    unit = compiler.wrapper("ab" * 32, "pol", "/x/y.bpf.c", b"int x;\xff\n")
+    assert unit.index(common.META_POLICY.encode()) < unit.index(b'#line 1 "/x/y.bpf.c"\nint x;\xff\n')
+    assert b'const volatile char %s[16] = "pol";' % common.META_POLICY.encode() in unit
+    assert b"#include" not in unit
 
 
 def test_clang_search_order_and_explicit_choice(tmp_path, monkeypatch):

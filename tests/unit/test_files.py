@@ -1,5 +1,5 @@
 """The engine's file helpers (plugins/module_utils/files.py): the atomic write, reads that
-do not follow a symbolic link, sha256."""
+do not follow a symbolic link, reads of trusted files, sha256."""
 
 import hashlib
 import os
@@ -7,6 +7,7 @@ import stat
 
 import pytest
 
+from ansible_collections.ebpf.oom.plugins.module_utils import files
 from ansible_collections.ebpf.oom.plugins.module_utils.files import (read_file, read_text, sha256_file,
                                                                      write_atomic)
 
@@ -62,3 +63,33 @@ def test_sha256_file_is_the_content_hash(tmp_path):
     data = os.urandom(3 << 20)  # more than one read block
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(str(tmp_path / "f")) == hashlib.sha256(data).hexdigest()
+
+
+def test_read_trusted_reads_a_root_owned_file_no_one_else_can_write(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+    path.chmod(0o644)
+    assert files.read_trusted(str(path)) == b"data"
+
+
+@pytest.mark.parametrize("owner,mode,why", [(1000, 0o644, "owned by uid 1000"), (0, 0o664, "group-writable"),
+                                            (0, 0o606, "world-writable")])
+def test_read_trusted_refuses_what_someone_else_can_change(tmp_path, owner, mode, why):
+    path = tmp_path / "f"
+    path.write_bytes(b"data")
+    os.chown(str(path), owner, owner)
+    path.chmod(mode)
+    with pytest.raises(ValueError, match=why):
+        files.read_trusted(str(path), ValueError)
+
+
+def test_read_trusted_refuses_a_directory_a_fifo_and_a_link_when_asked(tmp_path):
+    os.mkfifo(str(tmp_path / "fifo"))
+    (tmp_path / "f").write_bytes(b"x")
+    os.symlink(str(tmp_path / "f"), str(tmp_path / "link"))
+    for what in ("", "fifo"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            files.read_trusted(str(tmp_path / what), ValueError)
+    assert files.read_trusted(str(tmp_path / "link")) == b"x"
+    with pytest.raises(ValueError, match="link"):
+        files.read_trusted(str(tmp_path / "link"), ValueError, follow=False)
