@@ -12,6 +12,11 @@ restored, a cgroup rule of a restored policy that matches no cgroup yet as a not
 (systemd makes most slices and services after it; the rule follows them when they
 come), a restored policy that does not verify and a policy that failed to load as
 errors, and then exits non-zero.
+
+The off switch: `ebpf-oom off` detaches every policy (not the OOM observer, which decides
+nothing) and keeps the boot restore from bringing them back; `ebpf-oom on` brings them
+back (restore.switch_off, restore.switch_on).  Both print one line per policy and say
+whether the switch changed (`already off` / `already on` when it did not).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,6 +31,9 @@ from . import events, metrics, restore, verify
 
 USAGE = """usage:
     ebpf-oom restore          re-attach every recorded policy (ebpf-oom-restore.service)
+    ebpf-oom off              detach every policy, and keep the boot restore from
+                              bringing them back until `ebpf-oom on`; the kernel decides OOMs
+    ebpf-oom on               switch back on: restore every recorded policy
     ebpf-oom events [ARGS]    OOM kill events as JSON, or --metrics-file PATH
                               (ebpf-oom-metrics.service)"""
 # sd-daemon(3) priorities: journald files each line at its level.
@@ -34,13 +42,22 @@ SD_NOTICE = "<5>"
 SD_INFO = "<6>"
 
 
-def restore_main():
-    """`ebpf-oom restore`: every recorded policy attached again; the exit status."""
+def restore_main(switch_on=False):
+    """`ebpf-oom restore`: every recorded policy attached again; the exit status.
+    ``switch_on`` (`ebpf-oom on`): the off marker removed first."""
     try:
-        ok, failed = restore.restore_all()
+        if switch_on:
+            was_off, (ok, failed) = restore.switch_on()
+            sys.stdout.write("%sebpf-oom: %s\n" % (SD_NOTICE, "switched on" if was_off else "already on"))
+        else:
+            ok, failed = restore.restore_all()
     except Exception as e:  # a broken state directory must not stay silent
         sys.stderr.write("%sebpf-oom: cannot restore policies: %s\n" % (SD_ERR, e))
         return 1
+    held = restore.held()
+    if held:
+        sys.stdout.write("%sebpf-oom: the host is switched off (%s): policies not restored: %s\n"
+                         % (SD_NOTICE, restore.switched_off(), ", ".join(held)))
     problems = []
     for name in ok:
         sys.stdout.write("%sebpf-oom: restored policy %s\n" % (SD_INFO, name))
@@ -54,6 +71,28 @@ def restore_main():
     for name in sorted(failed):
         sys.stderr.write("%sebpf-oom: cannot restore policy %s: %s\n" % (SD_ERR, name, failed[name]))
     return 1 if failed or problems else 0
+
+
+def off_main():
+    """`ebpf-oom off`: the exit status (1 when a policy could not be detached)."""
+    try:
+        marked, detached, unrecorded, failed = restore.switch_off()
+    except Exception as e:  # a broken state directory must not stay silent
+        sys.stderr.write("%sebpf-oom: cannot switch off: %s\n" % (SD_ERR, e))
+        return 1
+    for name in detached:
+        sys.stdout.write("%sebpf-oom: detached policy %s%s\n" % (
+            SD_INFO, name, " (it had no copy for the boot restore: `ebpf-oom on` cannot bring it back)"
+            if name in unrecorded else ""))
+    for name in sorted(failed):
+        sys.stderr.write("%sebpf-oom: cannot detach policy %s: %s\n" % (SD_ERR, name, failed[name]))
+    if marked:
+        sys.stdout.write("%sebpf-oom: switched off: the kernel's own heuristic decides OOMs; the "
+                         "boot restore brings no policy back until `ebpf-oom on`\n" % SD_NOTICE)
+    elif not detached and not failed:
+        sys.stdout.write("%sebpf-oom: already off (%s); no policy was attached\n"
+                         % (SD_INFO, restore.switched_off()))
+    return 1 if failed else 0
 
 
 def events_main(argv=None):
@@ -91,6 +130,10 @@ def main(argv):
     """`ebpf-oom ARGS`; the exit status."""
     if argv[:1] == ["restore"] and len(argv) == 1:
         return restore_main()
+    if argv == ["off"]:
+        return off_main()
+    if argv == ["on"]:
+        return restore_main(switch_on=True)
     if argv[:1] == ["events"]:
         return events_main(argv[1:])
     sys.stderr.write(USAGE + "\n")

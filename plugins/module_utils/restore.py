@@ -1,22 +1,37 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.oom contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The boot restore: apply every policy kept in the state dir again.
+"""The boot restore: apply every policy kept in the state dir again; and the off switch.
 
-Layer 6 (what the host does by itself): imports the backends, the loader, state, maps
-and the leaf helpers.  Run by `ebpf-oom restore` (cli.py) from ebpf-oom-restore.service,
-early at boot: a declarative policy's cgroup rules need no cgroup to exist yet, its
-programs follow the cgroups systemd makes afterwards.
+Layer 6 (what the host does by itself): imports the backends, the loader, state, pins,
+maps, the layout, the observer's name and the leaf helpers.  Run by `ebpf-oom restore`
+(cli.py) from ebpf-oom-restore.service, early at boot: a declarative policy's cgroup
+rules need no cgroup to exist yet, its programs follow the cgroups systemd makes
+afterwards.
+
+The off switch (`ebpf-oom off` / `ebpf-oom on`): switch_off() writes the marker
+STATE_DIR/off (root, 0644), then detaches every loaded policy and keeps each one's
+copy in the state dir; while the marker is there restore_all() restores no policy
+(held() names them), only the OOM observer, which decides nothing.  switch_on()
+removes the marker and restores them all.  The marker is trusted as the state dir
+is (root's, 0700).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from . import backends, loader, state
+import datetime
+import os
+
+from . import backends, bpffs, loader, pins, state
 from .errors import EngineError, LoaderError
+from .files import read_file, read_text, write_atomic
 from .maps import record_entries
 from .names import check_name
+from .observer import OBSERVER_NAME
+
+OFF_MARKER = "off"  # in STATE_DIR: the host is switched off
 
 
 def restore_one(name):
@@ -37,13 +52,79 @@ def restore_all():
 
     One policy's failure, whatever it is (a malformed record raises anything from a
     KeyError to a TypeError), is reported under its name and the others are restored:
-    a bad record must not cost the host its other policies."""
+    a bad record must not cost the host its other policies.  While the host is switched
+    off, policies are not restored (held() names them): only the OOM observer."""
     ok, failed = [], {}
+    held_back = held()
     for name in state.saved_names():
+        if name in held_back:
+            continue
         try:
             restore_one(name)
             ok.append(name)
         except Exception as exc:  # pylint: disable=broad-except
-            failed[name] = str(exc) if isinstance(exc, EngineError) \
-                else "%s: %s" % (type(exc).__name__, exc)
+            failed[name] = _error_text(exc)
     return ok, failed
+
+
+def _error_text(exc):
+    return str(exc) if isinstance(exc, EngineError) else "%s: %s" % (type(exc).__name__, exc)
+
+
+def off_path():
+    """The marker that switches the host off."""
+    return os.path.join(bpffs.roots()[1], OFF_MARKER)
+
+
+def switched_off():
+    """The marker's text (when the host was switched off) while it is off, else None."""
+    if not os.path.lexists(off_path()):
+        return None
+    return (read_text(off_path()) or "").strip() or "switched off"
+
+
+def held():
+    """The recorded policies the boot restore does not restore because the host is off."""
+    if switched_off() is None:
+        return []
+    return [name for name in state.saved_names() if name != OBSERVER_NAME]
+
+
+def switch_off():
+    """Switch the host off: the marker first (so the boot restore holds the policies back
+    from now on), then every loaded policy but the observer detached, each with the
+    backend that applied it (a score_adj policy's values are put back), and its copy in
+    the state dir kept.  -> (marked: whether the marker is new, detached names,
+    names detached that have no copy to restore, {name: reason} for the ones that
+    could not be detached)."""
+    marked = switched_off() is None
+    if marked:
+        bpffs.make_dir(bpffs.roots()[1])
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        write_atomic(off_path(), "switched off at %s\n" % stamp, 0o644)
+    detached, unrecorded, failed = [], [], {}
+    for name in pins.policy_names(bpffs.mounted_root()):
+        if name == OBSERVER_NAME:
+            continue
+        copy = [(path, read_file(path)) for path in state.paths(name)[1:]]
+        try:
+            backends.remove(name)
+        except Exception as exc:  # pylint: disable=broad-except
+            failed[name] = _error_text(exc)
+            continue
+        detached.append(name)
+        if None in [data for _path, data in copy]:
+            unrecorded.append(name)
+            continue
+        bpffs.make_dir(state.paths(name)[0])  # the remove dropped the copy: put it back
+        for path, data in copy:
+            write_atomic(path, data, state.STATE_FILE_MODE)
+    return marked, detached, unrecorded, failed
+
+
+def switch_on():
+    """Remove the marker, then restore every recorded policy: (was it off, restore_all())."""
+    was_off = os.path.lexists(off_path())
+    if was_off:
+        os.unlink(off_path())
+    return was_off, restore_all()
