@@ -16,7 +16,11 @@
  *                                     path now (made before or after the
  *                                     policy, made again by a restart)
  *   ebpf_oom_tasks                    a task iterator: one record per candidate
- *                                     of an imagined OOM (ebpf.oom.explain)
+ *                                     of an imagined OOM (ebpf.oom.explain), and
+ *                                     the score_adj agent's sweep
+ *   ebpf_oom_adj_exec, _rename,       the score_adj backend: tell its agent when a
+ *   _attach, _fork                    process's class may have changed (exec, a
+ *                                     new name, another cgroup, a new process)
  *
  * The verdicts of ebpf_oom_eval:
  *
@@ -277,5 +281,124 @@ int ebpf_oom_tasks(struct bpf_iter__task *ctx)
 	*(__u64 *)&rec.comm[0] = *(__u64 *)__builtin_preserve_access_index(&task->comm[0]);
 	*(__u64 *)&rec.comm[8] = *(__u64 *)__builtin_preserve_access_index(&task->comm[8]);
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+/* ---- the score_adj backend: events that can change a process's class ---- */
+
+/* Its event record, named here so that it is in the object's BTF. */
+struct ebpf_oom_adj_event ebpf_oom_adj_event_layout;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, EBPF_OOM_EVENTS_BYTES);
+} oom_adj_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EBPF_OOM_ADJUSTED_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} oom_adjusted SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} oom_adj_lost SEC(".maps");
+
+static __always_inline bool adjusted(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&oom_adjusted, &tgid) != NULL;
+}
+
+/*
+ * The process whose leader is task may have a new class: push it to the agent
+ * when it matches a rule, or when the agent wrote its value or its parent's
+ * (the value a child inherits). comm: the name it is taking (task_rename), or
+ * NULL. Threads other than the leader, kernel threads and init are left out,
+ * as the OOM killer's scan leaves them out.
+ */
+static __always_inline void report(struct task_struct *task, const char *comm, __u32 reason)
+{
+	struct ebpf_oom_adj_event *ev;
+	struct ebpf_oom_config *cfg;
+	__u32 zero = 0, parent;
+	struct class c;
+	__u64 *lost;
+
+	if (task->pid != task->tgid || (task->flags & PF_KTHREAD) || task->tgid == 1)
+		return;
+	cfg = bpf_map_lookup_elem(&oom_config, &zero);
+	if (!cfg)
+		return;
+	parent = task->real_parent->tgid;
+	classify(task, cfg, NULL, comm, &c);
+	if (c.rule < 0 && !adjusted(task->tgid) && !adjusted(parent))
+		return;
+	ev = bpf_ringbuf_reserve(&oom_adj_events, sizeof(*ev), 0);
+	if (!ev) {
+		lost = bpf_map_lookup_elem(&oom_adj_lost, &zero);
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return;
+	}
+	ev->pid = task->tgid;
+	ev->parent = parent;
+	ev->rule = c.rule;
+	ev->action = c.action;
+	ev->tier = c.tier;
+	ev->reason = reason;
+	ev->oom_score_adj = task->signal->oom_score_adj;
+	ev->pad = 0;
+	if (comm) {
+		__builtin_memset(ev->comm, 0, sizeof(ev->comm));
+		bpf_probe_read_kernel_str(ev->comm, sizeof(ev->comm), comm);
+	} else {
+		*(__u64 *)&ev->comm[0] = *(__u64 *)__builtin_preserve_access_index(&task->comm[0]);
+		*(__u64 *)&ev->comm[8] = *(__u64 *)__builtin_preserve_access_index(&task->comm[8]);
+	}
+	bpf_ringbuf_submit(ev, 0);
+}
+
+struct linux_binprm;
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(ebpf_oom_adj_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	report(task, NULL, EBPF_OOM_EV_EXEC);
+	return 0;
+}
+
+/* Runs before the name changes: the task is classified by the name it takes. */
+SEC("tp_btf/task_rename")
+int BPF_PROG(ebpf_oom_adj_rename, struct task_struct *task, const char *comm)
+{
+	report(task, comm, EBPF_OOM_EV_RENAME);
+	return 0;
+}
+
+/* After the move; only moves in the cgroup v2 hierarchy, and only when rules name cgroups. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(ebpf_oom_adj_attach, struct cgroup *dst, const char *path, struct task_struct *task,
+	     bool threadgroup)
+{
+	struct ebpf_oom_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&oom_config, &zero);
+	if (!cfg || !(cfg->needs & EBPF_OOM_M_CGROUP) ||
+	    dst->root != task->cgroups->dfl_cgrp->root)
+		return 0;
+	report(task, NULL, EBPF_OOM_EV_ATTACH);
+	return 0;
+}
+
+/* A new process (not a thread): it inherited its parent's value. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(ebpf_oom_adj_fork, struct task_struct *parent, struct task_struct *child)
+{
+	report(child, NULL, EBPF_OOM_EV_FORK);
 	return 0;
 }

@@ -140,4 +140,37 @@ struct ebpf_oom_task {
 	char comm[EBPF_OOM_COMM_LEN];
 };
 
+/*
+ * The score_adj backend: where the kernel has no hook, a policy steers the
+ * kernel's own heuristic through /proc/PID/oom_score_adj. Programs on the
+ * events that can change a process's class (exec, a new name, a move to
+ * another cgroup, fork) tell the agent (plugins/module_utils/agent.py)
+ * through the oom_adj_events ring buffer, when the class may need a write:
+ * the process matches a rule, or the agent wrote its value, or its parent's
+ * (oom_adjusted, which the agent fills; a child inherits the value). Events
+ * the ring buffer had no room for are counted in oom_adj_lost (key 0, a
+ * __u64): the agent then sweeps every process with the task iterator.
+ */
+#define EBPF_OOM_EVENTS_BYTES 262144	/* the ring buffer: thousands of events */
+#define EBPF_OOM_ADJUSTED_MAX 65536	/* entries of oom_adjusted: key tgid, value 1 */
+
+/* ebpf_oom_adj_event.reason */
+#define EBPF_OOM_EV_EXEC 1	/* sched_process_exec: a new program, a new name */
+#define EBPF_OOM_EV_RENAME 2	/* task_rename: a new name (prctl, or exec) */
+#define EBPF_OOM_EV_ATTACH 3	/* cgroup_attach_task: moved to another cgroup */
+#define EBPF_OOM_EV_FORK 4	/* sched_process_fork: a new process */
+
+/* One record of the oom_adj_events ring buffer. */
+struct ebpf_oom_adj_event {
+	__u32 pid;		/* the process (tgid) */
+	__u32 parent;		/* its parent's tgid */
+	__s32 rule;		/* the first rule it matches, -1: none */
+	__u32 action;		/* EBPF_OOM_ACT_* of that rule or of the fallback */
+	__u32 tier;
+	__u32 reason;		/* EBPF_OOM_EV_* */
+	__s32 oom_score_adj;	/* its value at the event */
+	__u32 pad;
+	char comm[EBPF_OOM_COMM_LEN];	/* the name it was classified by */
+};
+
 #endif /* EBPF_OOM_GENERIC_H */
