@@ -1,0 +1,427 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.oom contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The score_adj backend's arithmetic and bookkeeping: the oom_score_adj each class of a
+policy document gets (its bands), what a document asks that oom_score_adj cannot say,
+and the ledger of the values written over, from which every one is put back.
+
+Layer 3 (what is kept): imports the layout, the renderer, the kernel binding and the
+leaf helpers.  Used by the backend (backends.py), its agent (agent.py), verify and
+events.
+
+Bands.  Without the hook the kernel kills the process with the most badness: its
+pages + oom_score_adj x totalpages / 1000 (totalpages: RAM + swap, or the memory
+cgroup's limit).  A class becomes a value:
+    protect                       -1000 (the kernel never kills it)
+    select                        +1000
+    prefer tiers dying before     positive values, the lowest tier highest; with
+      the processes no rule         select in the document, below +1000
+      matches
+    a prefer fallback's own tier  0
+    prefer tiers dying after      negative values down to -999
+      them (a prefer fallback)
+    no rule matches               the process keeps its own value
+Adjacent levels are spread as far apart as -999..+1000 allows: the gap between two
+levels is how much larger (in thousandths of totalpages) a process of the later level
+must be to die first, the one case in which the order differs from the hook's.
+
+The ledger.  RUN_DIR/score_adj.json (root, 0600; RUN_DIR defaults to /run/ebpf-oom,
+EBPF_OOM_RUN_DIR overrides it): per process the agent wrote (by pid, with its start
+time, so that a reused pid is not mistaken for it) the value it overwrote and the one
+it wrote, and the last processes that exited carrying a value it wrote (for events).
+Changed under RUN_DIR/score_adj.lock; an entry is saved before its value is written.
+A value is put back only while the process still carries what was written (another
+writer's later value stands).  The policy's oom_adjusted map holds the same pids, so
+that its programs report the processes (and the children) the agent wrote.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import time
+
+from . import bpffs, libbpf, renderer
+from .errors import RenderError
+from .files import read_file, write_atomic
+
+ADJ_MIN = -1000           # OOM_SCORE_ADJ_MIN: the kernel never kills the process
+ADJ_MAX = 1000            # OOM_SCORE_ADJ_MAX
+UNMATCHED = 0             # where the processes no rule matches are taken to be
+RUN_DIR = "/run/ebpf-oom"
+LEDGER = "score_adj.json"
+LOCK = "score_adj.lock"
+EXITED_KEPT = 512         # exited processes remembered (events attribute kills by them)
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+AGENT_UNIT = "ebpf-oom-agent.service"
+AGENT_LOCK = "agent.lock"  # the agent holds it while it runs
+SELECT = "select"
+
+
+def run_dir():
+    return os.environ.get("EBPF_OOM_RUN_DIR") or RUN_DIR
+
+
+def agent_running():
+    """True while an agent (agent.py) holds its lock on this host."""
+    try:
+        fd = os.open(os.path.join(run_dir(), AGENT_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- bands
+
+def refusals(document):
+    """What the document asks that oom_score_adj cannot say ('path: reason' lines)."""
+    doc = renderer.normalize(document)
+    errors = []
+    for i, rule in enumerate(doc["rules"]):
+        if rule.get("action") == "abort":
+            errors.append("%s.action: 'abort' cannot be expressed through oom_score_adj (no value "
+                          "stops an OOM from killing); the score_adj backend refuses it. Use the "
+                          "evaluate_task backend (a kernel with the hook)" % renderer.rule_path(i))
+    if doc["fallback"].get("action") == "protect":
+        errors.append("fallback: 'protect' cannot be expressed through oom_score_adj: the score_adj "
+                      "backend writes only the processes a rule matches, every other one keeps its "
+                      "value. Protect processes by rules (action: protect), or use the "
+                      "evaluate_task backend (a kernel with the hook)")
+    return errors
+
+
+def warnings(document):
+    """What the score_adj backend does differently from the document's letter."""
+    doc = renderer.normalize(document)
+    found = []
+    ranked = [(renderer.rule_path(i), r) for i, r in enumerate(doc["rules"])] + \
+        [("fallback", doc["fallback"])]
+    for where, rule in ranked:
+        if rule.get("action") == "prefer" and rule.get("by") == "rss":
+            found.append("%s.by: rss: with the score_adj backend the kernel ranks the processes "
+                         "of a tier by its own badness (rss + swap + page tables), not by rss"
+                         % where)
+    if doc["scope"] != "both":
+        found.append("scope: %s: with the score_adj backend oom_score_adj steers every OOM, "
+                     "global and memcg alike" % doc["scope"])
+    return found
+
+
+class Bands(object):
+    """The oom_score_adj a document gives each of its rules (see the file's docstring).
+
+    rules: [value per rule]; levels: [(what, value)] from the first to die to the last
+    (the unmatched processes at UNMATCHED, protect left out); gap: the smallest
+    difference between adjacent levels.  RenderError for a document refusals() refuses."""
+
+    def __init__(self, document):
+        errors = refusals(document)
+        if errors:
+            raise RenderError("\n".join(errors))
+        doc = renderer.normalize(document)
+        self.warnings = warnings(document)
+        fallback = doc["fallback"]
+        pivot = fallback["tier"] if fallback.get("action") == "prefer" else None
+        rules = doc["rules"]
+        tiers = sorted(set(r["tier"] for r in rules if r.get("action") == "prefer"))
+        before = ([SELECT] if any(r.get("action") == "select" for r in rules) else []) + \
+            [t for t in tiers if pivot is None or t < pivot]
+        after = [t for t in tiers if pivot is not None and t > pivot]
+        value = {pivot: UNMATCHED}
+        for i, key in enumerate(before):
+            value[key] = ADJ_MAX * (len(before) - i) // len(before)
+        for j, tier in enumerate(after):
+            value[tier] = -((ADJ_MAX - 1) * (j + 1) // len(after))
+        self.rules = [ADJ_MIN if r["action"] == "protect" else
+                      value[SELECT] if r["action"] == SELECT else value[r["tier"]]
+                      for r in rules]
+        unmatched = "tier %d (fallback)" % pivot if pivot is not None else "no rule matches"
+        self.levels = [("select" if key == SELECT else "tier %d" % key, value[key]) for key in before] \
+            + [(unmatched, UNMATCHED)] + [("tier %d" % t, value[t]) for t in after]
+        steps = [a[1] - b[1] for a, b in zip(self.levels, self.levels[1:])]
+        self.gap = min(steps) if steps else None
+
+    def value(self, rule):
+        """The value of a process whose first matching rule is ``rule`` (-1: none -> None)."""
+        return self.rules[rule] if 0 <= rule < len(self.rules) else None
+
+
+# ---------------------------------------------------------------- /proc
+
+def _proc(pid, name):
+    return "/proc/%d/%s" % (pid, name)
+
+
+def start_time(pid):
+    """The process's start time (clock ticks after boot, /proc/PID/stat), or None when gone."""
+    data = read_file(_proc(pid, "stat"))
+    try:
+        return int(data.rsplit(b")", 1)[1].split()[19])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+def read_adj(pid):
+    """The process's oom_score_adj, or None when it is gone."""
+    data = read_file(_proc(pid, "oom_score_adj"))
+    try:
+        return int(data)
+    except (TypeError, ValueError):
+        return None
+
+
+def write_adj(pid, value):
+    """Write the process's oom_score_adj; None, or the errno when the kernel refused
+    (ESRCH/ENOENT: it is gone; EACCES: lowering it needs CAP_SYS_RESOURCE)."""
+    try:
+        fd = os.open(_proc(pid, "oom_score_adj"), os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        return exc.errno
+    try:
+        os.write(fd, str(value).encode("ascii"))
+    except OSError as exc:
+        return exc.errno
+    finally:
+        os.close(fd)
+    return None
+
+
+def comm(pid):
+    data = read_file(_proc(pid, "comm"))
+    return data.decode("utf-8", "replace").strip() if data is not None else "?"
+
+
+GONE = (errno.ESRCH, errno.ENOENT)
+
+
+# ---------------------------------------------------------------- the ledger
+
+class Ledger(object):
+    """The values written over, under the lock (``with Ledger.locked() as ledger``).
+    A process that carries -1000 (the kernel never kills it) before anything was written
+    is left alone: the hook's prefer and select pass it over too.
+
+    tasks: {pid: [start time, original value, written value]}; exited: [[pid, start,
+    written, policy, when]], the last EXITED_KEPT; policy: the name of the policy that
+    wrote.  ``adjusted``: fd of the policy's oom_adjusted map, kept in step (or None)."""
+
+    def __init__(self, data, path):
+        self.path = path
+        self.policy = data.get("policy")
+        self.tasks = dict((int(pid), list(entry)) for pid, entry in data.get("tasks", {}).items())
+        self.exited = [list(e) for e in data.get("exited", [])]
+        self.adjusted = None
+        self.errors = []          # what the kernel refused in the last apply()
+        self._held = {}           # entries let go in apply(), saved until their values are back
+        self._saved = self._dump()
+
+    @staticmethod
+    def read(path=None):
+        """The ledger as saved (no lock): for verify and events."""
+        path = path or os.path.join(run_dir(), LEDGER)
+        try:
+            data = json.loads((read_file(path) or b"{}").decode("ascii"))
+        except ValueError:
+            data = {}
+        return Ledger(data if isinstance(data, dict) else {}, path)
+
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls):
+        """The ledger under its lock; saved when changed, at the latest on leaving."""
+        base = run_dir()
+        bpffs.make_dir(base, DIR_MODE)
+        fd = os.open(os.path.join(base, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            ledger = cls.read(os.path.join(base, LEDGER))
+            yield ledger
+            ledger.save()
+        finally:
+            os.close(fd)
+
+    def _dump(self):
+        tasks = dict(self._held, **dict((str(p), e) for p, e in self.tasks.items()))
+        return json.dumps({"policy": self.policy, "exited": self.exited, "tasks": tasks},
+                          sort_keys=True)
+
+    def save(self):
+        data = self._dump()
+        if data != self._saved:
+            write_atomic(self.path, data.encode("ascii") + b"\n", FILE_MODE)
+            self._saved = data
+
+    # ---- the oom_adjusted map
+
+    def _mark(self, pid):
+        if self.adjusted is not None:
+            try:
+                libbpf.map_update(self.adjusted, pid.to_bytes(4, "little"), b"\1\0\0\0")
+            except libbpf.BpfError as exc:  # full: the sweep still finds the process
+                self.errors.append("pid %d: cannot note it in %s: %s"
+                                   % (pid, renderer.ADJUSTED_MAP, exc))
+
+    def _unmark(self, pid):
+        if self.adjusted is not None:
+            libbpf.map_delete(self.adjusted, pid.to_bytes(4, "little"))
+
+    def sync_map(self):
+        """Make oom_adjusted hold exactly the ledger's pids."""
+        if self.adjusted is None:
+            return
+        keys = set(int.from_bytes(k, "little") for k in libbpf.map_keys(self.adjusted, 4))
+        for pid in keys - set(self.tasks):
+            self._unmark(pid)
+        for pid in set(self.tasks) - keys:
+            self._mark(pid)
+
+    # ---- changes
+
+    def forget(self, pid, exited=False):
+        entry = self.tasks.pop(pid, None)
+        if entry is None:
+            return
+        self._unmark(pid)
+        if exited and entry[2] != entry[1]:
+            self.exited.append([pid, entry[0], entry[2], self.policy, int(time.time())])
+            del self.exited[:-EXITED_KEPT]
+
+    def _entry(self, pid, start):
+        """The entry of the process now at ``pid`` (a stale one of a reused pid is dropped)."""
+        entry = self.tasks.get(pid)
+        if entry is not None and entry[0] != start:
+            self.forget(pid, exited=True)
+            entry = None
+        return entry
+
+    def apply(self, changes, policy):
+        """Make each process carry what its class says: ``changes`` is [(pid, value or
+        None: no rule matches, parent tgid or None)], in the order the classes were seen
+        (a later change of a pid wins).  A child of a process written here inherited the
+        value written: it is noted with the parent's original.  Every value is written
+        with its process's entry saved (a new one before, one let go until after): a crash
+        in between loses no original.  Returns the number of values written; what the
+        kernel refused is in ``errors``."""
+        self.policy = policy
+        self.errors = []
+        now = {}        # pid -> the value it will carry when the writes are done
+        wanted = {}     # pid -> the value to write
+        for pid, value, parent in changes:
+            start = start_time(pid)
+            if start is None:
+                self.forget(pid, exited=True)
+                wanted.pop(pid, None)
+                continue
+            entry = self._entry(pid, start)
+            current = now[pid] if pid in now else read_adj(pid)
+            if current is None:
+                continue
+            inherited = self.tasks.get(parent) if parent else None
+            if entry is None and inherited is not None and current == inherited[2]:
+                entry = self.tasks[pid] = [start, inherited[1], current]
+                self._mark(pid)
+            if value is None:
+                if entry is not None:
+                    if current == entry[2]:
+                        wanted[pid] = now[pid] = entry[1]
+                    self._held[str(pid)] = entry
+                    self.forget(pid)
+                continue
+            if entry is None and (current == value or current == ADJ_MIN):
+                continue    # its own value already; or one the kernel never kills, which
+                #             the hook's prefer and select pass over too
+            if entry is None:
+                entry = self.tasks[pid] = [start, current, value]
+                self._mark(pid)
+            entry[2] = value
+            if current != value:
+                wanted[pid] = now[pid] = value
+        self.save()
+        written = 0
+        for pid, value in wanted.items():
+            err = write_adj(pid, value)
+            if err is None:
+                written += 1
+                continue
+            if err not in GONE:
+                self.errors.append("pid %d (%s): cannot write oom_score_adj %d: %s"
+                                   % (pid, comm(pid), value, os.strerror(err)))
+            self.forget(pid, exited=err in GONE)
+        self._held = {}
+        self.save()
+        return written
+
+    def prune(self, alive=None):
+        """Forget the processes that exited (``alive``: pids known to live, not looked at)."""
+        for pid, entry in list(self.tasks.items()):
+            if (alive is None or pid not in alive) and start_time(pid) != entry[0]:
+                self.forget(pid, exited=True)
+
+    def restore_all(self):
+        """Put back every value written over (where the process still carries the one
+        written) and forget them all -> the number put back."""
+        changes = [(pid, None, None) for pid in sorted(self.tasks)]
+        restored = self.apply(changes, self.policy)
+        self.tasks = {}
+        if self.adjusted is not None:
+            self.sync_map()
+        self.save()
+        return restored
+
+    def written_by_agent(self, pid, value):
+        """The policy that wrote ``value`` to process ``pid`` (alive or exited), or None."""
+        entry = self.tasks.get(pid)
+        if entry is not None and entry[2] == value:
+            return self.policy
+        for e_pid, _start, e_value, policy, _when in reversed(self.exited):
+            if e_pid == pid and e_value == value:
+                return policy
+        return None
+
+
+# ---------------------------------------------------------------- what the programs see
+
+def snapshot(layout):
+    """The task iterator's records (renderer.Task) through the policy's pinned iterator link."""
+    with libbpf.pinned(layout.link(renderer.TASKS_PROGRAM)) as fd:
+        data = libbpf.iter_read(fd, renderer.TASKS_PROGRAM)
+    size = ctypes.sizeof(renderer.Task)
+    return [renderer.Task.from_buffer_copy(data[at:at + size])
+            for at in range(0, len(data) - size + 1, size)]
+
+
+def sweep(layout, bands, ledger):
+    """Every process the iterator sees gets what its class says; entries of processes
+    that exited are dropped -> the number of values written."""
+    tasks = snapshot(layout)
+    changes = [(t.pid, bands.value(t.rule), None) for t in tasks
+               if t.rule >= 0 or t.pid in ledger.tasks]
+    ledger.prune(alive=set(t.pid for t in tasks))
+    return ledger.apply(changes, layout.name)
+
+
+def mismatches(layout, bands, ledger):
+    """[(pid, comm, rule, wanted, carried)] of the live processes a rule matches whose
+    oom_score_adj is not their band's (the iterator's view); a process that carried -1000
+    before the agent wrote anything is left alone, as Ledger.apply leaves it."""
+    out = []
+    for t in snapshot(layout):
+        want = bands.value(t.rule)
+        if want is None or t.oom_score_adj == want or \
+                (t.oom_score_adj == ADJ_MIN and t.pid not in ledger.tasks):
+            continue
+        out.append((t.pid, t.comm.decode("ascii", "replace"), t.rule, want, t.oom_score_adj))
+    return out
