@@ -90,7 +90,7 @@ def area(item):
 # guest's tests on one, the stock guest's and the Molecule scenarios (guests of their
 # own) on the other, side by side on the two cores. The host tests run on one worker
 # too, one after the other.
-GUEST_GROUPS = (("hook", {"hook_vm", "hook_lab", "hook_policies"}),
+GUEST_GROUPS = (("hook", {"hook_vm", "hook_lab", "hook_policies", "global_vm"}),
                 ("stock", {"stock_vm", "stock_lab", "vm_factory", "vm_factory_module"}))
 
 
@@ -106,6 +106,7 @@ def guest_group(item):
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Tests under tests/unit, host and vm carry that marker unless they say otherwise;
     tests that use a guest are grouped by it (see GUEST_GROUPS)."""

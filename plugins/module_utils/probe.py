@@ -1,15 +1,16 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.oom contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What a host can do: the kernel facts behind ebpf.oom.kernel_info, and the
-checks ebpf.oom.policy adds before anything changes (the loader itself refuses
-an object whose kernel symbols are missing, with UnsupportedKernel).
+"""What a host can do: the kernel facts behind ebpf.oom.kernel_info, the one place
+that decides which backends (backends.py) a host can use, and the checks
+ebpf.oom.policy adds before anything changes (the loader itself refuses an object
+whose kernel symbols are missing, with UnsupportedKernel).
 
 Reads only (BTF through the engine's libbpf binding, /proc, /sys); standard
 library only.
 
-Layer 5 (callers): imports pins, the compiler (to find clang), the layout, the
-kernel binding and the leaf helpers.
+Layer 6 (what the host offers): imports the backends, pins, the compiler (to find
+clang), the layout, the kernel binding and the leaf helpers.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,8 +19,8 @@ __metaclass__ = type
 
 import os
 
-from . import bpffs, common, compiler, libbpf, pins
-from .errors import BpfError, CompileError
+from . import backends, bpffs, common, compiler, libbpf, pins
+from .errors import BpfError, CompileError, LoaderError, UnsupportedKernel
 from .files import read_text
 
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
@@ -95,6 +96,45 @@ def _libbpf_version():
         return None
 
 
+def backend_missing(backend):
+    """What this host lacks for ``backend`` (a backends.Backend): [] when it can use it.
+    Kernel symbols by name; libbpf, BTF and map types in words."""
+    if _libbpf_version() is None:
+        return ["libbpf.so.1"]
+    if not btf_present():
+        return ["BTF (%s)" % BTF_VMLINUX]
+    missing = [name for name, kind in backend.needs if not libbpf.vmlinux_btf_has(name, kind)]
+    missing.extend("%s maps" % libbpf.map_type_str(t) for t in backend.map_types
+                   if not libbpf.map_type_supported(t))
+    return missing
+
+
+def usable_backends():
+    """The names of the backends this host can use, the best first."""
+    return [name for name in backends.ORDER if not backend_missing(backends.BACKENDS[name])]
+
+
+def choose_backend(requested="auto"):
+    """The Backend to enforce a document with: ``requested`` by name, or for ``auto`` the
+    best this host can use. UnsupportedKernel (what is missing) when there is none;
+    LoaderError for an unknown name."""
+    if requested != "auto":
+        if requested not in backends.BACKENDS:
+            raise LoaderError("backend %r: unknown; one of auto, %s"
+                              % (requested, ", ".join(backends.ORDER)))
+        missing = backend_missing(backends.BACKENDS[requested])
+        if missing:
+            raise UnsupportedKernel(missing)
+        return backends.BACKENDS[requested]
+    usable = usable_backends()
+    if usable:
+        return backends.BACKENDS[usable[0]]
+    missing = []
+    for name in backends.ORDER:
+        missing.extend(m for m in backend_missing(backends.BACKENDS[name]) if m not in missing)
+    raise UnsupportedKernel(missing)
+
+
 def kernel_info(with_policies=True):
     """Everything kernel_info reports; see plugins/modules/kernel_info.py RETURN."""
     version = _libbpf_version()
@@ -109,6 +149,13 @@ def kernel_info(with_policies=True):
     elif btf and not has[common.HOOK_FUNC]:
         reasons.append("%s is not in the kernel's BTF: the kernel lacks the OOM policy hook" % common.HOOK_FUNC)
     jit = jit_enabled()
+    usable = usable_backends()
+    unusable = dict((name, backend_missing(backends.BACKENDS[name]))
+                    for name in backends.ORDER if name not in usable)
+    if btf and not usable:
+        reasons.extend("backend %s: the kernel lacks %s" % (name, ", ".join(missing))
+                       for name, missing in sorted(unusable.items())
+                       if name != backends.EvaluateTask.name)
     info = dict(
         kernel_release=os.uname().release,
         btf=btf_present(),
@@ -121,8 +168,10 @@ def kernel_info(with_policies=True):
         lockdown=lockdown_mode(),
         clang=_clang(),
         libbpf_version=version,
-        backend="none" if reasons else "evaluate_task",
-        reasons=reasons,
+        backends=usable,
+        backend=usable[0] if usable else "none",
+        unusable=unusable,
+        reasons=[] if usable else reasons,
     )
     if with_policies:
         info["policies"] = pins.list_policies() if version else []

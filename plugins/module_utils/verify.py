@@ -6,7 +6,7 @@
 Layer 4 (beside the loader): imports cgrouprules, pins, maps, the layout, the renderer,
 the kernel binding and the leaf helpers; changes nothing.
 
-verify(name=None, object_sha256=None, policy_name=None, strict=False)
+verify(name=None, object_sha256=None, policy_name=None, strict=False, extra=None)
     -> dict(policies=[facts], problems=[str], warnings=[str])
     facts: name, object_sha256, source_sha256, collection_version, policy_name,
     loaded_at, globals, programs [{name, section, attach_type, target, prog_id, tag,
@@ -14,6 +14,8 @@ verify(name=None, object_sha256=None, policy_name=None, strict=False)
     and for a declarative policy backend and cgroups ({path: [the id of the cgroup
     its rules match now]}). A cgroup rule that matches no live cgroup is a warning,
     or with ``strict`` a problem: its path may be misspelled, or what it names gone.
+    ``extra(layout, record) -> (facts, problems)``: what a policy's backend checks
+    besides (backends.verify_policies), added to its facts and problems.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,7 +34,7 @@ META_SOURCE_KEY = META_SOURCE_SHA256[len(META_PREFIX):]
 META_POLICY_KEY = META_POLICY[len(META_PREFIX):]
 
 
-def verify(name=None, object_sha256=None, policy_name=None, strict=False):
+def verify(name=None, object_sha256=None, policy_name=None, strict=False, extra=None):
     """Check the named policy (or every one) against its record and the expectations."""
     if name is not None:
         check_name(name, LoaderError)
@@ -44,7 +46,7 @@ def verify(name=None, object_sha256=None, policy_name=None, strict=False):
         if root is None or not layout.exists():
             problems.append("policy %s is not loaded (no %s)" % (each, layout.dir))
             continue
-        facts, found = _verify_one(layout, object_sha256, policy_name)
+        facts, found = _verify_one(layout, object_sha256, policy_name, extra)
         policies.append(facts)
         problems.extend(found)
         unmatched = ["policy %s: cgroup rule %s matches no cgroup: none lives at that path now"
@@ -53,7 +55,7 @@ def verify(name=None, object_sha256=None, policy_name=None, strict=False):
     return {"policies": policies, "problems": problems, "warnings": warnings}
 
 
-def _verify_one(layout, object_sha256, policy_name):
+def _verify_one(layout, object_sha256, policy_name, extra=None):
     try:
         record = bpffs.read_record(layout.record)
     except BpffsError as exc:
@@ -86,6 +88,10 @@ def _verify_one(layout, object_sha256, policy_name):
         facts["backend"] = record.get("backend")
         facts["cgroups"], found = _cgroups(layout, record)
         problems.extend(found)
+        if extra is not None:
+            more, found = extra(layout, record)
+            facts.update(more)
+            problems.extend(found)
     known = set([bpffs.RECORD] + [os.path.basename(p["pin"]) for p in record.get("programs", [])]
                 + [os.path.basename(m["pin"]) for m in record.get("pinned_maps", [])])
     for entry in layout.entries():

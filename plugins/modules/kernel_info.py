@@ -12,12 +12,17 @@ DOCUMENTATION = r"""
 module: kernel_info
 short_description: Report what a host's kernel offers for BPF OOM policies
 description:
-  - Reads the kernel's BTF, C(/proc) and C(/sys) and reports whether the host can run an OOM
-    victim-selection policy, which tools are there, and which policies are loaded now.
-  - The hook backend (RV(backend=evaluate_task)) needs C(bpf_oom_evaluate_task) in the kernel's
-    BTF; the policy name in OOM reports also needs C(bpf_set_policy_name) and the kfunc
-    C(set_oom_policy_name). C(bpf_oom_ops), the upstream-track struct_ops successor, is reported
-    only.
+  - Reads the kernel's BTF, C(/proc) and C(/sys) and reports which backends can enforce an OOM
+    policy document on the host (RV(backends), the best first), which tools are there, and which
+    policies are loaded now.
+  - The hook backend C(evaluate_task) needs C(bpf_oom_evaluate_task) and C(bpf_set_policy_name) in
+    the kernel's BTF (and the kfunc C(set_oom_policy_name) to name the policy in OOM reports);
+    the victim is exactly the one the document names.
+  - The C(score_adj) backend needs BTF with the C(sched_process_exec), C(task_rename),
+    C(cgroup_attach_task), C(sched_process_fork), C(cgroup_mkdir) and C(cgroup_rmdir) tracepoints,
+    task iterators and BPF ring buffers (stock kernels since about 5.8). It steers the kernel's own
+    heuristic through C(oom_score_adj).
+  - C(bpf_oom_ops), the upstream-track struct_ops successor, is reported only.
   - Never changes anything (it does not mount bpffs).
 version_added: "0.1.0"
 author:
@@ -43,6 +48,11 @@ EXAMPLES = r"""
     name: protect_db
     object: /var/lib/ebpf-oom/protect_db.bpf.o
   when: kinfo.backend == 'evaluate_task'
+
+- name: Hosts that can run a policy document at all get it
+  ebpf.oom.policy:
+    policy: files/pg-batch-web.yml
+  when: kinfo.backends | length > 0
 """
 
 RETURN = r"""
@@ -101,11 +111,23 @@ libbpf_version:
   returned: always
   type: str
   sample: "1.1"
+backends:
+  description: The backends that can enforce a policy document on this host, the best first
+    (C(evaluate_task), C(score_adj)); empty when none can.
+  returned: always
+  type: list
+  elements: str
+  sample: ["score_adj"]
 backend:
-  description: C(evaluate_task) when policies can be loaded, else C(none).
+  description: The best of RV(backends) (what O(ebpf.oom.policy#module:backend=auto) takes), else C(none).
   returned: always
   type: str
-  sample: evaluate_task
+  sample: score_adj
+unusable:
+  description: Each backend this host cannot use, with what it lacks (kernel BTF symbols, map types).
+  returned: always
+  type: dict
+  sample: {"evaluate_task": ["bpf_oom_evaluate_task", "bpf_set_policy_name"]}
 reasons:
   description: Why RV(backend) is C(none); empty otherwise.
   returned: always

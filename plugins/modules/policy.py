@@ -103,10 +103,27 @@ options:
     type: str
     choices: [auto, always]
     default: auto
+  backend:
+    description:
+      - How a O(policy) document is enforced.
+      - C(evaluate_task) (a kernel with the hook C(bpf_oom_evaluate_task)) asks the policy about
+        every candidate of every OOM; the victim is exactly the one the document names.
+      - C(score_adj) (stock kernels with BTF) writes C(/proc/PID/oom_score_adj) of every process a
+        rule matches (C(protect) -1000, C(select) +1000, C(prefer) tiers spread over the range,
+        the lowest tier highest; a process no rule matches keeps its value), for the processes
+        there now and, through the agent C(ebpf-oom agent), for the ones that start later; the
+        kernel's own heuristic then chooses. Values written over are put back when the policy is
+        removed. C(abort) and a C(protect) fallback cannot be expressed and are refused; C(by=rss)
+        is accepted with a warning. The README says exactly when its choice differs from the hook's.
+      - C(auto) takes the best backend the host has (RV(ebpf.oom.kernel_info#module:backend)).
+      - One of C(auto), C(evaluate_task), C(score_adj); only with O(policy).
+    type: str
+    default: auto
   on_unsupported:
     description:
-      - What to do on a kernel that lacks a symbol the object needs (see O(require_hook)). C(fail) fails the task, C(skip)
-        skips it (mixed fleets).
+      - What to do on a kernel that lacks a symbol the object needs (see O(require_hook)), or that
+        has no backend for a O(policy) document (with O(backend=auto), also one whose best backend
+        cannot express the document). C(fail) fails the task, C(skip) skips it (mixed fleets).
     type: str
     choices: [fail, skip]
     default: fail
@@ -191,6 +208,24 @@ missing:
   type: list
   elements: str
   sample: ["bpf_oom_evaluate_task"]
+backend:
+  description: With O(policy), the backend that enforces it (see O(backend)).
+  returned: when O(policy) is given and not skipped
+  type: str
+  sample: score_adj
+score_adj:
+  description: With the C(score_adj) backend, its bands (each class's C(oom_score_adj), the first
+    to die first), the smallest gap between two of them, how many values this task wrote,
+    what the kernel refused, and whether the agent runs.
+  returned: when the score_adj backend applied the policy
+  type: dict
+  sample: {"bands": [{"class": "tier 1", "oom_score_adj": 1000}, {"class": "no rule matches",
+    "oom_score_adj": 0}], "gap": 1000, "written": 2, "errors": [], "agent": true}
+restored:
+  description: With O(state=absent) of a C(score_adj) policy, how many values written over were put back.
+  returned: when a score_adj policy is removed
+  type: int
+  sample: 2
 cgroups:
   description: With O(policy), each cgroup path the document names and the id of the cgroup that
     lives there now (an empty list while there is none; the rule matches it once it is made).
@@ -232,6 +267,7 @@ ARGUMENT_SPEC = dict(
     globals=dict(type="dict", default={}),
     maps=dict(type="dict", default={}),
     require_hook=dict(type="str", choices=["auto", "always"], default="auto"),
+    backend=dict(type="str", default="auto"),
     on_unsupported=dict(type="str", choices=["fail", "skip"], default="fail"),
     persist=dict(type="bool", default=True),
 )
@@ -275,14 +311,26 @@ def apply(module, p):
     `policy:` document (validated by the action plugin on the controller, which also
     sends the generic object), rendered here and applied by its backend."""
     if p["policy"] is None:
+        if p["backend"] not in ("auto", backends.EvaluateTask.name):
+            module.fail_json(msg="backend %s enforces policy documents (policy:), not a BPF object"
+                             % p["backend"])
         return loader.apply(p["name"], p["object"], globals=p["globals"],
                             maps=map_entries(p["maps"]), check_mode=module.check_mode,
                             persist=p["persist"])
     if p["globals"] or p["maps"]:
         module.fail_json(msg="policy sets the generic program's globals and maps; drop globals and maps")
+    backend = probe.choose_backend(p["backend"])
     try:
-        return backends.EvaluateTask().apply(p["name"], p["object"], p["policy"],
-                                             check_mode=module.check_mode, persist=p["persist"])
+        backend.check(p["policy"])
+    except RenderError as e:
+        msg = "policy: backend %s%s cannot enforce this document:\n%s" % (
+            backend.name, " (the best this host has)" if p["backend"] == "auto" else "", e)
+        if p["backend"] == "auto" and p["on_unsupported"] == "skip" and backend.name != backends.ORDER[0]:
+            return dict(changed=False, skipped=True, action="skipped", msg=msg, backend=backend.name)
+        module.fail_json(msg=msg)
+    try:
+        return backend.apply(p["name"], p["object"], p["policy"], check_mode=module.check_mode,
+                             persist=p["persist"])
     except RenderError as e:
         module.fail_json(msg="policy: %s" % e)
 
@@ -335,7 +383,7 @@ def main():
         p["name"] = p["policy"].get("name")
     try:
         if p["state"] == "absent":
-            result = loader.remove(p["name"], check_mode=module.check_mode)
+            result = backends.remove(p["name"], check_mode=module.check_mode)
             result["action"] = "removed" if result["changed"] else "absent"
         else:
             result = present(module, p)

@@ -17,6 +17,9 @@ description:
     recorded target with the recorded attach type, that the loaded programs are the recorded
     ones (ids, tags, embedded C(bpf_metadata_ebpf_oom_*) data), and optionally that they come
     from a given object and report a given policy name.
+  - For a policy document, also what its backend needs. With C(score_adj), that the agent
+    C(ebpf-oom agent) runs and that every live process a rule matches carries its band's
+    C(oom_score_adj).
   - Fails listing every discrepancy (RV(problems)); succeeds with the facts it checked.
   - Never changes anything.
 author:
@@ -65,7 +68,9 @@ RETURN = r"""
 policies:
   description: The facts checked per policy (name, record, pins, links with their attach type and
     target, program ids and tags, metadata); for a declarative policy also its C(backend) and
-    C(cgroups), each rule path with the id of the cgroup it matches now (empty when none).
+    C(cgroups), each rule path with the id of the cgroup it matches now (empty when none); for a
+    C(score_adj) policy C(score_adj) (C(agent), whether it runs, and C(mismatches), the matched
+    processes that do not carry their band's value).
   returned: always
   type: list
   elements: dict
@@ -93,7 +98,7 @@ object_sha256:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import verify as checks
+from ansible_collections.ebpf.oom.plugins.module_utils import backends
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError
 from ansible_collections.ebpf.oom.plugins.module_utils.files import sha256_file
 
@@ -117,7 +122,7 @@ def main():
             module.fail_json(msg="object %s does not exist" % p["object"])
         sha = sha256_file(p["object"])
     try:
-        result = checks.verify(name=p["name"], object_sha256=sha.lower() if sha else None,
+        result = backends.verify_policies(name=p["name"], object_sha256=sha.lower() if sha else None,
                                policy_name=p["policy_name"], strict=p["strict"])
     except LoaderError as e:
         module.fail_json(msg=str(e), log_tail=e.log_tail)

@@ -349,8 +349,9 @@ def test_kernel_info_reports_this_host_and_its_policies(host):
     assert info["changed"] is False
     assert info["btf"] is True
     assert info["hook"] == {common.HOOK_FUNC: False, common.NAME_FUNC: False, common.NAME_KFUNC: False}
-    assert info["backend"] == "none"
-    assert any(common.HOOK_FUNC in r for r in info["reasons"])
+    # no hook here: documents are enforced through oom_score_adj
+    assert info["backends"] == ["score_adj"] and info["backend"] == "score_adj"
+    assert common.HOOK_FUNC in info["unusable"]["evaluate_task"] and info["reasons"] == []
     assert info["bpffs_mounted"] is True
     with open("/proc/sys/net/core/bpf_jit_enable") as f:
         assert info["jit"] == int(f.read())

@@ -17,8 +17,8 @@ LAYERS = [
     ("layout, translation, parsing", {"bpffs", "compiler", "renderer", "kmsg", "maps"}),
     ("what is pinned, kept, observed", {"pins", "state", "observer", "cgrouprules", "scoreadj"}),
     ("loader", {"loader", "verify", "agent"}),
-    ("callers above the loader", {"backends", "deploy", "explain", "probe", "events", "metrics"}),
-    ("what the host does by itself", {"restore"}),
+    ("callers above the loader", {"backends", "deploy", "explain", "events", "metrics"}),
+    ("what the host does by itself, what it offers", {"restore", "probe"}),
     ("host command", {"cli"}),
 ]
 LAYER = dict((name, number) for number, (_what, names) in enumerate(LAYERS) for name in names)

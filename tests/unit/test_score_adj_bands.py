@@ -13,8 +13,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.ebpf.oom.plugins.module_utils import scoreadj
+from ansible_collections.ebpf.oom.plugins.module_utils import backends, libbpf, scoreadj
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import RenderError
+from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 from conftest import REPO
 
 
@@ -118,6 +119,13 @@ def test_by_rss_and_a_narrower_scope_are_accepted_with_warnings():
                                fallback={"action": "prefer", "tier": 1, "by": "rss"})).warnings
     assert [w.split(":")[0] for w in found] == ["rules[0].by", "fallback.by", "scope"]
     assert "ranks the processes of a tier by its own badness" in found[0]
+
+
+def test_the_backend_refuses_before_anything_changes_and_the_hook_backend_does_not():
+    document = doc({"match": {"comm": "b"}, "action": "abort"}, scope="memcg", fallback="protect")
+    with pytest.raises(RenderError, match=r"^rules\[0\]\.action: 'abort'"):
+        backends.ScoreAdj().check(document)
+    assert backends.EvaluateTask().check(document) == []
 
 
 def role_document(role):
@@ -254,3 +262,19 @@ def test_the_ledger_names_the_policy_of_a_value_after_the_process_is_gone(monkey
     assert ledger.written_by_agent(10, 1000) == "batch"
     assert ledger.written_by_agent(11, 500) == "batch"
     assert ledger.written_by_agent(10, 0) is None and ledger.written_by_agent(12, 1000) is None
+
+
+# ---------------------------------------------------------------- the seam
+
+@pytest.fixture(scope="module")
+def generic(tmp_path_factory):
+    return compile_generic(cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.mark.parametrize("name", sorted(backends.BACKENDS))
+def test_a_backends_needs_are_what_its_programs_need(generic, name):
+    backend = backends.BACKENDS[name]
+    with libbpf.Object(generic) as obj:
+        obj.select(backend.programs)
+        assert sorted(backend.needs) == obj.kernel_symbols()
+    assert sorted(backends.ORDER) == sorted(backends.BACKENDS)

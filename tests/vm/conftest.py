@@ -5,6 +5,7 @@ Fixtures
                      started is stopped (destroyed) when the test ends, failed or not
   vm_factory_module  the same, guests live for the test module
   hook_vm, stock_vm  one guest each for the whole session (hook kernel / Debian kernel)
+  global_vm          a small hook guest for global OOMs, for the whole session
   hook_lab, stock_lab real OOMs in those guests, driven as data (tests/vm/lab.py)
   hook_policies      documents applied to the hook guest through ebpf.oom.policy
 and run_playbook(playbook, inventory, extra_vars=None, check=True), play(guest, tasks, tmp).
@@ -57,6 +58,15 @@ def hook_vm(_session_fleet):
 @pytest.fixture(scope="session")
 def stock_vm(_session_fleet):
     return _session_fleet.start("stock", kernel="stock", memory=1024)
+
+
+@pytest.fixture(scope="session")
+def global_vm(_session_fleet):
+    """A small hook-kernel guest for global OOMs (the whole guest runs out of memory soon
+    after 512 MiB); sshd is made unkillable, so the guest stays reachable whatever dies."""
+    guest = _session_fleet.start("global", kernel="hook", memory=512)
+    guest.ssh(["sh", "-c", "for p in $(pgrep -x sshd); do echo -1000 > /proc/$p/oom_score_adj; done"])
+    return guest
 
 
 @pytest.fixture(scope="session")

@@ -123,6 +123,15 @@ def killed_by(report, victim, policy, constraint=MEMCG):
     assert set(report.constraints) == {constraint}, report
 
 
+def predicted(explained, *reports):
+    """ebpf.oom.explain predicted these OOMs: the first kill of each report (successive
+    OOMs) is the next task of the prediction's ranking, by pid."""
+    order = [row["pid"] for row in explained["ranking"]]
+    assert explained["victim"] is not None and explained["victim"]["pid"] == order[0], explained
+    for i, report in enumerate(reports):
+        assert report.victim_pids[:1] == order[i:i + 1], (explained, report)
+
+
 class Report(dict):
     """oomlab's answer; shown whole when an assertion about it fails."""
 
@@ -147,15 +156,20 @@ class Policies:
         self.tmp_path = tmp_path
         self.names = []
 
-    def apply(self, *documents, check=True, **options):
+    def apply(self, *documents, check=True, explain=None, **options):
         """Apply the documents in order (each a task); drops the ones applied before
-        that are not among them first. The PlayResult."""
+        that are not among them first. With explain (an `oom` of ebpf.oom.explain), the
+        same play then asks ebpf.oom.explain about the last document (task "explain").
+        The PlayResult."""
         wanted = [d["name"] for d in documents]
         tasks = [{"name": "remove %s" % name,
                   "ebpf.oom.policy": {"name": name, "state": "absent"}}
                  for name in self.names if name not in wanted]
         tasks += [{"name": "apply %s" % d["name"], "ebpf.oom.policy": dict(options, policy=d),
                    "register": "applied_%d" % i} for i, d in enumerate(documents)]
+        if explain is not None:
+            tasks.append({"name": "explain", "ebpf.oom.explain": {
+                "name": documents[-1]["name"], "oom": explain, "top": 5}})
         result = play(self.guest, tasks, self.tmp_path, check=check)
         applied = [n for n in wanted if not result["apply %s" % n].get("failed")]
         self.names = [n for n in self.names if n in applied] + [n for n in applied

@@ -38,7 +38,6 @@ GUEST_PINS = "/sys/fs/bpf/kern-smoke"
 GUEST_TIMEOUT = 900
 PROGRAMS = {"select_target": EXAMPLES, "policy_name": EXAMPLES, "verdict_for_pid": EXAMPLES,
             "verdict_for_all": TESTING}
-GLOBAL_GUEST_MIB = 512  # small, so a global OOM comes quickly
 HOOK_SYMBOLS = (common.HOOK_FUNC, common.NAME_FUNC, common.NAME_KFUNC)
 
 # Holders in the memory cgroup (MiB each); the pusher then gets HEADROOM MiB
@@ -164,10 +163,9 @@ def stock_lab(stock_vm, hook_objects):
 
 
 @pytest.fixture(scope="module")
-def global_lab(vm_factory_module, hook_objects):
-    """A small hook guest of this module's own, for global OOMs; sshd survives them."""
-    guest = vm_factory_module.start("global-oom", kernel="hook", memory=GLOBAL_GUEST_MIB)
-    lab = install_lab(guest, hook_objects)
+def global_lab(global_vm, hook_objects):
+    """The session's small hook guest, for global OOMs; sshd survives them."""
+    lab = install_lab(global_vm, hook_objects)
     lab.run("protect", "sshd")
     return lab
 

@@ -1,84 +1,86 @@
-"""Declarative policies decide real OOMs: every action, match kind and option the
-policy language documents (schemas/README.md), in the session's hook-kernel guest.
+"""Declarative policies decide real OOMs, as ebpf.oom.explain predicted: every action,
+match kind and option the policy language documents (schemas/README.md), in the
+session's hook-kernel guest.
 
 Each test starts tasks in a memory cgroup of its own (tests/vm/lab.py), applies a
 document through ebpf.oom.policy (the action plugin validates it and compiles the
-generic program on the controller, the module renders it on the guest), fills the
-cgroup until it runs out of memory and checks which task the kernel killed, by pid,
-and that the OOM report names the document. The memory cgroup's limit is set just
-above what its tasks hold, so the allocating trigger is the smallest task when the
-OOM comes: whoever else dies, the policy (or the kernel's heuristic) chose.
+generic program on the controller, the module renders it on the guest) and, in the
+same play, asks ebpf.oom.explain which task an OOM of that memory cgroup would kill;
+then it fills the cgroup until it runs out of memory and checks which task the kernel
+killed, by pid: the one the document names, the one explain predicted, and that the
+OOM report names the document. The memory cgroup's limit is set just above what its
+tasks hold, so the allocating trigger is the smallest task when the OOM comes (and
+starts after the prediction): whoever else dies, the policy (or the kernel's heuristic)
+chose.
 """
 
 import pytest
 
-from lab import LAB_ROOT
-
-GLOBAL = "CONSTRAINT_NONE"
-MEMCG = "CONSTRAINT_MEMCG"
+from lab import LAB_ROOT, doc, killed_by, predicted, spec, task
+from vmharness import play
 
 
-def task(name, mb, **extra):
-    return dict(name=name, mb=mb, **extra)
+def memcg(scene):
+    """ebpf.oom.explain's `oom` for the scenario's memory cgroup running out."""
+    return {"memcg": scene.spec["memcg"]}
 
 
-def spec(*tasks, **extra):
-    return dict(tasks=list(tasks), **extra)
-
-
-def doc(name, *rules, **top):
-    return dict(name=name, rules=list(rules), **top)
-
-
-def killed_by(report, victim, policy, constraint=MEMCG):
-    """The OOM killed exactly `victim` (by pid), and its report names `policy`."""
-    assert report.outcome == "kills", report
-    assert report.killed == [victim], report
-    assert report.victim_pids == [report.pids[victim]], report
-    assert report.policies == [policy], report
-    assert report.constraints == [constraint], report
-
-
-def cg(scene, sub):
-    """A cgroup path of the scenario, as a rule names it."""
-    return scene.path(sub)
+def apply(policies, scene, document):
+    """Apply the document and explain it; explain's answer."""
+    return policies.apply(document, explain=memcg(scene))["explain"]
 
 
 # ------------------------------------------------------------------ the baseline
 
-def test_without_policy_the_kernel_kills_the_largest_task(hook_lab, hook_policies):
-    """The baseline the other tests depart from: the same kind of tasks, no policy."""
+def test_without_policy_the_kernel_kills_the_largest_task_as_explain_says(hook_vm, hook_lab,
+                                                                           hook_policies, tmp_path):
+    """The baseline the other tests depart from: the same kind of tasks, no policy; explain's
+    kernel_victim (here of a document previewed, not applied) is the kernel's own choice."""
     hook_policies.apply()
-    with hook_lab.scenario("baseline", spec(task("big", 60), task("mid", 30))) as s:
+    with hook_lab.scenario("baseline", spec(task("big", 60), task("mid", 30),
+                                             task("adj", 70, adj=-500))) as s:
+        preview = {"ebpf.oom.explain": {"policy": doc("preview", {"match": {"pid": 1},
+                                                                 "action": "protect"}),
+                                        "oom": memcg(s)}}
+        explained = play(hook_vm, [dict(preview, name="explain")], tmp_path)["explain"]
         report = s.oom()
     killed_by(report, "big", "default")
+    assert explained["kernel_victim"]["pid"] == s.pids["big"], explained
 
 
 # ------------------------------------------------------------------ protect
 
 def test_protect_by_comm_spares_the_task_the_kernel_would_kill(hook_lab, hook_policies):
-    with hook_lab.scenario("protect-comm", spec(task("big", 60), task("mid", 30))) as s:
-        hook_policies.apply(doc("lang", {"match": {"comm": "lab-big"}, "action": "protect"}))
-        report = s.oom()
-    killed_by(report, "mid", "lang")
+    with hook_lab.scenario("protect-comm", spec(task("big", 60), task("mid", 30),
+                                                 task("small", 20))) as s:
+        explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-big"},
+                                                         "action": "protect"}))
+        first, second = s.oom(), s.oom()
+    killed_by(first, "mid", "lang")
+    killed_by(second, "small", "lang")
+    predicted(explained, first, second)
 
 
 def test_protect_by_uid_spares_the_task_the_kernel_would_kill(hook_lab, hook_policies):
     with hook_lab.scenario("protect-uid", spec(task("big", 60, uid=1001), task("mid", 30))) as s:
-        hook_policies.apply(doc("lang", {"match": {"uid": 1001}, "action": "protect"}))
+        explained = apply(hook_policies, s, doc("lang", {"match": {"uid": 1001}, "action": "protect"}))
         report = s.oom()
     killed_by(report, "mid", "lang")
+    predicted(explained, report)
 
 
 def test_fallback_protect_spares_every_task_no_rule_ranks(hook_lab, hook_policies):
     """fallback: protect -> unmatched tasks are never killed; only ranked ones die."""
     with hook_lab.scenario("fallback-protect",
                            spec(task("big", 60), task("mid", 40), task("job", 20))) as s:
-        hook_policies.apply(doc("lang", {"match": {"comm": "lab-job"}, "action": "prefer",
-                                         "tier": 1}, scope="memcg", fallback="protect"))
+        explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-job"},
+                                                         "action": "prefer", "tier": 1},
+                                                scope="memcg", fallback="protect"))
         first = s.oom()
         second = s.oom(stall=2)
     killed_by(first, "job", "lang")
+    predicted(explained, first)
+    assert [r["pid"] for r in explained["ranking"]] == [s.pids["job"]], explained
     # Nothing ranked is left: every remaining task is protected, the memcg OOM kills nobody.
     assert second.outcome == "stalled" and second.killed == [] and second.victims == [], second
 
@@ -88,19 +90,23 @@ def test_fallback_protect_spares_every_task_no_rule_ranks(hook_lab, hook_policie
 def test_select_by_pid_kills_that_task_not_the_largest(hook_lab, hook_policies):
     with hook_lab.scenario("select-pid", spec(task("big", 60), task("small", 20),
                                                task("other", 30))) as s:
-        hook_policies.apply(doc("lang", {"match": {"pid": s.pids["small"]}, "action": "select"}))
-        report = s.oom()
-    killed_by(report, "small", "lang")
+        explained = apply(hook_policies, s, doc("lang", {"match": {"pid": s.pids["small"]},
+                                                         "action": "select"}))
+        first, second = s.oom(), s.oom()
+    killed_by(first, "small", "lang")
+    killed_by(second, "big", "lang")  # nothing selected is left: the kernel's own choice
+    predicted(explained, first, second)
 
 
 def test_several_select_tasks_the_one_with_most_badness_dies(hook_lab, hook_policies):
     with hook_lab.scenario("select-many", spec(task("s1", 20), task("s2", 40), task("s3", 10),
                                                 task("big", 70))) as s:
-        hook_policies.apply(doc("lang", {"match": {"comm_prefix": "lab-s"}, "action": "select"}))
-        first = s.oom()
-        second = s.oom()
+        explained = apply(hook_policies, s, doc("lang", {"match": {"comm_prefix": "lab-s"},
+                                                         "action": "select"}))
+        first, second = s.oom(), s.oom()
     killed_by(first, "s2", "lang")
     killed_by(second, "s1", "lang")
+    predicted(explained, first, second)
 
 
 # ------------------------------------------------------------------ prefer
@@ -109,25 +115,26 @@ def test_prefer_cgroup_tier_one_dies_first_even_in_a_cgroup_created_later(hook_l
     with hook_lab.scenario("prefer-cgroup", spec(task("web", 35), task("other", 60),
                                                   task("batch", 25, cgroup="batch/job1", late=True),
                                                   cgroups=["batch"])) as s:
-        result = hook_policies.apply(doc(
+        hook_policies.apply(doc(
             "lang",
-            {"match": {"cgroup": cg(s, "batch")}, "action": "prefer", "tier": 1},
-            {"match": {"cgroup": cg(s, "web")}, "action": "prefer", "tier": 2}))
-        assert result["apply lang"].get("warnings", []) == [], result
+            {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
+            {"match": {"cgroup": s.path("web")}, "action": "prefer", "tier": 2}))
         s.start("batch")  # batch existed when the policy was applied, batch/job1 did not
         report = s.oom()
     killed_by(report, "batch", "lang")
 
 
-def test_prefer_cgroup_next_tier_dies_when_the_first_is_empty(hook_lab, hook_policies):
-    with hook_lab.scenario("prefer-tier2", spec(task("web", 35), task("other", 70),
-                                                 cgroups=["batch"])) as s:
-        hook_policies.apply(doc(
+def test_prefer_cgroup_tiers_die_in_order(hook_lab, hook_policies):
+    with hook_lab.scenario("prefer-tiers", spec(task("other", 70), task("web", 40),
+                                                 task("batch", 20, cgroup="batch/job"))) as s:
+        explained = apply(hook_policies, s, doc(
             "lang",
-            {"match": {"cgroup": cg(s, "batch")}, "action": "prefer", "tier": 1},
-            {"match": {"cgroup": cg(s, "web")}, "action": "prefer", "tier": 2}))
-        report = s.oom()
-    killed_by(report, "web", "lang")
+            {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
+            {"match": {"cgroup": s.path("web")}, "action": "prefer", "tier": 2}))
+        first, second = s.oom(), s.oom()
+    killed_by(first, "batch", "lang")
+    killed_by(second, "web", "lang")
+    predicted(explained, first, second)
 
 
 @pytest.mark.parametrize("by,victim", [("rss", "w2"), ("badness", "w1")])
@@ -135,10 +142,22 @@ def test_prefer_by_comm_prefix_ranks_a_tier_by_the_flag(hook_lab, hook_policies,
     """w2 holds more memory, but oom_score_adj -900 gives it less badness than w1."""
     with hook_lab.scenario("prefer-" + by, spec(task("w1", 30), task("w2", 45, adj=-900),
                                                  task("other", 15))) as s:
-        hook_policies.apply(doc("lang", {"match": {"comm_prefix": "lab-w"}, "action": "prefer",
-                                         "tier": 1, "by": by}))
+        explained = apply(hook_policies, s, doc("lang", {"match": {"comm_prefix": "lab-w"},
+                                                         "action": "prefer", "tier": 1, "by": by}))
         report = s.oom()
     killed_by(report, victim, "lang")
+    predicted(explained, report)
+
+
+def test_a_prefer_fallback_ranks_every_task_no_rule_matches(hook_lab, hook_policies):
+    with hook_lab.scenario("prefer-fallback", spec(task("owner", 60, uid=1001), task("a", 20),
+                                                    task("b", 35))) as s:
+        explained = apply(hook_policies, s, doc("lang", {"match": {"uid": 1001}, "action": "protect"},
+                                                fallback={"action": "prefer", "tier": 5}))
+        first, second = s.oom(), s.oom()
+    killed_by(first, "b", "lang")
+    killed_by(second, "a", "lang")
+    predicted(explained, first, second)
 
 
 def test_comm_prefix_and_uid_must_both_match(hook_lab, hook_policies):
@@ -146,22 +165,26 @@ def test_comm_prefix_and_uid_must_both_match(hook_lab, hook_policies):
     name but another uid, and the one with the right uid but another name, are not ranked."""
     with hook_lab.scenario("combined", spec(task("job-a", 20, uid=1001), task("job-b", 40),
                                              task("tool", 50, uid=1001), task("big", 70))) as s:
-        hook_policies.apply(doc("lang", {"match": {"comm_prefix": "lab-job", "uid": 1001},
-                                         "action": "select"}))
+        explained = apply(hook_policies, s, doc("lang", {"match": {"comm_prefix": "lab-job",
+                                                                   "uid": 1001},
+                                                         "action": "select"}))
         report = s.oom()
     killed_by(report, "job-a", "lang")
+    predicted(explained, report)
 
 
 # ------------------------------------------------------------------ abort
 
 def test_abort_rule_kills_nothing_while_a_matching_task_is_a_candidate(hook_lab, hook_policies):
     with hook_lab.scenario("abort-there", spec(task("backup", 20), task("big", 60))) as s:
-        hook_policies.apply(doc("lang", {"match": {"comm": "lab-backup"}, "action": "abort"},
-                                scope="memcg"))
+        explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-backup"},
+                                                         "action": "abort"}, scope="memcg"))
         report = s.oom(stall=3)
     assert report.outcome == "stalled", report
     assert report.killed == [] and report.victims == [], report
     assert report.events["oom"] >= 3 and report.events["oom_kill"] == 0, report
+    # explain said so: nobody would die while the matching task is a candidate
+    assert explained["victim"] is None and explained["ranking"] == [], explained
 
 
 def test_abort_rule_kills_normally_when_no_matching_task_is_a_candidate(hook_lab, hook_policies):
@@ -170,20 +193,23 @@ def test_abort_rule_kills_normally_when_no_matching_task_is_a_candidate(hook_lab
     outside = "%s/abort-elsewhere-outside" % LAB_ROOT
     with hook_lab.scenario("abort-elsewhere", spec(task("backup", 10, cgroup=outside),
                                                     task("big", 60), task("mid", 30))) as s:
-        hook_policies.apply(doc("lang", {"match": {"comm": "lab-backup"}, "action": "abort"},
-                                scope="memcg"))
+        explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-backup"},
+                                                         "action": "abort"}, scope="memcg"))
         report = s.oom()
     killed_by(report, "big", "lang")
+    predicted(explained, report)
 
 
 # ------------------------------------------------------------------ scope
 
 def test_scope_global_leaves_memcg_ooms_to_the_kernel(hook_lab, hook_policies):
     with hook_lab.scenario("scope-global", spec(task("big", 60), task("mid", 30))) as s:
-        hook_policies.apply(doc("lang", {"match": {"comm": "lab-mid"}, "action": "select"},
-                                scope="global"))
+        explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-mid"},
+                                                         "action": "select"}, scope="global"))
         report = s.oom()
     killed_by(report, "big", "default")
+    assert explained["policy_acts"] is False
+    predicted(explained, report)
 
 
 # ------------------------------------------------------------------ the user story
@@ -191,36 +217,23 @@ def test_scope_global_leaves_memcg_ooms_to_the_kernel(hook_lab, hook_policies):
 def story(s):
     return doc("lang",
                {"match": {"comm": "postgres"}, "action": "protect"},
-               {"match": {"cgroup": cg(s, "batch")}, "action": "prefer", "tier": 1},
-               {"match": {"cgroup": cg(s, "web")}, "action": "prefer", "tier": 2})
+               {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
+               {"match": {"cgroup": s.path("web")}, "action": "prefer", "tier": 2})
 
 
 def postgres(mb):
     return task("postgres", mb, comm="postgres")
 
 
-def test_story_kills_batch_first(hook_lab, hook_policies):
-    with hook_lab.scenario("story-batch", spec(postgres(60), task("batch", 20), task("web", 30),
-                                                task("other", 15))) as s:
-        hook_policies.apply(story(s))
-        report = s.oom()
-    killed_by(report, "batch", "lang")
-
-
-def test_story_kills_web_when_there_is_no_batch(hook_lab, hook_policies):
-    with hook_lab.scenario("story-web", spec(postgres(60), task("web", 30), task("other", 45),
-                                              cgroups=["batch"])) as s:
-        hook_policies.apply(story(s))
-        report = s.oom()
-    killed_by(report, "web", "lang")
-
-
-def test_story_leaves_the_rest_to_the_kernel_but_never_postgres(hook_lab, hook_policies):
-    with hook_lab.scenario("story-rest", spec(postgres(70), task("other", 40),
-                                               cgroups=["batch", "web"])) as s:
-        hook_policies.apply(story(s))
-        report = s.oom()
-    killed_by(report, "other", "lang")
+def test_story_kills_batch_then_web_never_postgres(hook_lab, hook_policies):
+    with hook_lab.scenario("story", spec(postgres(60), task("batch", 20), task("web", 30),
+                                          task("other", 15))) as s:
+        explained = apply(hook_policies, s, story(s))
+        first, second, third = s.oom(), s.oom(), s.oom()
+    killed_by(first, "batch", "lang")
+    killed_by(second, "web", "lang")
+    killed_by(third, "other", "lang")  # the rest: the kernel's choice, never postgres
+    predicted(explained, first, second, third)
 
 
 # ------------------------------------------------------------------ changes

@@ -1,0 +1,348 @@
+"""The score_adj backend on this host's own stock kernel (no hook; tp_btf, iter/task and
+ring buffers work): its programs load, attach and pin; processes a rule matches get their
+band's oom_score_adj, written at apply time for the ones there and by the agent (run
+here as `python -c ... agent.main()`, as the host command runs it) for the ones that
+start, change name or cgroup, or fork later; removal, a clean stop and a restart after
+SIGKILL put every value back or keep it as it should.
+
+Root lacks CAP_SYS_RESOURCE here, so the tests use positive values only (raising a
+process's oom_score_adj, and setting it back down to its minimum); negative bands are
+tested in the VM (tests/vm/test_score_adj_stock.py). Each test has a bpffs root, a state
+dir and a run dir (the ledger, the agent's lock) of its own.
+"""
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.ebpf.oom.plugins.module_utils import (backends, bpffs, libbpf, probe, renderer,
+                                                               scoreadj)
+from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
+from conftest import COLLECTIONS
+
+POLICY = "adjtest"
+BOUND = 5.0  # seconds a process may take to get its value (the benchmark measures how long)
+HOLD = r"""
+import ctypes, os, sys, time
+adj, comm = sys.argv[1], sys.argv[2]
+if adj != "-":
+    open("/proc/self/oom_score_adj", "w").write(adj)
+if comm != "-":
+    ctypes.CDLL(None).prctl(15, comm.encode(), 0, 0, 0)
+os.write(1, b"r")
+for line in sys.stdin:      # commands: "name NEW", "fork NAME" (the child prints its pid)
+    word, arg = line.split()
+    if word == "name":
+        ctypes.CDLL(None).prctl(15, arg.encode(), 0, 0, 0)
+    elif word == "fork":
+        r, w = os.pipe()
+        if os.fork() == 0:
+            if arg != "-":
+                ctypes.CDLL(None).prctl(15, arg.encode(), 0, 0, 0)
+            os.write(w, b"%d\n" % os.getpid())
+            time.sleep(300)
+            os._exit(0)
+        os.write(1, os.read(r, 32))
+    os.write(1, b"r")
+time.sleep(300)
+"""
+AGENT = ("import sys; from ansible_collections.ebpf.oom.plugins.module_utils import agent; "
+         "sys.exit(agent.main())")
+
+
+@pytest.fixture(scope="module")
+def generic(tmp_path_factory):
+    return compile_generic(cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def host(private_roots, tmp_path, monkeypatch):
+    monkeypatch.setenv("EBPF_OOM_RUN_DIR", str(tmp_path / "run"))
+    h = Host(tmp_path)
+    try:
+        yield h
+    finally:
+        h.stop_agent()
+        backends.remove(POLICY)
+        for pid in h.children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in h.procs:
+            proc.kill()
+            proc.wait()
+
+
+class Proc(subprocess.Popen):
+    def command(self, line):
+        self.stdin.write((line + "\n").encode())
+        self.stdin.flush()
+        out = b""
+        while not out.endswith(b"r"):
+            out += self.stdout.read(1)
+        return out[:-1].decode().strip()
+
+
+class Host:
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.procs = []
+        self.children = []   # pids forked by the processes above
+        self.agent = None
+
+    def hold(self, comm="-", adj="-", argv0=None):
+        """A process holding still, named comm, with oom_score_adj adj; commands on stdin."""
+        proc = Proc([argv0 or sys.executable, "-c", HOLD, str(adj), comm], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE)
+        self.procs.append(proc)
+        assert proc.stdout.read(1) == b"r"
+        return proc
+
+    def start_agent(self):
+        env = dict(os.environ, PYTHONPATH=COLLECTIONS)
+        self.agent = subprocess.Popen([sys.executable, "-c", AGENT], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not scoreadj.agent_running():
+            assert self.agent.poll() is None and time.monotonic() < deadline, self.agent_output()
+            time.sleep(0.05)
+
+    def agent_says(self, words, timeout=30):
+        """Wait until the agent logs a line with `words`; the line."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _w, _x = select.select([self.agent.stdout], [], [], 0.2)
+            if ready:
+                line = self.agent.stdout.readline().decode()
+                if words in line:
+                    return line
+        raise AssertionError("the agent did not say %r" % words)
+
+    def stop_agent(self, sig=signal.SIGTERM):
+        if self.agent is None:
+            return None
+        self.agent.send_signal(sig)
+        rc = self.agent.wait(timeout=30)
+        self.agent = None
+        return rc
+
+    def agent_output(self):
+        self.agent.kill()
+        return self.agent.communicate()
+
+
+def apply(generic, document):
+    return backends.ScoreAdj().apply(POLICY, generic, document, persist=False)
+
+
+def adj(proc):
+    with open("/proc/%d/oom_score_adj" % (proc if isinstance(proc, int) else proc.pid)) as f:
+        return int(f.read())
+
+
+def eventually(proc, value, bound=BOUND):
+    """The process's oom_score_adj once it is `value`, or what it is after `bound` seconds."""
+    deadline = time.monotonic() + bound
+    while adj(proc) != value and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return adj(proc)
+
+
+def doc(*rules, **top):
+    return dict(name=POLICY, rules=list(rules), **top)
+
+
+def prefer(tier, **match):
+    return {"match": match, "action": "prefer", "tier": tier}
+
+
+# ---------------------------------------------------------------- load, attach, pin
+
+def test_this_host_has_score_adj_and_auto_chooses_it():
+    assert probe.usable_backends() == ["score_adj"]
+    assert probe.choose_backend("auto").name == "score_adj"
+    with pytest.raises(probe.UnsupportedKernel) as err:
+        probe.choose_backend("evaluate_task")
+    assert "bpf_oom_evaluate_task" in err.value.missing
+
+
+def test_the_event_programs_and_the_iterator_load_attach_and_pin(host, generic):
+    matched = host.hold("sa-there", adj=100)
+    result = apply(generic, doc(prefer(1, comm="sa-there")))
+    layout = bpffs.Layout(bpffs.roots()[0], POLICY)
+    record = result["record"]
+    assert record["backend"] == "score_adj" and result["backend"] == "score_adj"
+    assert sorted(p["name"] for p in record["programs"]) == sorted(backends.ScoreAdj.programs)
+    targets = dict((p["name"], p["target"]) for p in record["programs"])
+    assert targets["ebpf_oom_adj_exec"] == "sched_process_exec"
+    assert targets["ebpf_oom_adj_rename"] == "task_rename"
+    assert targets["ebpf_oom_adj_attach"] == "cgroup_attach_task"
+    assert targets["ebpf_oom_adj_fork"] == "sched_process_fork"
+    for prog in backends.ScoreAdj.programs:
+        with libbpf.pinned(layout.link(prog)) as fd:
+            assert libbpf.link_info(fd)["prog_id"]
+    with libbpf.pinned(layout.map(renderer.EVENTS_MAP)) as fd:
+        info = libbpf.map_info(fd)
+    assert (info["type"], info["max_entries"]) == ("ringbuf", renderer.EBPF_OOM_EVENTS_BYTES)
+    # the process there at apply time got its value then, without an agent
+    assert adj(matched) == 1000 and result["score_adj"]["written"] == 1
+    assert result["score_adj"]["agent"] is False
+    assert any("agent is not running" in w for w in result["warnings"])
+    checked = backends.verify_policies(name=POLICY)
+    assert [p for p in checked["problems"] if "agent" not in p] == []
+    host.start_agent()
+    checked = backends.verify_policies(name=POLICY)
+    assert checked["problems"] == [] and checked["policies"][0]["score_adj"]["agent"] is True
+
+
+# ---------------------------------------------------------------- the events
+
+def test_a_process_started_later_gets_its_value(host, generic, tmp_path):
+    """exec: a program whose file name matches a comm rule."""
+    apply(generic, doc(prefer(1, comm="sa-late"), prefer(2, comm="sa-other")))
+    host.start_agent()
+    host.agent_says("following policy %s" % POLICY)
+    program = str(tmp_path / "sa-late")
+    shutil.copy(sys.executable, program)
+    late = host.hold(argv0=program)
+    assert eventually(late, 1000) == 1000
+
+
+def test_a_new_name_changes_the_value_and_the_old_one_comes_back(host, generic):
+    apply(generic, doc(prefer(1, comm="sa-renamed"), prefer(2, comm_prefix="sa-two")))
+    host.start_agent()
+    host.agent_says("following policy")
+    proc = host.hold("unmatched", adj=50)
+    proc.command("name sa-renamed")
+    assert eventually(proc, 1000) == 1000
+    proc.command("name sa-two-b")
+    assert eventually(proc, 500) == 500
+    proc.command("name plain")
+    assert eventually(proc, 50) == 50
+
+
+def test_a_move_into_a_cgroup_a_rule_names_changes_the_value(host, generic, cgroup_v2):
+    point, top = cgroup_v2
+    inside = os.path.join(point, top.lstrip("/"), "adj-in")
+    os.mkdir(inside)
+    try:
+        apply(generic, doc(prefer(1, cgroup=top + "/adj-in")))
+        host.start_agent()
+        host.agent_says("following policy")
+        proc = host.hold("moving", adj=10)
+        with open(os.path.join(inside, "cgroup.procs"), "w") as f:
+            f.write(str(proc.pid))
+        assert eventually(proc, 1000) == 1000
+        with open(os.path.join(point, top.lstrip("/"), "cgroup.procs"), "w") as f:
+            f.write(str(proc.pid))
+        assert eventually(proc, 10) == 10
+    finally:
+        for p in list(host.procs):
+            p.kill()
+            p.wait()
+        host.procs = []
+        os.rmdir(inside)
+
+
+def test_children_of_a_process_written_keep_or_give_back_the_value(host, generic):
+    """A child inherits its parent's value: it keeps it while a rule matches it, and gets
+    the parent's own value back when none does; removal puts every one back."""
+    apply(generic, doc(prefer(1, comm="sa-parent")))
+    host.start_agent()
+    host.agent_says("following policy")
+    parent = host.hold("sa-parent", adj=30)
+    assert eventually(parent, 1000) == 1000
+    same = int(parent.command("fork -"))            # still named sa-parent
+    other = int(parent.command("fork sa-unrelated"))
+    host.children += [same, other]
+    assert eventually(other, 30) == 30
+    assert adj(same) == 1000
+    deadline = time.monotonic() + BOUND
+    while same not in scoreadj.Ledger.read().tasks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    removed = backends.remove(POLICY)
+    assert removed["changed"]
+    assert (adj(parent), adj(same), adj(other)) == (30, 30, 30)
+
+
+# ---------------------------------------------------------------- removal, stop, crash
+
+def test_removal_puts_every_value_back(host, generic):
+    procs = [host.hold("sa-rm-%d" % i, adj=i * 10) for i in range(3)]
+    other = host.hold("sa-keep", adj=20)
+    apply(generic, doc(prefer(1, comm_prefix="sa-rm")))
+    assert [adj(p) for p in procs] == [1000] * 3 and adj(other) == 20
+    removed = backends.remove(POLICY)
+    assert removed["restored"] == 3
+    assert [adj(p) for p in procs] == [0, 10, 20] and adj(other) == 20
+    assert scoreadj.Ledger.read().tasks == {}
+    assert not os.path.exists(bpffs.Layout(bpffs.roots()[0], POLICY).dir)
+
+
+def test_a_clean_stop_of_the_agent_puts_every_value_back(host, generic):
+    proc = host.hold("sa-stop", adj=5)
+    apply(generic, doc(prefer(1, comm="sa-stop")))
+    host.start_agent()
+    host.agent_says("following policy")
+    assert adj(proc) == 1000
+    assert host.stop_agent(signal.SIGTERM) == 0
+    assert adj(proc) == 5 and scoreadj.Ledger.read().tasks == {}
+
+
+def test_after_sigkill_a_restarted_agent_resyncs_and_no_original_is_lost(host, generic):
+    there = host.hold("sa-crash", adj=40)
+    apply(generic, doc(prefer(1, comm_prefix="sa-crash")))
+    host.start_agent()
+    host.agent_says("following policy")
+    host.stop_agent(signal.SIGKILL)
+    assert adj(there) == 1000                       # nothing put back by a crash
+    assert not scoreadj.agent_running()
+    during = host.hold("sa-crash-2", adj=60)        # starts while no agent runs
+    time.sleep(0.3)
+    assert adj(during) == 60
+    host.start_agent()
+    assert "1 oom_score_adj value(s) written" in host.agent_says("following policy")
+    assert adj(during) == 1000
+    ledger = scoreadj.Ledger.read()
+    assert sorted((ledger.tasks[p.pid][1]) for p in (there, during)) == [40, 60]
+    assert backends.remove(POLICY)["changed"]
+    assert (adj(there), adj(during)) == (40, 60)
+
+
+def test_the_agent_lets_a_removed_policy_go_and_puts_its_values_back_itself(host, generic):
+    """A policy unpinned behind the backend's back (no ledger restore by the remover)."""
+    proc = host.hold("sa-gone", adj=15)
+    apply(generic, doc(prefer(1, comm="sa-gone")))
+    host.start_agent()
+    host.agent_says("following policy")
+    bpffs.remove_tree(bpffs.Layout(bpffs.roots()[0], POLICY).dir)
+    assert "1 oom_score_adj value(s) put back" in host.agent_says("is gone")
+    assert adj(proc) == 15
+
+
+def test_a_second_policy_that_decides_ooms_is_refused(host, generic):
+    apply(generic, doc(prefer(1, comm="sa-one")))
+    with pytest.raises(backends.LoaderError, match="beside policy %s, which already does "
+                                                    r"\(backend score_adj\)" % POLICY):
+        backends.ScoreAdj().apply("adjtest2", generic, dict(doc(), name="adjtest2"), persist=False)
+
+
+def test_a_changed_document_rewrites_values_without_a_reload(host, generic):
+    a = host.hold("sa-a", adj=0)
+    b = host.hold("sa-b", adj=0)
+    first = apply(generic, doc(prefer(1, comm="sa-a"), prefer(2, comm="sa-b")))
+    assert (adj(a), adj(b)) == (1000, 500)
+    second = apply(generic, doc(prefer(1, comm="sa-b")))
+    assert second["action"] == "maps_updated"
+    assert [p["prog_id"] for p in second["record"]["programs"]] == \
+        [p["prog_id"] for p in first["record"]["programs"]]
+    assert (adj(a), adj(b)) == (0, 1000)
+    json.dumps(second["score_adj"])  # plain data for the module's result
