@@ -74,11 +74,44 @@ def mounted_root():
     return root if is_bpffs(mount_point(root)) else None
 
 
+def mount_problem(where):
+    """Why bpffs must not be mounted at ``where`` (None: it may). It belongs at
+    BPFFS_MOUNT; anywhere else (tests, staging hosts) only on an empty directory, owned
+    by root, inside a private directory (owned by root, no access for group or others),
+    so that the mount hides nothing anyone else uses: EBPF_OOM_BPFFS_ROOT=/srv/x must
+    not put a bpffs over /srv."""
+    if where == BPFFS_MOUNT:
+        return None
+    if not os.path.isabs(where):
+        return "%s is not an absolute path" % where
+    try:
+        parent = os.stat(os.path.dirname(where))
+        fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        return exc.strerror
+    try:
+        if parent.st_uid != 0 or parent.st_mode & 0o077:
+            return ("bpffs belongs at %s, and elsewhere it is mounted only inside a private "
+                    "directory (owned by root, mode 0700); %s is not one"
+                    % (BPFFS_MOUNT, os.path.dirname(where)))
+        if os.fstat(fd).st_uid != 0 or os.listdir(fd):
+            return "%s is not an empty directory owned by root: a mount would hide it" % where
+    finally:
+        os.close(fd)
+    return None
+
+
 def ensure_mounted(root):
-    """Mount bpffs at ``root``'s mount point when it is not there; returns the mount point."""
+    """Mount bpffs at ``root``'s mount point when it is not there (see mount_problem);
+    returns the mount point."""
     where = mount_point(root)
     if is_bpffs(where):
         return where
+    problem = mount_problem(where)
+    if problem:
+        raise BpffsError(
+            "bpffs is not mounted at %s and mounting it failed: %s; mount bpffs there yourself "
+            "(`mount -t bpf bpf %s`) or choose a root under %s" % (where, problem, where, BPFFS_MOUNT))
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"bpf", where.encode(), b"bpf", 0, b"mode=0700") != 0:
         err = ctypes.get_errno()
@@ -90,15 +123,24 @@ def ensure_mounted(root):
 
 
 def make_dir(path, mode=DIR_MODE):
-    """Create ``path`` (and parents) with ``mode``, root owned; fix a wrong mode."""
+    """Create ``path`` (and parents) with ``mode``, root owned; fix a wrong mode (through
+    a descriptor of the directory itself: a symbolic link is refused, never followed)."""
     try:
         os.makedirs(path, mode)
     except OSError as exc:
         if exc.errno != errno.EEXIST:
             raise
-    if not stat.S_ISDIR(os.lstat(path).st_mode):
-        raise BpffsError("%s exists and is not a directory" % path)
-    os.chmod(path, mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise BpffsError("%s exists and is not a directory" % path)
+        raise
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def remove_tree(path):

@@ -295,6 +295,32 @@ def test_bpffs_that_cannot_be_mounted_is_a_clear_error(engine, objects, monkeypa
     assert not nowhere.exists()
 
 
+@pytest.mark.parametrize("where", ["/srv", "shared", "busy"])
+def test_bpffs_is_never_mounted_over_a_directory_others_use(engine, objects, monkeypatch, tmp_path, where):
+    """EBPF_OOM_BPFFS_ROOT=/srv/x must not hide /srv: outside /sys/fs/bpf, bpffs goes only
+    on an empty directory inside a private one."""
+    if where == "/srv":
+        mount = "/srv"
+        assert os.path.isdir(mount) and not bpffs.is_bpffs(mount)
+    elif where == "shared":  # an empty directory, but in a directory others can enter
+        (tmp_path / "shared").mkdir(mode=0o755)
+        (tmp_path / "shared" / "bpffs").mkdir()
+        mount = str(tmp_path / "shared" / "bpffs")
+    else:  # a directory with something in it
+        (tmp_path / "busy").mkdir()
+        (tmp_path / "busy" / "data").write_text("kept")
+        mount = str(tmp_path / "busy")
+    monkeypatch.setenv("EBPF_OOM_BPFFS_ROOT", os.path.join(mount, "x"))
+    before = sorted(os.listdir(mount))
+    try:
+        with pytest.raises(LoaderError, match="bpffs is not mounted at %s and mounting it failed" % mount):
+            loader.apply("p", objects["counter"])
+        assert not bpffs.is_bpffs(mount) and sorted(os.listdir(mount)) == before
+    finally:
+        if bpffs.is_bpffs(mount):  # a regression must not leave the mount behind
+            subprocess.run(["umount", mount], check=True)
+
+
 def test_check_mode_reports_but_changes_nothing(engine, objects):
     planned = loader.apply("p", objects["counter"], check_mode=True)
     assert (planned["changed"], planned["action"]) == (True, "created")

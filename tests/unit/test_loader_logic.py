@@ -1,4 +1,8 @@
-"""Pure logic of the engine: packing, globals, map plans, link checks, record encoding."""
+"""Pure logic of the engine: packing, globals, map plans, link checks, record encoding,
+the layout's directories."""
+
+import os
+import stat
 
 import pytest
 
@@ -179,3 +183,18 @@ def test_default_root_mounts_at_sys_fs_bpf(monkeypatch):
     monkeypatch.delenv("EBPF_OOM_BPFFS_ROOT", raising=False)
     root = bpffs.roots()[0]
     assert root == "/sys/fs/bpf/ebpf_oom" and bpffs.mount_point(root) == "/sys/fs/bpf"
+
+
+def test_make_dir_fixes_the_mode_of_the_directory_itself_never_through_a_link(tmp_path):
+    made = tmp_path / "made"
+    bpffs.make_dir(str(made))
+    assert stat.S_IMODE(os.stat(str(made)).st_mode) == bpffs.DIR_MODE
+    made.chmod(0o755)
+    bpffs.make_dir(str(made))
+    assert stat.S_IMODE(os.stat(str(made)).st_mode) == bpffs.DIR_MODE
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o755)
+    os.symlink(str(elsewhere), str(tmp_path / "link"))
+    with pytest.raises(bpffs.BpffsError, match="exists and is not a directory"):
+        bpffs.make_dir(str(tmp_path / "link"))
+    assert stat.S_IMODE(os.stat(str(elsewhere)).st_mode) == 0o755
