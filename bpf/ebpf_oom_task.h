@@ -31,16 +31,16 @@ static __always_inline __u64 ebpf_oom_pages(__s64 count)
 }
 
 /*
- * get_mm_counter(mm, idx) on either layout; idx must be a constant. The
- * addresses come from __builtin_preserve_access_index, not from
- * mm->rss_stat[idx].count: the compiler would fold the constant index into
+ * get_mm_counter(mm, idx) on either layout; idx must be a constant. On 6.2 and
+ * later a plain load, its address from __builtin_preserve_access_index rather
+ * than mm->rss_stat[idx].count (the compiler would fold the constant index into
  * an offset computed with this header's element size, which CO-RE does not
- * relocate.
+ * relocate). Before 6.2 (Debian 12's 6.1) through bpf_probe_read_kernel: those
+ * verifiers do not follow a load through the atomic_long_t typedef.
  */
 #define ebpf_oom_rss(mm, idx)							\
 	ebpf_oom_pages(bpf_core_type_exists(struct mm_rss_stat___atomic) ?	\
-		       *(long *)__builtin_preserve_access_index(			\
-			       &((struct mm_struct___atomic *)(mm))->rss_stat.count[idx].counter) : \
+		       BPF_CORE_READ((struct mm_struct___atomic *)(mm), rss_stat.count[idx].counter) : \
 		       *(long *)__builtin_preserve_access_index(&(mm)->rss_stat[idx].count))
 
 /* Linux 6.18 made mm_struct.flags an mm_flags_t bitmap (same first word). */
@@ -100,7 +100,10 @@ static __always_inline __u64 ebpf_oom_mm_pages(struct mm_struct *mm, __u64 *rss,
 	*rss = ebpf_oom_rss(mm, MM_FILEPAGES) + ebpf_oom_rss(mm, MM_ANONPAGES) +
 	       ebpf_oom_rss(mm, MM_SHMEMPAGES);
 	*swap = ebpf_oom_rss(mm, MM_SWAPENTS);
-	*pgtables = ebpf_oom_pages(mm->pgtables_bytes.counter) >> EBPF_OOM_PAGE_SHIFT;
+	if (bpf_core_type_exists(struct mm_rss_stat___atomic))	/* before 6.2: see ebpf_oom_rss() */
+		*pgtables = ebpf_oom_pages(BPF_CORE_READ(mm, pgtables_bytes.counter)) >> EBPF_OOM_PAGE_SHIFT;
+	else
+		*pgtables = ebpf_oom_pages(mm->pgtables_bytes.counter) >> EBPF_OOM_PAGE_SHIFT;
 	return *rss + *swap + *pgtables;
 }
 
