@@ -33,7 +33,11 @@ apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True
     Raises LoaderError(message, log_tail) / UnsupportedKernel(missing), before any
     change when the input is wrong; a verifier rejection leaves the old policy as it was.
     Unchanged when object sha256 and globals equal the record, every recorded link and
-    map pin is alive as recorded and the named maps hold their entries.  A reload or
+    map pin is alive as recorded, the policy's directory holds nothing else and the
+    named maps hold their entries.  An apply killed at any step (SIGKILL, power loss)
+    leaves staging/, pins under names the record does not know, or a directory without
+    a record: the next apply loads again and removes them (waiting until what they kept
+    attached is gone), list_policies() lists such a directory, remove() removes it.  A reload or
     replace pins the new links in <dir>/staging, renames them over the old pins, then
     waits (bounded) until the kernel freed the old programs.  Maps are reused (data
     kept) when the object is the same.  Pins set by libbpf's own `pinning` are off.
@@ -259,12 +263,13 @@ def remove(name, check_mode=False):
     with bpffs.locked(root):
         old = pins.read_record(layout) or {}
         if not check_mode:
+            pinned = _pinned_ids(layout, layout.entries())  # the record's, and any leftovers
             try:
                 bpffs.remove_tree(layout.dir)
             except OSError as exc:
                 raise LoaderError("policy %s: cannot remove %s: %s" % (name, layout.dir, exc))
             state.unpersist(name, False)
-            _wait_gone(_ids(old))
+            _wait_gone(_ids(old) | pinned)
     return {"changed": True, "diff": {"before": old, "after": {}}}
 
 
@@ -295,7 +300,7 @@ def _one_decider(root, name, obj):
 def _apply(plan, check_mode):
     old = plan.old
     if plan.same_program and not pins.link_problems(plan.layout, old) \
-            and not pins.map_pin_problems(old):
+            and not pins.map_pin_problems(old) and not _leftovers(plan.layout, old):
         return _apply_same(plan, check_mode)
     record = plan.new_record()
     if check_mode:
@@ -306,10 +311,13 @@ def _apply(plan, check_mode):
             changes = [c for n, s in plan.specs.items()
                        for c in map_changes_out(n, plan_map(s, fresh_contents(s)))]
     else:
+        # What an apply that was killed left (staging/, pins the record does not name,
+        # or a directory without a record): gone once the new pins are in place.
+        stale = _pinned_ids(plan.layout, plan.layout.entries() if old is None
+                            else _leftovers(plan.layout, old))
         if old is None:
-            # Leftovers without a readable record (e.g. a crash during the first apply).
             bpffs.remove_tree(plan.layout.dir)
-        changes = _swap(plan, record)
+        changes = _swap(plan, record, stale)
         state.store(plan.layout.name, plan.obj.data, record, plan.persist, False)
     return {"changed": True, "action": plan.action, "record": record,
             "diff": {"before": old or {}, "after": record}, "map_changes": changes}
@@ -371,9 +379,10 @@ def _rewrite_record(layout, record):
 
 # ---------------------------------------------------------------- the swap
 
-def _swap(plan, record):
+def _swap(plan, record, stale):
     """Load, attach and pin into staging, then rename over the live pins; fills in the
-    record's programs and map pins and returns the map changes made."""
+    record's programs and map pins and returns the map changes made. ``stale``: the
+    (kind, id) of what a killed apply left, waited for like the old programs."""
     layout = plan.layout
     bpffs.remove_tree(layout.staging)
     own = [m for m in plan.obj.maps() if not m.internal]
@@ -392,10 +401,9 @@ def _swap(plan, record):
         record["loaded_at"] = _now()
         bpffs.write_record(os.path.join(layout.staging, bpffs.RECORD), record)
         _promote_staging(layout)
-        if plan.old:
-            # Unpinned links are released by a kernel work item: wait until the old
-            # programs are gone, so only the new policy runs once apply returns.
-            _wait_gone(_ids(plan.old) - _ids(record))
+        # Unpinned links are released by a kernel work item: wait until the old
+        # programs are gone, so only the new policy runs once apply returns.
+        _wait_gone(((_ids(plan.old) if plan.old else set()) | stale) - _ids(record))
     except BaseException:
         bpffs.remove_tree(layout.staging if plan.old else layout.dir)
         raise
@@ -480,6 +488,40 @@ def _promote_staging(layout):
                 bpffs.remove_tree(path)
             else:
                 os.unlink(path)
+
+
+# ---------------------------------------------------------------- what a killed apply left
+
+def _leftovers(layout, record):
+    """Entries of the policy's directory that its record does not name: staging/ or pins
+    that an apply killed before it finished left there (they can keep programs
+    attached). A crash between the renames leaves pins under recorded names, which the
+    link and map checks catch."""
+    named = set([bpffs.RECORD] + [bpffs.LINK_PREFIX + p.get("name", "") for p in record.get("programs", [])]
+                + [bpffs.MAP_PREFIX + m.get("name", "") for m in record.get("pinned_maps", [])])
+    return [entry for entry in layout.entries() if entry not in named]
+
+
+def _pinned_ids(layout, entries):
+    """{(kind, id)} of the links, their programs and the maps pinned at ``entries`` of the
+    policy's directory (staging/ included)."""
+    ids = set()
+    for entry in entries:
+        path = os.path.join(layout.dir, entry)
+        if entry == bpffs.STAGING:
+            ids |= _pinned_ids(bpffs.Layout(layout.dir, bpffs.STAGING), os.listdir(path)) \
+                if os.path.isdir(path) else set()
+            continue
+        try:
+            with libbpf.pinned(path) as fd:
+                if entry.startswith(bpffs.LINK_PREFIX):
+                    info = libbpf.link_info(fd)
+                    ids |= {("link", info["id"]), ("prog", info["prog_id"])}
+                else:
+                    ids.add(("map", libbpf.map_info(fd)["id"]))
+        except (BpfError, OSError):
+            continue  # not a pin of a link or a map: nothing to wait for
+    return ids
 
 
 # ---------------------------------------------------------------- waiting for the kernel

@@ -33,13 +33,16 @@ def read_record(layout):
 
 
 def list_policies():
-    """The records of every loaded policy (unreadable ones skipped)."""
+    """The records of every policy directory; a directory without a readable record (an
+    apply killed before it pinned one) is listed as {name, problem}, so that whoever
+    removes what is not wanted (the role's purge) sees it too."""
     root = bpffs.mounted_root()
     out = []
     for name in policy_names(root):
         record = read_record(bpffs.Layout(root, name))
-        if record is not None:
-            out.append(record)
+        out.append(record if record is not None else {
+            "name": name, "problem": "no record: an apply that did not finish left this directory; "
+                                     "apply the policy again or remove it"})
     return out
 
 

@@ -46,17 +46,32 @@ def saved(name):
     return os.path.lexists(paths(name)[0])
 
 
+def _strays(base):
+    """Files of a policy's copy other than its two (a temporary file of a write that was
+    killed)."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    return [os.path.join(base, n) for n in sorted(names) if n not in ("object.o", "record.json")
+            and not os.path.isdir(os.path.join(base, n))]
+
+
 def persist(name, data, record, check_mode):
-    """Keep object.o + record.json for the boot restore; True when something changed."""
+    """Keep object.o + record.json (and nothing else) for the boot restore; True when
+    something changed."""
     base, obj_path, rec_path = paths(name)
     rec = json.dumps(record, sort_keys=True, indent=1).encode("ascii") + b"\n"
-    if read_file(obj_path) == data and read_file(rec_path) == rec:
+    strays = _strays(base)
+    if read_file(obj_path) == data and read_file(rec_path) == rec and not strays:
         return False
     if not check_mode:
         for path in (os.path.dirname(os.path.dirname(base)), os.path.dirname(base), base):
             bpffs.make_dir(path)
         write_atomic(obj_path, data, STATE_FILE_MODE)
         write_atomic(rec_path, rec, STATE_FILE_MODE)
+        for path in strays:
+            os.unlink(path)
     return True
 
 

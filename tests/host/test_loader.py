@@ -69,9 +69,15 @@ def engine(tmp_path, monkeypatch):
 
 
 def bpftool(*args):
-    out = subprocess.run(["bpftool", "-j"] + list(args), check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out) if out.strip() else []
+    """bpftool's JSON; again when it fails (an object it lists can be freed before it
+    shows it, while the kernel releases what was unpinned)."""
+    for attempt in range(5):
+        done = subprocess.run(["bpftool", "-j"] + list(args), capture_output=True, text=True)
+        if done.returncode == 0 or attempt == 4:
+            break
+        time.sleep(0.1)
+    done.check_returncode()
+    return json.loads(done.stdout) if done.stdout.strip() else []
 
 
 def kernel_objects():
