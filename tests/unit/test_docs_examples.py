@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 
 import ansible.modules
 import pytest
@@ -45,7 +46,8 @@ from ansible_collections.ebpf.oom.plugins.plugin_utils import documents
 DOC_FILES = (["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
              + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "roles", "*", "README.md")))
              + ["schemas/README.md"])
-FENCE = re.compile(r"^```(?:yaml|yml)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+# A fence may be indented (a block inside a list item); its lines are dedented.
+FENCE = re.compile(r"^([ \t]*)```(?:yaml|yml)[ \t]*\n(.*?)^\1```[ \t]*$", re.M | re.S)
 MARK = re.compile(r"<!--\s*example:\s*([a-z-]+)\s*-->\s*$")
 MARKS = ("lint-warns", "invalid")
 ROLES = sorted(os.listdir(os.path.join(REPO, "roles")))
@@ -71,7 +73,8 @@ def examples():
         for m in FENCE.finditer(text):
             before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
             mark = MARK.search(before)
-            found.append(Example(path, text.count("\n", 0, m.start()) + 1, m.group(1),
+            body = textwrap.dedent(m.group(2)) if m.group(1) else m.group(2)
+            found.append(Example(path, text.count("\n", 0, m.start()) + 1, body,
                                  mark.group(1) if mark else None))
     return found
 
