@@ -38,6 +38,7 @@ from .errors import BpfError, BpffsError, RenderError
 BACKEND = "score_adj"
 TICK = 0.5            # seconds: the longest wait between two looks at the policy
 SWEEP_EVERY = 30.0    # seconds between two sweeps
+LOCK_TRIES = 10       # looks at the agent's lock before giving up (0.2 s apart)
 EVENT_SIZE = ctypes.sizeof(renderer.AdjEvent)
 # sd-daemon(3) priorities: journald files each line at its level.
 SD_ERR = "<3>"
@@ -236,9 +237,13 @@ def main(argv=None, out=sys.stdout, err=sys.stderr):
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                  scoreadj.FILE_MODE)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        for _attempt in range(LOCK_TRIES):  # verify may hold it shared for a moment
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
             err.write("%sebpf-oom agent: another agent runs on this host (%s is locked)\n"
                       % (SD_ERR, lock))
             return 1

@@ -1,0 +1,226 @@
+"""The score_adj backend decides real OOMs on a stock Debian kernel (the image's own 6.1,
+no hook): documents applied through ebpf.oom.policy with backend auto, the agent running
+as a systemd service that systemd restarts (Restart=always), and memory cgroups filled
+until the kernel's own heuristic, steered by the oom_score_adj the backend wrote, kills.
+
+In every scenario the kernel alone would kill the largest task (the baseline shows it);
+the document names another, and that one dies. A stock kernel prints no policy name in
+its OOM report (oomlab reports None). The agent here runs the engine copied into the
+guest, as the host command `ebpf-oom agent` runs it (the role installs the same).
+On the hook kernel, backend auto still chooses the hook (the last test).
+"""
+
+import io
+import os
+import tarfile
+import time
+
+import pytest
+
+from lab import Policies, doc, killed_by, spec, task
+from vmharness import REPO, play
+
+AGENT_UNIT = "ebpf-oom-agent-vmtest.service"
+ENGINE = "/usr/lib/ebpf-oom-vmtest"
+AGENT = ("import sys; sys.path.insert(0, %r); from ebpf_oom_engine import agent; "
+         "sys.exit(agent.main())" % ENGINE)
+STOCK = None  # a stock kernel's OOM report names no policy
+
+
+@pytest.fixture(scope="module")
+def agent(stock_vm, tmp_path_factory):
+    """The agent in the stock guest: the engine (plugins/module_utils) as the package
+    ebpf_oom_engine, run by a transient service that systemd restarts when it dies."""
+    archive = tmp_path_factory.mktemp("engine") / "engine.tar"
+    source = os.path.join(REPO, "plugins", "module_utils")
+    with tarfile.open(str(archive), "w") as tar:
+        for name in sorted(os.listdir(source)):
+            if name.endswith(".py") and name != "__init__.py":
+                tar.add(os.path.join(source, name), "ebpf_oom_engine/" + name)
+        empty = tarfile.TarInfo("ebpf_oom_engine/__init__.py")
+        tar.addfile(empty, io.BytesIO(b""))
+    stock_vm.ssh(["mkdir", "-p", ENGINE])
+    stock_vm.put(archive, ENGINE + "/engine.tar")
+    stock_vm.ssh(["tar", "-C", ENGINE, "-xf", ENGINE + "/engine.tar"])
+    stock_vm.ssh(["systemd-run", "--unit", AGENT_UNIT, "--property=Restart=always",
+                  "--property=RestartSec=1", "python3", "-c", AGENT])
+    try:
+        yield stock_vm
+    finally:
+        stock_vm.ssh(["systemctl", "stop", AGENT_UNIT], check=False)
+        stock_vm.ssh(["systemctl", "reset-failed", AGENT_UNIT], check=False)
+        stock_vm.ssh(["rm", "-rf", ENGINE], check=False)
+
+
+@pytest.fixture(scope="module")
+def policies(agent, tmp_path_factory):
+    applied = Policies(agent, tmp_path_factory.mktemp("policies"))
+    try:
+        yield applied
+    finally:
+        applied.remove_all()
+
+
+def adj(guest, pid):
+    return int(guest.ssh(["cat", "/proc/%d/oom_score_adj" % pid]).stdout)
+
+
+def agent_pid(guest):
+    return int(guest.ssh(["systemctl", "show", "-P", "MainPID", AGENT_UNIT]).stdout.strip() or 0)
+
+
+def applied_with(result, name, backend="score_adj"):
+    task_result = result["apply %s" % name]
+    assert not task_result.get("failed") and task_result["backend"] == backend, task_result
+    return task_result
+
+
+def eventually(guest, pid, value, bound=60):
+    deadline = time.monotonic() + bound
+    while adj(guest, pid) != value and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return adj(guest, pid)
+
+
+# ------------------------------------------------------------------ the baseline
+
+def test_without_policy_the_stock_kernel_kills_the_largest_task(stock_lab, policies):
+    policies.apply()
+    with stock_lab.scenario("sa-baseline", spec(task("big", 60), task("mid", 30))) as s:
+        report = s.oom()
+    killed_by(report, "big", STOCK)
+
+
+# ------------------------------------------------------------------ the kernel, steered
+
+def test_auto_chooses_score_adj_here_and_protect_spares_the_largest_task(stock_lab, policies):
+    with stock_lab.scenario("sa-protect", spec(task("big", 60), task("mid", 30))) as s:
+        result = policies.apply(doc("steer", {"match": {"comm": "lab-big"}, "action": "protect"}))
+        applied = applied_with(result, "steer")
+        assert applied["score_adj"]["written"] == 1 and applied["score_adj"]["agent"], applied
+        assert adj(policies.guest, s.pids["big"]) == -1000
+        report = s.oom()
+    killed_by(report, "mid", STOCK)
+
+
+def test_select_by_pid_kills_that_task_not_the_largest(stock_lab, policies):
+    with stock_lab.scenario("sa-select", spec(task("big", 60), task("small", 20),
+                                               task("other", 30))) as s:
+        applied_with(policies.apply(doc("steer", {"match": {"pid": s.pids["small"]},
+                                                  "action": "select"})), "steer")
+        report = s.oom()
+    killed_by(report, "small", STOCK)
+
+
+def story(s):
+    return doc("steer",
+               {"match": {"comm": "postgres"}, "action": "protect"},
+               {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
+               {"match": {"cgroup": s.path("web")}, "action": "prefer", "tier": 2})
+
+
+def test_tier_one_dies_first_and_the_protected_largest_task_never(stock_lab, policies):
+    with stock_lab.scenario("sa-story", spec(task("postgres", 60, comm="postgres"),
+                                              task("batch", 20), task("web", 30),
+                                              task("other", 40))) as s:
+        applied = applied_with(policies.apply(story(s)), "steer")
+        assert applied["score_adj"]["bands"] == [
+            {"class": "tier 1", "oom_score_adj": 1000}, {"class": "tier 2", "oom_score_adj": 500},
+            {"class": "no rule matches", "oom_score_adj": 0}], applied
+        report = s.oom()
+    killed_by(report, "batch", STOCK)
+
+
+def test_tier_two_dies_before_a_larger_task_no_rule_matches(stock_lab, policies):
+    with stock_lab.scenario("sa-story-web", spec(task("postgres", 60, comm="postgres"),
+                                                  task("web", 30), task("other", 45),
+                                                  cgroups=["batch"])) as s:
+        applied_with(policies.apply(story(s)), "steer")
+        report = s.oom()
+    killed_by(report, "web", STOCK)
+
+
+def test_a_last_tier_below_a_prefer_fallback_outlives_smaller_tasks(stock_lab, policies):
+    """database_server's shape: everything unnamed is tier 1 (keeps its value), the engine
+    tier 1000 (a negative value): the largest task, the engine, does not die."""
+    with stock_lab.scenario("sa-db", spec(task("db", 70, comm="mysqld"), task("app", 30),
+                                           task("tool", 15))) as s:
+        applied_with(policies.apply(doc("steer", {"match": {"comm": "mysqld"}, "action": "prefer",
+                                                  "tier": 1000},
+                                        fallback={"action": "prefer", "tier": 1})), "steer")
+        assert adj(policies.guest, s.pids["db"]) == -999
+        report = s.oom()
+    killed_by(report, "app", STOCK)
+
+
+# ------------------------------------------------------------------ the agent
+
+def test_a_process_started_after_the_policy_was_applied_dies_first(stock_lab, policies):
+    with stock_lab.scenario("sa-late", spec(task("big", 60), task("mid", 30),
+                                             task("job", 20, cgroup="batch/job", late=True),
+                                             cgroups=["batch"])) as s:
+        applied_with(policies.apply(doc("steer", {"match": {"cgroup": s.path("batch")},
+                                                  "action": "prefer", "tier": 1})), "steer")
+        s.start("job")
+        assert eventually(policies.guest, s.pids["job"], 1000) == 1000
+        report = s.oom()
+    killed_by(report, "job", STOCK)
+
+
+def test_the_agent_killed_with_sigkill_comes_back_and_resyncs(stock_lab, policies):
+    guest = policies.guest
+    with stock_lab.scenario("sa-crash", spec(task("big", 60), task("mid", 30),
+                                              task("job", 20, late=True))) as s:
+        applied_with(policies.apply(doc("steer", {"match": {"comm": "lab-job"}, "action": "prefer",
+                                                  "tier": 1})), "steer")
+        before = agent_pid(guest)
+        guest.ssh(["kill", "-KILL", str(before)])
+        s.start("job")  # its events come while no agent runs
+        deadline = time.monotonic() + 60
+        while agent_pid(guest) in (0, before) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert agent_pid(guest) not in (0, before)
+        assert eventually(guest, s.pids["job"], 1000) == 1000
+        checked = play(guest, [{"name": "verify", "ebpf.oom.verify": {"name": "steer"}}],
+                       policies.tmp_path)["verify"]
+        assert checked["policies"][0]["score_adj"] == {"agent": True, "mismatches": []}, checked
+        report = s.oom()
+    killed_by(report, "job", STOCK)
+
+
+def test_state_absent_puts_every_value_back(stock_lab, policies):
+    guest = policies.guest
+    with stock_lab.scenario("sa-absent", spec(task("a", 20, adj=100), task("b", 20, adj=-50),
+                                               task("c", 20, adj=300), task("late", 20, adj=7,
+                                                                           late=True))) as s:
+        applied_with(policies.apply(doc(
+            "steer", {"match": {"comm": "lab-a"}, "action": "protect"},
+            {"match": {"comm": "lab-b"}, "action": "select"},
+            {"match": {"comm": "lab-late"}, "action": "prefer", "tier": 1})), "steer")
+        s.start("late")
+        assert eventually(guest, s.pids["late"], 500) == 500
+        assert [adj(guest, s.pids[n]) for n in ("a", "b", "c")] == [-1000, 1000, 300]
+        removed = policies.apply()["remove steer"]  # the agent may put them back first
+        assert removed["changed"], removed
+        assert [adj(guest, s.pids[n]) for n in ("a", "b", "c", "late")] == [100, -50, 300, 7]
+
+
+def test_abort_is_refused_on_this_host_naming_the_rule(stock_lab, policies):
+    result = policies.apply(doc("steer", {"match": {"comm": "lab-x"}, "action": "abort"},
+                                scope="memcg"), check=False)
+    refused = result["apply steer"]
+    assert refused.get("failed"), refused
+    assert "rules[0].action: 'abort' cannot be expressed through oom_score_adj" in refused["msg"]
+
+
+# ------------------------------------------------------------------ the hook kernel
+
+def test_on_the_hook_kernel_auto_still_chooses_the_hook(hook_vm, hook_policies, tmp_path):
+    info = play(hook_vm, [{"name": "info", "ebpf.oom.kernel_info": {"policies": False}}],
+                tmp_path)["info"]
+    assert info["backend"] == "evaluate_task" and info["backends"][0] == "evaluate_task", info
+    result = hook_policies.apply(doc("hookauto", {"match": {"comm": "lab-x"}, "action": "prefer",
+                                                  "tier": 1}))
+    applied = applied_with(result, "hookauto", backend="evaluate_task")
+    assert "score_adj" not in applied
+    hook_policies.remove_all()
