@@ -16,7 +16,7 @@ from conftest import live_log
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCENARIOS = ("default", "reboot", "stock_kernel")
+SCENARIOS = ("default", "stock_kernel")
 
 
 def test_every_scenario_directory_is_tested():
