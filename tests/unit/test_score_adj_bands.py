@@ -145,9 +145,14 @@ def role_document(role):
     ("container_host", [("tier 1", 1000), ("tier 2", 500), ("tier 3 (fallback)", 0),
                         ("tier 4", -499), ("tier 1000", -999)]),
 ])
-def test_the_roles_documents_are_accepted_with_their_bands(role, levels):
+def test_the_roles_documents_get_the_bands_their_readmes_show(role, levels):
     bands = scoreadj.Bands(role_document(role))
     assert bands.levels == levels and bands.warnings == []
+    with open(os.path.join(REPO, "roles", role, "README.md")) as f:
+        readme = f.read()
+    for what, value in levels:
+        row = r"\| %s \| %s \|" % (re.escape(what), "%+d" % value if value else "0")
+        assert re.search(row, readme), (role, what, value)
 
 
 # ---------------------------------------------------------------- the ledger
