@@ -151,7 +151,7 @@ def test_the_roles_documents_get_the_bands_their_readmes_show(role, levels):
     with open(os.path.join(REPO, "roles", role, "README.md")) as f:
         readme = f.read()
     for what, value in levels:
-        row = r"\| %s \| %s \|" % (re.escape(what), "%+d" % value if value else "0")
+        row = r"\| %s \| %s \|" % (re.escape(what), re.escape("%+d" % value if value else "0"))
         assert re.search(row, readme), (role, what, value)
 
 
