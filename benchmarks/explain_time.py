@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from conftest import COLLECTIONS  # noqa: E402,F401  (makes ansible_collections.ebpf.oom importable)
+from conftest import COLLECTIONS  # noqa: E402,F401  (makes ansible_collections.ebpf.oom importable)  # pylint: disable=unused-import
 from ansible_collections.ebpf.oom.plugins.module_utils import explain, renderer  # noqa: E402
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic  # noqa: E402
 

@@ -29,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "engine"))
 
-from ebpf_oom_engine import backends, libbpf, loader, renderer  # noqa: E402
+from ebpf_oom_engine import backends, libbpf, loader  # noqa: E402
 
 CGROUP = "/sys/fs/cgroup"
 ROOT = os.path.join(CGROUP, "lang-bench")

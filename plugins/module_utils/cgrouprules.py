@@ -111,4 +111,3 @@ def live(fd, cgroup_rules):
 def unmatched(matched):
     """The paths of a {path: [ids]} that match no live cgroup, sorted."""
     return sorted(path for path, ids in matched.items() if not ids)
-

@@ -43,7 +43,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import tempfile
 

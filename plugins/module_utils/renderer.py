@@ -277,7 +277,7 @@ def _fields(node, allowed, where, errors):
         return False
     for key in sorted(set(node) - set(allowed), key=str):
         errors.append("%s%s: unknown field (allowed: %s)" % (where + "." if where else "", key,
-                                                            ", ".join(sorted(allowed))))
+                                                             ", ".join(sorted(allowed))))
     return True
 
 

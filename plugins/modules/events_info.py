@@ -18,7 +18,7 @@ description:
     reports scroll away.
   - The OOM observer, a small BPF program on the C(oom/mark_victim) tracepoint that
     M(ebpf.oom.observer) deploys as C(observer) (C(/sys/fs/bpf/ebpf_oom/observer/); the role
-    M(ebpf.oom.bpf_oom#role:main) does so on every host with BTF), counts every kill and keeps the
+    C(ebpf.oom.bpf_oom) does so on every host with BTF), counts every kill and keeps the
     last 64 victims in pinned maps, on any kernel with BTF, with or without the hook. It does not
     know the policy; the kernel log does.
   - Changes nothing, except the metrics file and its counting state when O(metrics_file) is given.

@@ -16,7 +16,7 @@ description:
     (C(bpf/observer.bpf.c)). It counts every OOM kill and keeps the last 64 victims in pinned
     maps under C(/sys/fs/bpf/ebpf_oom/observer/), on any kernel with BTF, with or without the
     OOM policy hook. M(ebpf.oom.events_info) and the metrics timer of the role
-    M(ebpf.oom.bpf_oom#role:main) read it.
+    C(ebpf.oom.bpf_oom) read it.
   - The action plugin compiles the observer on the controller (once; a content-addressed cache,
     the collection's bundled CO-RE C(vmlinux.h)) in two builds, C(tp_btf) and the C(raw_tp)
     fallback for kernels that refuse C(tp_btf), and sends both with the task; the module loads
@@ -64,7 +64,7 @@ extends_documentation_fragment:
   - ebpf.oom.attributes
 attributes:
   check_mode:
-    details: Nothing is loaded or unloaded; RV(changed) and RV(action) say what would be.
+    details: Nothing is loaded or unloaded; C(changed) and RV(action) say what would be.
   diff_mode:
     details: The observer's record before and after.
 """

@@ -251,7 +251,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ebpf.oom.plugins.module_utils import backends, explain, loader, probe
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import (ExplainError, LoaderError, RenderError,
-                                                                    UnsupportedKernel)
+                                                                      UnsupportedKernel)
 
 # A maps key or value: a decimal integer, or raw bytes in hex.
 DECIMAL_RE = re.compile(r"^[+-]?[0-9]+$")

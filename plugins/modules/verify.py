@@ -123,7 +123,7 @@ def main():
         sha = sha256_file(p["object"])
     try:
         result = backends.verify_policies(name=p["name"], object_sha256=sha.lower() if sha else None,
-                               policy_name=p["policy_name"], strict=p["strict"])
+                                          policy_name=p["policy_name"], strict=p["strict"])
     except LoaderError as e:
         module.fail_json(msg=str(e), log_tail=e.log_tail)
     if p["name"] is None and not result["policies"] and not result["problems"]:

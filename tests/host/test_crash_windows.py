@@ -23,7 +23,7 @@ import time
 import pytest
 
 from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, loader, pins, verify
-from test_loader import (COLLECTIONS, SETTLE_TIMEOUT, added_since, bpftool, engine, kernel_objects,  # noqa: F401
+from test_loader import (COLLECTIONS, SETTLE_TIMEOUT, added_since, bpftool, engine, kernel_objects,  # noqa: F401  # pylint: disable=unused-import
                          new_objects, objects)
 
 # The policy runs PREVIOUS; the killed apply replaces it with NEW, which has one program

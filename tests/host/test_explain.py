@@ -93,7 +93,7 @@ def document(top):
 
 
 def test_a_document_preview_ranks_the_processes_as_the_document_says(generic, cgroup_v2,
-                                                                      holders):
+                                                                     holders):
     point, top = cgroup_v2
     before = kernel_objects()
     result = explain.explain(generic, oom=top, document=document(top), top=5)
@@ -162,9 +162,8 @@ def test_the_module_explains_a_document_through_ansible(generic, cgroup_v2, hold
     book = tmp_path / "play.json"
     book.write_text(json.dumps(play))
     done = subprocess.run([ansible_playbook(), "-i", "localhost,", str(book)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["changed"] is False and out["victim"]["comm"] == "ex-small"
     assert len(out["ranking"]) == 2 and out["kernel_victim"]["comm"] == "ex-big"
-

@@ -330,8 +330,8 @@ def test_the_agent_lets_a_removed_policy_go_and_puts_its_values_back_itself(host
 
 def test_a_second_policy_that_decides_ooms_is_refused(host, generic):
     apply(generic, doc(prefer(1, comm="sa-one")))
-    with pytest.raises(backends.LoaderError, match="beside policy %s, which already does "
-                                                    r"\(backend score_adj\)" % POLICY):
+    with pytest.raises(backends.LoaderError,
+                       match=r"beside policy %s, which already does \(backend score_adj\)" % POLICY):
         backends.ScoreAdj().apply("adjtest2", generic, dict(doc(), name="adjtest2"), persist=False)
 
 

@@ -173,7 +173,7 @@ class Policies:
         result = play(self.guest, tasks, self.tmp_path, check=check)
         applied = [n for n in wanted if not result["apply %s" % n].get("failed")]
         self.names = [n for n in self.names if n in applied] + [n for n in applied
-                                                                 if n not in self.names]
+                                                                if n not in self.names]
         return result
 
     def remove_all(self):

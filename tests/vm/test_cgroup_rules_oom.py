@@ -17,7 +17,7 @@ def prefer(path, tier=1):
 
 def test_a_rule_for_a_cgroup_made_after_the_policy_decides_the_next_oom(hook_lab, hook_policies):
     with hook_lab.scenario("late-cgroup", spec(task("big", 60), task("mid", 40),
-                                                task("job", 20, cgroup="late/job", late=True))) as s:
+                                               task("job", 20, cgroup="late/job", late=True))) as s:
         applied = hook_policies.apply(doc("rules", prefer(s.path("late"))))
         assert applied["apply rules"]["cgroups"] == {s.path("late"): []}
         s.start("job")  # makes late/ and late/job
@@ -27,7 +27,7 @@ def test_a_rule_for_a_cgroup_made_after_the_policy_decides_the_next_oom(hook_lab
 
 def test_a_cgroup_removed_and_made_again_is_still_decided_for(hook_vm, hook_lab, hook_policies):
     with hook_lab.scenario("again", spec(task("big", 60), task("job1", 20, cgroup="jobs"),
-                                          task("job2", 20, cgroup="jobs", late=True))) as s:
+                                         task("job2", 20, cgroup="jobs", late=True))) as s:
         hook_policies.apply(doc("rules", prefer(s.path("jobs"))))
         first = s.oom()
         hook_vm.ssh(["rmdir", "/sys/fs/cgroup" + s.path("jobs")])  # job1 died: it is empty
@@ -49,7 +49,7 @@ def test_a_restarted_service_is_still_decided_for(hook_vm, hook_lab, hook_polici
     slice_, service = "/oomlabsvc.slice", "/oomlabsvc.slice/oomlab-web.service"
     unit = dict(task("web", 20, unit="oomlab-web.service", slice="oomlabsvc.slice"))
     with hook_lab.scenario("restart", spec(task("big", 60, cgroup=slice_ + "/big"), unit,
-                                            memcg=slice_)) as s:
+                                           memcg=slice_)) as s:
         hook_policies.apply(doc("rules", prefer(service)))
         first = matched(hook_vm, tmp_path, service)
         before = dict(s.pids)
@@ -63,7 +63,7 @@ def test_a_restarted_service_is_still_decided_for(hook_vm, hook_lab, hook_polici
 
 
 def test_verify_warns_about_a_path_that_matches_nothing_and_strict_fails(hook_vm, hook_policies,
-                                                                        tmp_path):
+                                                                         tmp_path):
     hook_policies.apply(doc("rules", prefer("/no/such/cgroup"), prefer("/", 2)))
     plain = play(hook_vm, [{"name": "verify", "ebpf.oom.verify": {"name": "rules"}}], tmp_path)
     result = plain["verify"]

@@ -29,7 +29,7 @@ def test_explain_previews_a_document_on_a_stock_kernel(stock_vm, stock_lab, tmp_
     """No hook, no policy: the document's prediction for the lab's memory cgroup, and the
     name of a policy that cannot be loaded there is a clear error."""
     with stock_lab.scenario("explain-stock", spec(task("big", 50), task("web", 30),
-                                                   task("job", 20, cgroup="batch/job"))) as s:
+                                                  task("job", 20, cgroup="batch/job"))) as s:
         document = doc("preview", {"match": {"comm": "lab-big"}, "action": "protect"},
                        {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1})
         result = play(stock_vm, [

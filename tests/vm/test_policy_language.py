@@ -33,14 +33,14 @@ def apply(policies, scene, document):
 # ------------------------------------------------------------------ the baseline
 
 def test_without_policy_the_kernel_kills_the_largest_task_as_explain_says(hook_vm, hook_lab,
-                                                                           hook_policies, tmp_path):
+                                                                          hook_policies, tmp_path):
     """The baseline the other tests depart from: the same kind of tasks, no policy; explain's
     kernel_victim (here of a document previewed, not applied) is the kernel's own choice."""
     hook_policies.apply()
     with hook_lab.scenario("baseline", spec(task("big", 60), task("mid", 30),
-                                             task("adj", 70, adj=-500))) as s:
+                                            task("adj", 70, adj=-500))) as s:
         preview = {"ebpf.oom.explain": {"policy": doc("preview", {"match": {"pid": 1},
-                                                                 "action": "protect"}),
+                                                                  "action": "protect"}),
                                         "oom": memcg(s)}}
         explained = play(hook_vm, [dict(preview, name="explain")], tmp_path)["explain"]
         report = s.oom()
@@ -52,7 +52,7 @@ def test_without_policy_the_kernel_kills_the_largest_task_as_explain_says(hook_v
 
 def test_protect_by_comm_spares_the_task_the_kernel_would_kill(hook_lab, hook_policies):
     with hook_lab.scenario("protect-comm", spec(task("big", 60), task("mid", 30),
-                                                 task("small", 20))) as s:
+                                                task("small", 20))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-big"},
                                                          "action": "protect"}))
         first, second = s.oom(), s.oom()
@@ -89,7 +89,7 @@ def test_fallback_protect_spares_every_task_no_rule_ranks(hook_lab, hook_policie
 
 def test_select_by_pid_kills_that_task_not_the_largest(hook_lab, hook_policies):
     with hook_lab.scenario("select-pid", spec(task("big", 60), task("small", 20),
-                                               task("other", 30))) as s:
+                                              task("other", 30))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"pid": s.pids["small"]},
                                                          "action": "select"}))
         first, second = s.oom(), s.oom()
@@ -100,7 +100,7 @@ def test_select_by_pid_kills_that_task_not_the_largest(hook_lab, hook_policies):
 
 def test_several_select_tasks_the_one_with_most_badness_dies(hook_lab, hook_policies):
     with hook_lab.scenario("select-many", spec(task("s1", 20), task("s2", 40), task("s3", 10),
-                                                task("big", 70))) as s:
+                                               task("big", 70))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm_prefix": "lab-s"},
                                                          "action": "select"}))
         first, second = s.oom(), s.oom()
@@ -113,8 +113,8 @@ def test_several_select_tasks_the_one_with_most_badness_dies(hook_lab, hook_poli
 
 def test_prefer_cgroup_tier_one_dies_first_even_in_a_cgroup_created_later(hook_lab, hook_policies):
     with hook_lab.scenario("prefer-cgroup", spec(task("web", 35), task("other", 60),
-                                                  task("batch", 25, cgroup="batch/job1", late=True),
-                                                  cgroups=["batch"])) as s:
+                                                 task("batch", 25, cgroup="batch/job1", late=True),
+                                                 cgroups=["batch"])) as s:
         hook_policies.apply(doc(
             "lang",
             {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
@@ -126,7 +126,7 @@ def test_prefer_cgroup_tier_one_dies_first_even_in_a_cgroup_created_later(hook_l
 
 def test_prefer_cgroup_tiers_die_in_order(hook_lab, hook_policies):
     with hook_lab.scenario("prefer-tiers", spec(task("other", 70), task("web", 40),
-                                                 task("batch", 20, cgroup="batch/job"))) as s:
+                                                task("batch", 20, cgroup="batch/job"))) as s:
         explained = apply(hook_policies, s, doc(
             "lang",
             {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
@@ -141,7 +141,7 @@ def test_prefer_cgroup_tiers_die_in_order(hook_lab, hook_policies):
 def test_prefer_by_comm_prefix_ranks_a_tier_by_the_flag(hook_lab, hook_policies, by, victim):
     """w2 holds more memory, but oom_score_adj -900 gives it less badness than w1."""
     with hook_lab.scenario("prefer-" + by, spec(task("w1", 30), task("w2", 45, adj=-900),
-                                                 task("other", 15))) as s:
+                                                task("other", 15))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm_prefix": "lab-w"},
                                                          "action": "prefer", "tier": 1, "by": by}))
         report = s.oom()
@@ -151,7 +151,7 @@ def test_prefer_by_comm_prefix_ranks_a_tier_by_the_flag(hook_lab, hook_policies,
 
 def test_a_prefer_fallback_ranks_every_task_no_rule_matches(hook_lab, hook_policies):
     with hook_lab.scenario("prefer-fallback", spec(task("owner", 60, uid=1001), task("a", 20),
-                                                    task("b", 35))) as s:
+                                                   task("b", 35))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"uid": 1001}, "action": "protect"},
                                                 fallback={"action": "prefer", "tier": 5}))
         first, second = s.oom(), s.oom()
@@ -164,7 +164,7 @@ def test_comm_prefix_and_uid_must_both_match(hook_lab, hook_policies):
     """A rule with two keys matches a task only when both hold: the task with the right
     name but another uid, and the one with the right uid but another name, are not ranked."""
     with hook_lab.scenario("combined", spec(task("job-a", 20, uid=1001), task("job-b", 40),
-                                             task("tool", 50, uid=1001), task("big", 70))) as s:
+                                            task("tool", 50, uid=1001), task("big", 70))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm_prefix": "lab-job",
                                                                    "uid": 1001},
                                                          "action": "select"}))
@@ -192,7 +192,7 @@ def test_abort_rule_kills_normally_when_no_matching_task_is_a_candidate(hook_lab
     candidate of that OOM, so the OOM ends with a kill (the kernel's choice)."""
     outside = "%s/abort-elsewhere-outside" % LAB_ROOT
     with hook_lab.scenario("abort-elsewhere", spec(task("backup", 10, cgroup=outside),
-                                                    task("big", 60), task("mid", 30))) as s:
+                                                   task("big", 60), task("mid", 30))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-backup"},
                                                          "action": "abort"}, scope="memcg"))
         report = s.oom()
@@ -227,7 +227,7 @@ def postgres(mb):
 
 def test_story_kills_batch_then_web_never_postgres(hook_lab, hook_policies):
     with hook_lab.scenario("story", spec(postgres(60), task("batch", 20), task("web", 30),
-                                          task("other", 15))) as s:
+                                         task("other", 15))) as s:
         explained = apply(hook_policies, s, story(s))
         first, second, third = s.oom(), s.oom(), s.oom()
     killed_by(first, "batch", "lang")
@@ -239,7 +239,7 @@ def test_story_kills_batch_then_web_never_postgres(hook_lab, hook_policies):
 # ------------------------------------------------------------------ changes
 
 def test_data_only_change_updates_maps_in_place_and_the_next_oom_follows_it(hook_lab,
-                                                                             hook_policies):
+                                                                            hook_policies):
     with hook_lab.scenario("data-change", spec(task("a", 30), task("b", 30), task("c", 15))) as s:
         first = hook_policies.apply(doc("lang", {"match": {"comm": "lab-a"}, "action": "select"}))
         second = hook_policies.apply(doc("lang", {"match": {"comm": "lab-b"}, "action": "select"}))

@@ -105,7 +105,7 @@ def test_auto_chooses_score_adj_here_and_protect_spares_the_largest_task(stock_l
 
 def test_select_by_pid_kills_that_task_not_the_largest(stock_lab, policies):
     with stock_lab.scenario("sa-select", spec(task("big", 60), task("small", 20),
-                                               task("other", 30))) as s:
+                                              task("other", 30))) as s:
         applied_with(policies.apply(doc("steer", {"match": {"pid": s.pids["small"]},
                                                   "action": "select"})), "steer")
         report = s.oom()
@@ -121,8 +121,8 @@ def story(s):
 
 def test_tier_one_dies_first_and_the_protected_largest_task_never(stock_lab, policies):
     with stock_lab.scenario("sa-story", spec(task("postgres", 60, comm="postgres"),
-                                              task("batch", 20), task("web", 30),
-                                              task("other", 40))) as s:
+                                             task("batch", 20), task("web", 30),
+                                             task("other", 40))) as s:
         applied = applied_with(policies.apply(story(s)), "steer")
         assert applied["score_adj"]["bands"] == [
             {"class": "tier 1", "oom_score_adj": 1000}, {"class": "tier 2", "oom_score_adj": 500},
@@ -133,8 +133,8 @@ def test_tier_one_dies_first_and_the_protected_largest_task_never(stock_lab, pol
 
 def test_tier_two_dies_before_a_larger_task_no_rule_matches(stock_lab, policies):
     with stock_lab.scenario("sa-story-web", spec(task("postgres", 60, comm="postgres"),
-                                                  task("web", 30), task("other", 45),
-                                                  cgroups=["batch"])) as s:
+                                                 task("web", 30), task("other", 45),
+                                                 cgroups=["batch"])) as s:
         applied_with(policies.apply(story(s)), "steer")
         report = s.oom()
     killed_by(report, "web", STOCK)
@@ -144,7 +144,7 @@ def test_a_last_tier_below_a_prefer_fallback_outlives_smaller_tasks(stock_lab, p
     """database_server's shape: everything unnamed is tier 1 (keeps its value), the engine
     tier 1000 (a negative value): the largest task, the engine, does not die."""
     with stock_lab.scenario("sa-db", spec(task("db", 70, comm="mysqld"), task("app", 30),
-                                           task("tool", 15))) as s:
+                                          task("tool", 15))) as s:
         applied_with(policies.apply(doc("steer", {"match": {"comm": "mysqld"}, "action": "prefer",
                                                   "tier": 1000},
                                         fallback={"action": "prefer", "tier": 1})), "steer")
@@ -157,8 +157,8 @@ def test_a_last_tier_below_a_prefer_fallback_outlives_smaller_tasks(stock_lab, p
 
 def test_a_process_started_after_the_policy_was_applied_dies_first(stock_lab, policies):
     with stock_lab.scenario("sa-late", spec(task("big", 60), task("mid", 30),
-                                             task("job", 20, cgroup="batch/job", late=True),
-                                             cgroups=["batch"])) as s:
+                                            task("job", 20, cgroup="batch/job", late=True),
+                                            cgroups=["batch"])) as s:
         applied_with(policies.apply(doc("steer", {"match": {"cgroup": s.path("batch")},
                                                   "action": "prefer", "tier": 1})), "steer")
         s.start("job")
@@ -170,7 +170,7 @@ def test_a_process_started_after_the_policy_was_applied_dies_first(stock_lab, po
 def test_the_agent_killed_with_sigkill_comes_back_and_resyncs(stock_lab, policies):
     guest = policies.guest
     with stock_lab.scenario("sa-crash", spec(task("big", 60), task("mid", 30),
-                                              task("job", 20, late=True))) as s:
+                                             task("job", 20, late=True))) as s:
         applied_with(policies.apply(doc("steer", {"match": {"comm": "lab-job"}, "action": "prefer",
                                                   "tier": 1})), "steer")
         before = agent_pid(guest)
@@ -191,7 +191,7 @@ def test_the_agent_killed_with_sigkill_comes_back_and_resyncs(stock_lab, policie
 def test_state_absent_puts_every_value_back(stock_lab, policies):
     guest = policies.guest
     with stock_lab.scenario("sa-absent", spec(task("a", 20, adj=100), task("b", 20, adj=-50),
-                                               task("c", 20, adj=300), task("late", 20, adj=7,
+                                              task("c", 20, adj=300), task("late", 20, adj=7,
                                                                            late=True))) as s:
         applied_with(policies.apply(doc(
             "steer", {"match": {"comm": "lab-a"}, "action": "protect"},
