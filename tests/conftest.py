@@ -118,15 +118,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(group))
 
 
-def live_log(line):
-    """A line for the run's live log (tests/run prints it as it is written), when there is
-    one: what a long test does, visible while it runs, whichever worker runs it."""
-    path = os.environ.get("EBPF_OOM_LIVE_LOG")
-    if path:
-        with open(path, "a") as handle:
-            handle.write(line.rstrip("\n") + "\n")
-
-
 _spent = {}  # area -> [seconds, tests]
 
 

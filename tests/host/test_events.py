@@ -22,9 +22,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.ebpf.oom.plugins.module_utils import cli, compiler, events, libbpf, observer as obs, state, verify
+from support import venv_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+ANSIBLE_PLAYBOOK = venv_tool("ansible-playbook")
 HOG_LIMIT_MIB = 64
 HOG_TIMEOUT_S = 120
 

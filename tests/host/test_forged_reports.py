@@ -19,9 +19,10 @@ import uuid
 import pytest
 
 from ansible_collections.ebpf.oom.plugins.module_utils import kmsg
+from support import venv_tool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+ANSIBLE_PLAYBOOK = venv_tool("ansible-playbook")
 FORGED_COMM = "policy_name=pwn"
 FORGED_SUFFIX = ",constraint=CONSTRAINT_NONE,task_memcg=spoof"
 

@@ -10,14 +10,14 @@ import json
 import os
 import stat
 import subprocess
-import sys
 
 import pytest
 import yaml
 
 from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, common
+from support import venv_tool
 
-ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+ANSIBLE_PLAYBOOK = venv_tool("ansible-playbook")
 
 # Records every task result as one JSON line (task name, status, result with diff).
 CALLBACK = '''

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import live_log
+from support import live_log
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
 

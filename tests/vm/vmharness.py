@@ -11,6 +11,8 @@ import threading
 
 import pytest
 
+from support import venv_tool
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VMCTL = os.path.join(REPO, "molecule", "vm", "vmctl")
 
@@ -151,12 +153,6 @@ class Fleet:
                     errors.append(done.stderr)
         self.guests = []
         assert not errors, "vmctl stop failed: %s" % errors
-
-
-def venv_tool(name):
-    """An Ansible command from the interpreter's own venv (or PATH)."""
-    beside = os.path.join(os.path.dirname(sys.executable), name)
-    return beside if os.access(beside, os.X_OK) else name
 
 
 def ansible_env():
