@@ -27,7 +27,8 @@ import argparse
 import json
 import sys
 
-from . import events, metrics, restore, verify
+from . import agent, events, explain, metrics, restore, state, verify
+from .errors import EngineError
 
 USAGE = """usage:
     ebpf-oom restore          re-attach every recorded policy (ebpf-oom-restore.service)
@@ -35,7 +36,11 @@ USAGE = """usage:
                               bringing them back until `ebpf-oom on`; the kernel decides OOMs
     ebpf-oom on               switch back on: restore every recorded policy
     ebpf-oom events [ARGS]    OOM kill events as JSON, or --metrics-file PATH
-                              (ebpf-oom-metrics.service)"""
+                              (ebpf-oom-metrics.service)
+    ebpf-oom explain [ARGS]   which process an OOM would kill now, and why: under a
+                              loaded policy (--policy NAME) or a document (--document FILE)
+    ebpf-oom agent            keep the processes a score_adj policy matches at their
+                              band's oom_score_adj (ebpf-oom-agent.service)"""
 # sd-daemon(3) priorities: journald files each line at its level.
 SD_ERR = "<3>"
 SD_NOTICE = "<5>"
@@ -126,6 +131,87 @@ def events_main(argv=None):
     return 0
 
 
+def generic_object():
+    """The generic program's object kept for the boot restore of a declarative policy (the
+    same object for every document), or None."""
+    for name in state.saved_names():
+        try:
+            obj_path, record = state.load(name)
+        except EngineError:
+            continue
+        if record.get("document") is not None:
+            return obj_path
+    return None
+
+
+def read_document(path):
+    """A policy document from a JSON file (the engine reads no YAML: it is the standard
+    library only)."""
+    with open(path) as handle:
+        try:
+            return json.load(handle)
+        except ValueError as e:
+            raise ValueError("%s is not a JSON document: %s" % (path, e))
+
+
+def explain_table(result):
+    """The ranking of an explain() result as lines for a person at a shell."""
+    oom = result["oom"]
+    lines = ["policy %s, a %s OOM%s: %s" % (
+        result["policy"], oom["kind"], " of %s" % oom["memcg"] if oom["memcg"] else "",
+        "the policy decides" if result["policy_acts"] else "the policy does not act; the kernel decides")]
+    rows = [("#", "pid", "comm", "cgroup", "tier", "points", "rule")]
+    for rank, t in enumerate(result["ranking"], 1):
+        rule = t["rule"]["text"] if t["rule"] else "(%s)" % t["action"]
+        rows.append((str(rank), str(t["pid"]), t["comm"], t["cgroup"],
+                     str(t["tier"]) if t["action"] == "prefer" else t["action"], str(t["points"]), rule))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    kernel = result["kernel_victim"]
+    if kernel:
+        lines.append("without the policy the kernel would kill %s %s (points %s)"
+                     % (kernel["pid"], kernel["comm"], kernel["points"]))
+    counts = result["counts"]
+    lines.append("candidates %(candidates)s, protected %(protected)s, unkillable %(unkillable)s, "
+                 "unranked %(unranked)s" % counts)
+    lines += ["warning: %s" % w for w in result["warnings"]]
+    return [line.rstrip() for line in lines]
+
+
+def explain_main(argv):
+    """`ebpf-oom explain`: the exit status."""
+    parser = argparse.ArgumentParser(prog="ebpf-oom explain",
+                                     description="Which process an OOM would kill now, and why; nothing is killed.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--policy", metavar="NAME", help="a loaded declarative policy")
+    which.add_argument("--document", metavar="FILE", help="a policy document (JSON)")
+    parser.add_argument("--memcg", metavar="PATH", help="imagine this memory cgroup running out "
+                                                        "(default: the whole host)")
+    parser.add_argument("--top", type=int, default=5, metavar="N", help="rank N processes (default 5)")
+    parser.add_argument("--object", metavar="PATH", help="the generic program's object (default: the "
+                                                        "one kept for this host's declarative policies)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    if args.top < 1:
+        parser.error("--top must be 1 or more")
+    try:
+        document = read_document(args.document) if args.document else None
+        obj_path = args.object or (state.load(args.policy)[0] if args.policy else generic_object())
+        if obj_path is None:
+            raise EngineError("no generic object on this host (no declarative policy is kept here): "
+                               "give --object, or use the module ebpf.oom.explain")
+        result = explain.explain(obj_path, oom=args.memcg, name=args.policy, document=document, top=args.top)
+    except (EngineError, OSError, ValueError) as e:
+        sys.stderr.write("ebpf-oom explain: %s\n" % e)
+        return 1
+    if args.json:
+        json.dump(result, sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write("\n".join(explain_table(result)) + "\n")
+    return 0
+
+
 def main(argv):
     """`ebpf-oom ARGS`; the exit status."""
     if argv[:1] == ["restore"] and len(argv) == 1:
@@ -136,5 +222,9 @@ def main(argv):
         return restore_main(switch_on=True)
     if argv[:1] == ["events"]:
         return events_main(argv[1:])
+    if argv[:1] == ["explain"]:
+        return explain_main(argv[1:])
+    if argv == ["agent"]:
+        return agent.main()
     sys.stderr.write(USAGE + "\n")
     return 2

@@ -9,6 +9,7 @@ candidates. Through ebpf.oom.explain (ansible-playbook on localhost) and the eng
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import pytest
 
 from ansible_collections.ebpf.oom.plugins.module_utils import cgrouprules, explain, loader, renderer
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
+from conftest import REPO
+from support import venv_tool
 
 HOLD = r"""
 import ctypes, os, signal, sys
@@ -56,12 +59,6 @@ def holders(cgroup_v2):
         for proc in procs.values():
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-
-
-def ansible_playbook():
-    """ansible-playbook beside this interpreter (the test venv), else the one on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    return beside if os.access(beside, os.X_OK) else "ansible-playbook"
 
 
 def kernel_objects():
@@ -161,9 +158,53 @@ def test_the_module_explains_a_document_through_ansible(generic, cgroup_v2, hold
                                                  "dest": str(tmp_path / "out.json")}}]}]
     book = tmp_path / "play.json"
     book.write_text(json.dumps(play))
-    done = subprocess.run([ansible_playbook(), "-i", "localhost,", str(book)],
+    done = subprocess.run([venv_tool("ansible-playbook"), "-i", "localhost,", str(book)],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["changed"] is False and out["victim"]["comm"] == "ex-small"
     assert len(out["ranking"]) == 2 and out["kernel_victim"]["comm"] == "ex-big"
+
+
+def host_command(tmp_path, *args):
+    """`ebpf-oom ARGS` as the role installs it (the engine beside it as ebpf_oom_engine),
+    with a state directory of the test's own."""
+    command = tmp_path / "ebpf-oom"
+    if not command.exists():
+        shutil.copy(os.path.join(REPO, "roles", "bpf_oom", "files", "ebpf-oom"), str(command))
+        os.symlink(os.path.join(REPO, "plugins", "module_utils"), str(tmp_path / "ebpf_oom_engine"))
+    env = dict(os.environ, EBPF_OOM_STATE_DIR=str(tmp_path / "state"))
+    return subprocess.run([sys.executable, str(command)] + list(args), capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+
+
+def test_the_host_command_prints_the_ranking_as_a_table_and_as_json(generic, cgroup_v2, holders, tmp_path):
+    """`ebpf-oom explain --document FILE --memcg PATH`: the ranking, rank by rank, for a
+    person at a shell; --json is the module's result."""
+    point, top = cgroup_v2
+    doc = tmp_path / "doc.json"
+    doc.write_text(json.dumps(document(top)))
+    args = ["explain", "--document", str(doc), "--memcg", top, "--object", generic]
+    table = host_command(tmp_path, *args)
+    assert table.returncode == 0, table.stderr
+    sys.stdout.write(table.stdout)
+    lines = table.stdout.splitlines()
+    assert lines[0] == "policy preview, a memcg OOM of %s: the policy decides" % top
+    assert lines[1].split()[:4] == ["#", "pid", "comm", "cgroup"]
+    assert [line.split()[:3] for line in lines[2:4]] == [["1", str(holders["ex-small"]), "ex-small"],
+                                                         ["2", str(holders["ex-mid"]), "ex-mid"]]
+    assert "without the policy the kernel would kill %d ex-big" % holders["ex-big"] in table.stdout
+    as_json = host_command(tmp_path, *(args + ["--json", "--top", "1"]))
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout)
+    assert [r["comm"] for r in result["ranking"]] == ["ex-small"] and result["victim"]["pid"] == holders["ex-small"]
+
+
+def test_the_host_command_without_a_generic_object_says_what_to_do(cgroup_v2, tmp_path):
+    """No declarative policy kept on the host and no --object: a clear error, exit 1."""
+    point, top = cgroup_v2
+    doc = tmp_path / "doc.json"
+    doc.write_text(json.dumps(document(top)))
+    done = host_command(tmp_path, "explain", "--document", str(doc))
+    assert done.returncode == 1 and done.stdout == ""
+    assert "no generic object on this host" in done.stderr and "--object" in done.stderr, done.stderr
