@@ -1,35 +1,60 @@
 # Copyright: ebpf.oom contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Wall time of a no-op rerun of a playbook that compiles, pins and verifies one policy,
-divided by a bare ansible.builtin.ping play against the same host in the same run
-(goal <= 1.5).
+"""What a no-op rerun costs: the collection's tasks against Ansible's own, in one run.
+
+Prints, in this order:
+- payloads: the AnsiballZ payload each module ships (built here as ansible-core builds it,
+  with recursive_finder: zipped bytes and the engine files in it), beside ansible.builtin.stat;
+- policy: the wall time of a no-op rerun of a compile + pin + verify play, divided by a
+  bare ansible.builtin.ping play (goal <= 1.5), and three pings over one for scale;
+- with --role: a no-op converge of the role ebpf.oom.bpf_oom (the OOM observer, the
+  metrics timer, and on a hook kernel a declarative policy and a C policy), divided by a
+  play of as many ansible.builtin.stat tasks as the converge ran (goal <= 1.25);
+- with --fleet 1,10,50: the same role play over that many inventory aliases of the first
+  host, one cold compiler cache each: the wall time per host, and how often clang ran
+  (a counting clang first on PATH) against the number of distinct objects (each policy
+  compiled once for the fleet, and the observer's two builds).
 
 By default against this machine (localhost, connection local) with bpf/testing/counter.bpf.c
 (tp_btf programs: any kernel with BTF); -i INVENTORY targets its hosts instead (e.g. a guest from
 `molecule/vm/vmctl inventory`), --src another program (e.g. bpf/examples/select_target.bpf.c
-with --global target_pid=1 on a hook kernel). The policy (bench_noop) is removed at the end.
-Prints the median of --runs timed runs of each play and their ratio, and, for scale, the
-ratio of a play with three ping tasks to the one-ping play (Ansible's own per-task cost).
+with --global target_pid=1 on a hook kernel). Everything the plays load is removed at the end.
+SSH plays run with pipelining on. Medians of --runs timed runs; figures only, no verdict
+beyond "met"/"NOT met".
 """
 
 import argparse
+import datetime
+import io
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 NAME = "bench_noop"
 GOAL = 1.5
-RECAP = re.compile(r"^\S+\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+ROLE_GOAL = 1.25
+RECAP = re.compile(r"^\S+\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 # Counts OOM kills (tp_btf programs, any kernel with BTF); its text is sent as `content`.
 PROGRAM = os.path.join(REPO, "bpf", "testing", "counter.bpf.c")
+# The role's policies on a hook kernel: one declarative (the generic program decides) and
+# one C policy beside it (tp_btf counters, no opinion): two distinct policies.
+DOCUMENT = {"name": "bench_doc", "rules": [{"match": {"cgroup": "/bench.slice"}, "action": "prefer", "tier": 1}],
+            "fallback": "kernel"}
+# Logs each run, then runs the real clang (--fleet puts it first on PATH under its name).
+CLANG_SHIM = """#!/bin/sh
+echo "$*" >> %(log)s
+exec %(real)s "$@"
+"""
 
 
 def play(hosts, tasks):
@@ -48,6 +73,27 @@ def policy_tasks(src, globals_):
     ]
 
 
+def role_play(hosts, policies):
+    return [{"hosts": hosts, "gather_facts": False, "roles": [{"role": "ebpf.oom.bpf_oom", "vars": {
+        "bpf_oom_policies": policies, "bpf_oom_on_unsupported": "skip", "bpf_oom_metrics": True,
+        "bpf_oom_metrics_file": "/var/lib/ebpf-oom-bench/ebpf_oom.prom"}}]}]
+
+
+def role_policies(absent=False):
+    """The role's policies: a document and a C source."""
+    entries = [{"name": DOCUMENT["name"], "policy": DOCUMENT},
+               {"name": "bench_src", "src": PROGRAM}]
+    return [{"name": e["name"], "state": "absent"} for e in entries] if absent else entries
+
+
+def role_cleanup(hosts):
+    """The role again, removing what it added (the policies, the observer, the timer)."""
+    cleanup = role_play(hosts, role_policies(absent=True))
+    cleanup[0]["roles"][0]["vars"].update(bpf_oom_observer=False, bpf_oom_metrics=False,
+                                          bpf_oom_restore_at_boot=False)
+    return cleanup
+
+
 def collections_path():
     """A directory holding ansible_collections/ebpf/oom -> this checkout."""
     parts = REPO.split(os.sep)
@@ -60,14 +106,108 @@ def collections_path():
 
 
 def run(argv, env):
+    """(seconds, changed, tasks that ran: ok + changed over all hosts) of one playbook run."""
     start = time.monotonic()
     done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True, env=env, check=False)
     elapsed = time.monotonic() - start
     if done.returncode != 0:
         sys.exit("noop_rerun: %s failed:\n%s" % (" ".join(argv), done.stdout))
-    changed = sum(int(m[0]) for m in RECAP.findall(done.stdout))
-    return elapsed, changed
+    recap = RECAP.findall(done.stdout)
+    return elapsed, sum(int(m[1]) for m in recap), sum(int(m[0]) for m in recap)
+
+
+# ---------------------------------------------------------------- payloads
+
+def payloads(collections):
+    """[(module, zipped bytes, engine files)] of every module of the collection and of
+    ansible.builtin.stat, built with ansible-core's recursive_finder."""
+    from ansible._internal._ansiballz import _builder
+    from ansible.executor import module_common
+    from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+
+    _AnsibleCollectionFinder(paths=[collections])._install()
+    import ansible.modules.stat
+    folder = os.path.join(collections, "ansible_collections", "ebpf", "oom", "plugins", "modules")
+    paths = [("ansible.builtin.stat", ansible.modules.stat.__file__)]
+    paths += [("ebpf.oom." + f[:-3], os.path.join(folder, f)) for f in sorted(os.listdir(folder))
+              if f.endswith(".py") and f != "__init__.py"]
+    out = []
+    for fqcn, path in paths:
+        buf = io.BytesIO()
+        with open(path, "rb") as f:
+            data = f.read()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            module_common.recursive_finder(fqcn.rsplit(".", 1)[1], module_common._get_ansible_module_fqn(path),
+                                           data, zf, datetime.datetime.now(datetime.timezone.utc),
+                                           _builder.ExtensionManager.create(task_vars={}))
+            zf.writestr("module.py", data)
+            names = zf.namelist()
+        engine = sorted(os.path.basename(n)[:-3] for n in names
+                        if "/ebpf/oom/plugins/module_utils/" in n and not n.endswith("__init__.py"))
+        out.append((fqcn, len(buf.getvalue()), engine))
+    return out
+
+
+def print_payloads(collections):
+    rows = payloads(collections)
+    base = rows[0][1]
+    print("payloads (AnsiballZ, zipped, as ansible-core builds them):")
+    for fqcn, size, engine in rows:
+        print("  %-22s %7d bytes (%+6d vs stat)  engine: %s"
+              % (fqcn, size, size - base, " ".join(engine) or "-"))
+
+
+# ---------------------------------------------------------------- fleet
+
+def host_vars(inventory, hosts, env):
+    """The first matching host's connection variables (ansible-inventory)."""
+    done = subprocess.run([tool("ansible-inventory"), "-i", inventory, "--list"], stdout=subprocess.PIPE,
+                          universal_newlines=True, env=env, check=True)
+    data = json.loads(done.stdout)
+    pattern = [h for h in data["_meta"]["hostvars"] if hosts in ("all", h) or h.startswith(hosts)]
+    if not pattern:
+        sys.exit("noop_rerun: no host %r in %s" % (hosts, inventory))
+    return data["_meta"]["hostvars"][sorted(pattern)[0]]
+
+
+def aliases(work, hostvars, count):
+    """An inventory of `count` aliases of one host (same address, port and key)."""
+    path = os.path.join(work, "fleet-%d.json" % count)
+    with open(path, "w") as f:
+        json.dump({"all": {"hosts": dict(("alias%03d" % i, hostvars) for i in range(count))}}, f)
+    return path
+
+
+def clang_shim(work):
+    """(directory to put first on PATH, log file) of a clang that logs each run."""
+    # The clang the engine would pick (payloads() installed the collection loader).
+    from ansible_collections.ebpf.oom.plugins.module_utils.compiler import find_clang
+    real = find_clang()
+    shim_dir, log = os.path.join(work, "clang-shim"), os.path.join(work, "clang-runs.log")
+    os.makedirs(shim_dir)
+    shim = os.path.join(shim_dir, os.path.basename(real))
+    with open(shim, "w") as f:
+        f.write(CLANG_SHIM % {"log": log, "real": real})
+    os.chmod(shim, 0o755)
+    return shim_dir, log
+
+
+def clang_runs(log):
+    """(compiles, preprocessings, version probes) logged since the log was cleared."""
+    try:
+        with open(log) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    compiles = sum(1 for line in lines if " -c " in " %s " % line)
+    pre = sum(1 for line in lines if " -E " in " %s " % line)
+    return compiles, pre, len(lines) - compiles - pre
+
+
+def tool(name):
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return beside if os.access(beside, os.X_OK) else name
 
 
 def main():
@@ -78,11 +218,14 @@ def main():
     ap.add_argument("--global", dest="globals_", action="append", default=[], metavar="NAME=INT",
                     help="a const volatile global of the program (repeatable)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs of each play (default 5)")
+    ap.add_argument("--role", action="store_true", help="also time a no-op converge of ebpf.oom.bpf_oom")
+    ap.add_argument("--no-policy", action="store_true", help="skip the compile + pin + verify play")
+    ap.add_argument("--fleet", help="also time the role play over these numbers of aliases (1,10,50)")
+    ap.add_argument("--forks", type=int, default=5, help="Ansible forks for --fleet (default 5)")
     args = ap.parse_args()
 
-    playbook_bin = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    if not os.access(playbook_bin, os.X_OK):
-        playbook_bin = "ansible-playbook"
+    collections = collections_path()
+    print_payloads(collections)
     work = tempfile.mkdtemp(prefix="ebpf-oom-noop-rerun-")
     src = os.path.abspath(args.src) if args.src else PROGRAM
     globals_ = {k: int(v) for k, v in (g.split("=", 1) for g in args.globals_)}
@@ -91,41 +234,108 @@ def main():
     else:
         hosts, inv = "localhost", ["-i", "localhost,", "-c", "local",
                                    "-e", "ansible_python_interpreter=/usr/bin/python3"]
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_NOCOLOR="1",
+               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_LOCALHOST_WARNING="False",
+               ANSIBLE_PIPELINING="True")
     books = {}
-    for key, tasks in (("policy", policy_tasks(src, globals_)),
-                       ("ping", [{"name": "ping", "ansible.builtin.ping": {}}]),
-                       ("ping3", [{"name": "ping%d" % i, "ansible.builtin.ping": {}} for i in range(3)]),
-                       ("remove", [{"name": "remove", "ebpf.oom.policy": {"name": NAME, "state": "absent"}}])):
+
+    def book(key, data):
         books[key] = os.path.join(work, key + ".yml")
         with open(books[key], "w") as f:
-            json.dump(play(hosts, tasks), f)  # JSON is YAML
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path(), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_LOCALHOST_WARNING="False")
+            json.dump(data, f)  # JSON is YAML
 
-    def cmd(book):
-        return [playbook_bin] + inv + [books[book]]
+    def cmd(key, inventory=None):
+        return [tool("ansible-playbook")] + (["-i", inventory, "-f", str(args.forks)] if inventory else inv) \
+            + [books[key]]
 
+    book("policy", play(hosts, policy_tasks(src, globals_)))
+    book("ping", play(hosts, [{"name": "ping", "ansible.builtin.ping": {}}]))
+    book("ping3", play(hosts, [{"name": "ping%d" % i, "ansible.builtin.ping": {}} for i in range(3)]))
+    book("remove", play(hosts, [{"name": "remove", "ebpf.oom.policy": {"name": NAME, "state": "absent"}}]))
+
+    if not args.no_policy:
+        try:
+            first, changed, _n = run(cmd("policy"), env)
+            print("first run (compile, load, pin, verify): %.2f s, %d changed" % (first, changed))
+            noop, ping, ping3, noop_changed = [], [], [], 0
+            for _i in range(args.runs):
+                elapsed, changed, _n = run(cmd("policy"), env)
+                noop.append(elapsed)
+                noop_changed += changed
+                ping.append(run(cmd("ping"), env)[0])
+                ping3.append(run(cmd("ping3"), env)[0])
+        finally:
+            run(cmd("remove"), env)
+        noop_s, ping_s = statistics.median(noop), statistics.median(ping)
+        ratio = noop_s / ping_s
+        print("no-op rerun (compile, pin, verify): median %.2f s of %d runs, %d changed in total"
+              % (noop_s, args.runs, noop_changed))
+        print("bare ansible.builtin.ping play: median %.2f s of %d runs" % (ping_s, args.runs))
+        print("ratio: %.2f (goal <= %.1f: %s)" % (ratio, GOAL, "met" if ratio <= GOAL else "NOT met"))
+        # Ansible's own cost of three tasks: the ratio no three-task playbook gets below.
+        print("floor, three ping tasks / one: median %.2f s, ratio %.2f"
+              % (statistics.median(ping3), statistics.median(ping3) / ping_s))
+
+    if not (args.role or args.fleet):
+        return
+    book("role", role_play(hosts, role_policies()))
+    book("role_cleanup", role_cleanup(hosts))
     try:
-        first, changed = run(cmd("policy"), env)
-        print("first run (compile, load, pin, verify): %.2f s, %d changed" % (first, changed))
-        noop, ping, ping3, noop_changed = [], [], [], 0
-        for _i in range(args.runs):
-            elapsed, changed = run(cmd("policy"), env)
-            noop.append(elapsed)
-            noop_changed += changed
-            ping.append(run(cmd("ping"), env)[0])
-            ping3.append(run(cmd("ping3"), env)[0])
+        first, changed, ran = run(cmd("role"), env)
+        print("role, first converge: %.2f s, %d tasks ran, %d changed" % (first, ran, changed))
+        if args.role:
+            role_ratio(args, cmd, book, hosts, env)
+        if args.fleet:
+            fleet(args, cmd, book, hosts, env, work)
     finally:
-        run(cmd("remove"), env)
-    noop_s, ping_s = statistics.median(noop), statistics.median(ping)
-    ratio = noop_s / ping_s
-    print("no-op rerun (compile, pin, verify): median %.2f s of %d runs, %d changed in total"
-          % (noop_s, args.runs, noop_changed))
-    print("bare ansible.builtin.ping play: median %.2f s of %d runs" % (ping_s, args.runs))
-    print("ratio: %.2f (goal <= %.1f: %s)" % (ratio, GOAL, "met" if ratio <= GOAL else "NOT met"))
-    # Ansible's own cost of three tasks: the ratio no three-task playbook gets below.
-    print("floor, three ping tasks / one: median %.2f s, ratio %.2f"
-          % (statistics.median(ping3), statistics.median(ping3) / ping_s))
+        run(cmd("role_cleanup"), env)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def role_ratio(args, cmd, book, hosts, env):
+    """The no-op converge against as many ansible.builtin.stat tasks, alternately."""
+    noop, stat, changed_total, ran = [], [], 0, None
+    for _i in range(args.runs):
+        elapsed, changed, tasks = run(cmd("role"), env)
+        noop.append(elapsed)
+        changed_total += changed
+        if ran is None:
+            ran = tasks
+            book("stat", play(hosts, [{"name": "stat%d" % i, "ansible.builtin.stat": {"path": "/"}}
+                                      for i in range(ran)]))
+        stat.append(run(cmd("stat"), env)[0])
+    noop_s, stat_s = statistics.median(noop), statistics.median(stat)
+    ratio = noop_s / stat_s
+    print("role, no-op converge: median %.2f s of %d runs, %d tasks ran, %d changed in total"
+          % (noop_s, args.runs, ran, changed_total))
+    print("%d ansible.builtin.stat tasks: median %.2f s of %d runs" % (ran, stat_s, args.runs))
+    print("role ratio: %.2f (goal <= %.2f: %s)" % (ratio, ROLE_GOAL, "met" if ratio <= ROLE_GOAL else "NOT met"))
+
+
+def fleet(args, cmd, book, hosts, env, work):
+    """The role play over N aliases of one host, each with a cold compiler cache."""
+    hostvars = host_vars(args.inventory, hosts, env) if args.inventory else \
+        {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+    shim_dir, log = clang_shim(work)
+    book("fleet", role_play("all", role_policies()))
+    distinct = 2 + 2  # two policies (the generic program, counter.bpf.c) + the observer's two builds
+    print("fleet (the role play over N aliases of one host, forks %d, a cold compiler cache each):"
+          % args.forks)
+    per_host = []
+    for count in [int(n) for n in args.fleet.split(",")]:
+        cache = os.path.join(work, "cache-%d" % count)
+        os.makedirs(cache)
+        if os.path.exists(log):
+            os.unlink(log)
+        fleet_env = dict(env, EBPF_OOM_CACHE=cache, PATH=shim_dir + os.pathsep + env.get("PATH", ""))
+        elapsed, changed, ran = run(cmd("fleet", aliases(work, hostvars, count)), fleet_env)
+        compiles, pre, probes = clang_runs(log)
+        per_host.append(elapsed / count)
+        print("  %3d hosts: %7.1f s, %.2f s per host, %d tasks ran, %d changed; clang: %d compiles "
+              "(%d distinct objects), %d preprocessings, %d version probes"
+              % (count, elapsed, elapsed / count, ran, changed, compiles, distinct, pre, probes))
+    spread = (max(per_host) - min(per_host)) / min(per_host)
+    print("  per-host time spread: %.0f %% (goal: flat within 15 %%)" % (100 * spread))
 
 
 if __name__ == "__main__":
