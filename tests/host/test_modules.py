@@ -6,8 +6,10 @@ Each test uses its own bpffs root (EBPF_OOM_BPFFS_ROOT), state dir and compiler 
 so nothing outside them changes, and every policy it loads is removed at teardown.
 """
 
+import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 
@@ -511,3 +513,28 @@ def test_compile_delegated_to_the_controller_uses_the_bundled_headers(host):
     assert header.startswith(os.path.join(host.cache, "include") + os.sep)
     with open(header) as mine, open(os.path.join(REPO, "bpf", "include", "vmlinux.h")) as bundled:
         assert mine.read() == bundled.read()
+
+
+def test_the_engine_is_one_archive_the_host_command_runs_and_a_rerun_keeps(host):
+    """ebpf.oom.engine: the archive is written root-owned 0644 (check mode and diff say so
+    first, writing nothing); a second run changes nothing; the host command beside it
+    imports the engine from it (zipimport) and runs."""
+    directory = host.tmp / "lib"
+    directory.mkdir()
+    archive = directory / "ebpf_oom_engine.zip"
+    task = {"name": "engine", "ebpf.oom.engine": {"path": str(archive)}}
+    checked = host.run([task], check=True, diff=True)["engine"]
+    assert checked["status"] == "ok" and checked["result"]["changed"] and not archive.exists()
+    assert checked["result"]["diff"]["before"] == "sha256: None\n"
+    first = host.run([task])["engine"]["result"]
+    st = archive.stat()
+    assert first["changed"] and (st.st_mode & 0o7777, st.st_uid) == (0o644, 0)
+    assert first["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert host.run([task])["engine"]["result"]["changed"] is False
+    command = directory / "ebpf-oom"
+    shutil.copy(os.path.join(REPO, "roles", "bpf_oom", "files", "ebpf-oom"), str(command))
+    done = subprocess.run(["/usr/bin/python3", str(command), "explain", "--help"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "--document FILE" in done.stdout, done.stderr
+    assert host.run([dict(task, **{"ebpf.oom.engine": {"path": str(archive), "state": "absent"}})])[
+        "engine"]["result"]["changed"] and not archive.exists()

@@ -1,154 +1,150 @@
-"""OOM kill reporting in guests: a real memcg OOM (cgroup v2) under a named policy on the
-hook kernel, and under the stock Debian kernel (no hook; its mark_victim tracepoint passes
-the pid only), reported by ebpf.oom.events_info run through ansible-playbook, with the
-metrics file parsed back by prometheus_client.
-
-Objects are compiled here against the collection's bundled vmlinux.h (CO-RE) and copied
-in; the policy and the observer are loaded with ebpf.oom.policy and removed at the end.
+"""The OOM observer in production: the role ebpf.oom.bpf_oom deploys and verifies it on the
+hook guest and on the stock guest (Debian's kernel, no hook: its policies are skipped, the
+observer runs all the same), real OOMs (tests/vm/lab.py) kill tasks by pid, and the observer
+counts exactly the kills triggered. ebpf.oom.events_info names the victims; the role's metrics
+timer writes the metrics file, parsed back by prometheus_client: kills by policy, rule and a
+cut cgroup path, and on the hook guest whether the policy is loaded and what its cgroup rules
+match. A second converge changes nothing; the boot restore logs a rule that matches nothing
+as a notice. Each guest runs the role again at the end to remove what it added.
 """
 
-import importlib.util
-import json
-import os
-import uuid
-
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.ebpf.oom.plugins.module_utils import common, compiler, events
+from vmharness import play
 
-from vmharness import run_playbook
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-POLICY = "vm_obs_named"
-METRICS = "/root/ebpf_oom.prom"
-
-# The hog runner shared with the host tests.
-_spec = importlib.util.spec_from_file_location("ebpf_oom_test_events_host",
-                                               os.path.join(REPO, "tests", "host", "test_events.py"))
-_host = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_host)
-OOM_CHILD, HOG_LIMIT_MIB, HOG_TIMEOUT_S = _host.OOM_CHILD, _host.HOG_LIMIT_MIB, _host.HOG_TIMEOUT_S
-
-# Names itself in the OOM report and has no opinion on any task (the kernel's heuristic
-# chooses): the example program of the policy name alone.
-NAMED_POLICY = os.path.join(REPO, "bpf", "examples", "policy_name.bpf.c")
+METRICS = "/var/lib/ebpf-oom-test/ebpf_oom.prom"
+POLICY = "obsvm"
+LAB = "events"
+JOBS = "/oomlab/%s/jobs" % LAB
+NEVER = "/ebpf-oom-test/never.slice"
+# The memory cgroup that runs out (JOBS) holds two jobs; the trigger allocates there until
+# the OOM killer acts. One rule covers JOBS, one names a path that never exists.
+SPEC = {"memcg": "jobs", "trigger": {"cgroup": "jobs/trigger"},
+        "tasks": [{"name": "job1", "mb": 30, "cgroup": "jobs/job1"},
+                  {"name": "job2", "mb": 40, "cgroup": "jobs/job2"}]}
+DOCUMENT = {"name": POLICY, "fallback": "kernel",
+            "rules": [{"match": {"cgroup": JOBS}, "action": "prefer", "tier": 1},
+                      {"match": {"cgroup": NEVER}, "action": "prefer", "tier": 2}]}
 
 
-def bundled_headers():
-    directory = os.path.join(REPO, "bpf", "include")
-    return dict((name, open(os.path.join(directory, name)).read())
-                for name in os.listdir(directory) if name.endswith(".h"))
+def role(**variables):
+    """The role as a task, with the test's settings (the guests have the packages)."""
+    settings = dict(bpf_oom_install_packages=False, bpf_oom_purge=False, bpf_oom_on_unsupported="skip",
+                    bpf_oom_metrics=True, bpf_oom_metrics_file=METRICS)
+    settings.update(variables)
+    return {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.bpf_oom"},
+            "vars": settings}
 
 
-def build(**kwargs):
-    return compiler.compile_object(vmlinux="bundled", bundled_headers=bundled_headers(), **kwargs)["object"]
+def result_of(played, task):
+    """The result of the role's task named `task`."""
+    found = [r for name, r in played.tasks if name.endswith(" : " + task) or name == task]
+    assert found, [name for name, _r in played.tasks]
+    return found[-1]
 
 
-def playbook(tmp_path, guest, tasks, name):
-    """Run `tasks` on the guest; returns {register name: result} of the registered tasks."""
-    results = tmp_path / ("%s.json" % name)
-    registered = [t["register"] for t in tasks if "register" in t]
-    collect = {"ansible.builtin.copy": {
-        "content": "{{ {%s} | to_json }}" % ", ".join("'%s': %s" % (r, r) for r in registered),
-        "dest": str(results), "mode": "0600"}, "delegate_to": "localhost"}
-    play = [{"hosts": "all", "gather_facts": False, "tasks": tasks + ([collect] if registered else [])}]
-    path = tmp_path / ("%s.yml" % name)
-    path.write_text(json.dumps(play))
-    run_playbook(path, guest.inventory(tmp_path))
-    return json.loads(results.read_text()) if registered else {}
+def observer_kills(guest, tmp_path):
+    played = play(guest, [{"name": "seen", "ebpf.oom.events_info": {"sources": ["observer"]}}], tmp_path)
+    observer = played["seen"]["observer"]
+    assert observer["loaded"], observer
+    return observer["kills"]
 
 
-def deploy(tmp_path, guest, policies):
-    """Copy the objects in and load them: policies = {name: (local object, globals)}."""
-    tasks = []
-    for name, (obj, values) in policies.items():
-        remote = "/root/%s.bpf.o" % name
-        guest.put(obj, remote)
-        tasks.append({"ebpf.oom.policy": {"name": name, "object": remote, "globals": values,
-                                          "persist": False}})
-    playbook(tmp_path, guest, tasks, "deploy")
+def metrics(guest):
+    """The metrics file as the role's timer service writes it now: {(name, labels): value}."""
+    guest.ssh(["systemctl", "start", "ebpf-oom-metrics.service"])
+    text = guest.ssh(["cat", METRICS]).stdout
+    return dict(((s.name, tuple(sorted(s.labels.items()))), s.value)
+                for family in text_string_to_metric_families(text) for s in family.samples)
 
 
-def remove(tmp_path, guest, names):
-    """Unload the policies; remove the metrics file and the metrics counting state."""
-    tasks = [{"ebpf.oom.policy": {"name": name, "state": "absent"}} for name in names]
-    tasks += [{"ansible.builtin.file": {"path": path, "state": "absent"}}
-              for path in (METRICS, os.path.join(common.STATE_DIR, events.METRICS_STATE))]
-    playbook(tmp_path, guest, tasks, "remove")
+def kills_of(samples):
+    return dict((labels, v) for (name, labels), v in samples.items() if name == "ebpf_oom_kills_total")
 
 
-def oom_kill_hog(guest, comm):
-    """A real memcg OOM in the guest (cgroup v2); the hog's pid, memcg and exit status."""
-    name = "ebpf_oom_test_%s" % uuid.uuid4().hex[:8]
-    done = guest.ssh(["python3", "-", name, comm, "0", str(HOG_LIMIT_MIB), str(HOG_TIMEOUT_S)],
-                     input=OOM_CHILD, timeout=HOG_TIMEOUT_S + 60)
-    hog = json.loads(done.stdout)
-    assert hog["returncode"] == -9, "the hog was not OOM-killed: %r" % hog
-    hog["comm"] = comm
-    return hog
-
-
-def events_info(tmp_path, guest, since):
-    """events_info with the metrics file, and with the observer alone; the metrics samples."""
-    tasks = [{"ebpf.oom.events_info": {"since": str(since), "metrics_file": METRICS}, "register": "oom"},
-             {"ebpf.oom.events_info": {"since": str(since), "sources": ["observer"]}, "register": "observed"},
-             {"ansible.builtin.fetch": {"src": METRICS, "dest": str(tmp_path / "metrics") + "/", "flat": True}}]
-    results = playbook(tmp_path, guest, tasks, "events")
-    text = (tmp_path / "metrics" / "ebpf_oom.prom").read_text()
-    samples = dict(((s.name, tuple(sorted(s.labels.items()))), s.value)
-                   for family in text_string_to_metric_families(text) for s in family.samples)
-    return results["oom"], results["observed"], samples
-
-
-def the_event(found, hog):
-    matches = [e for e in found if e["pid"] == hog["pid"]]
-    assert len(matches) == 1, found
-    return matches[0]
-
-
-def guest_since(guest):
-    """The guest's clock now (its clock, not ours, filters its events)."""
-    return float(guest.ssh(["date", "+%s.%N"]).stdout.strip()) - 1
-
-
-def test_events_info_names_the_policy_that_chose_the_victim_on_the_hook_kernel(hook_vm, tmp_path):
-    observer = build(src=os.path.join(REPO, "bpf", events.OBSERVER_SOURCE))
-    policy = build(src=NAMED_POLICY, policy_name=POLICY)
-    deploy(tmp_path, hook_vm, {events.OBSERVER_NAME: (observer, {}),
-                               POLICY: (policy, {"policy_name": POLICY})})
+@pytest.fixture(scope="module")
+def hook_role(hook_vm, tmp_path_factory):
+    """The role on the hook guest with one declarative policy: first converge, second converge."""
+    tmp = tmp_path_factory.mktemp("hook-role")
+    task = role(bpf_oom_policies=[{"name": POLICY, "policy": DOCUMENT}])
     try:
-        since = guest_since(hook_vm)
-        hog = oom_kill_hog(hook_vm, "ebpfoom_vm%s" % uuid.uuid4().hex[:4])
-        result, observed, samples = events_info(tmp_path, hook_vm, since)
+        yield play(hook_vm, [task], tmp), play(hook_vm, [task], tmp)
     finally:
-        remove(tmp_path, hook_vm, [POLICY, events.OBSERVER_NAME])
-    ev = the_event(result["events"], hog)
-    assert (ev["comm"], ev["policy"]) == (hog["comm"], POLICY)
-    assert (ev["memcg"], ev["oom_memcg"], ev["constraint"]) == (hog["memcg"], hog["memcg"], "memcg")
-    assert ev["sources"] == ["kmsg", "observer"] and ev["memcg_id"] == hog["memcg_id"]
-    assert samples[("ebpf_oom_kills_total", (("cgroup", hog["memcg"]), ("policy", POLICY)))] == 1
-    assert samples[("ebpf_oom_observer_kills_total", ())] == result["observer"]["kills"] >= 1
-    alone = the_event(observed["events"], hog)
-    assert (alone["comm"], alone["memcg_id"], alone["policy"]) == (hog["comm"], hog["memcg_id"], None)
+        play(hook_vm, [role(bpf_oom_policies=[{"name": POLICY, "state": "absent"}], bpf_oom_observer=False,
+                            bpf_oom_metrics=False, bpf_oom_restore_at_boot=False)], tmp)
 
 
-def test_observer_on_the_stock_kernel_records_the_victim_pid(stock_vm, tmp_path):
-    """No hook, Debian's 6.1 kernel (the task-passing mark_victim backported, RSS counters
-    still atomics in struct mm_rss_stat): the observer loads, records the victim on its
-    own, and the kernel log adds the cgroup path; there is no policy name."""
-    observer = build(src=os.path.join(REPO, "bpf", events.OBSERVER_SOURCE))
-    deploy(tmp_path, stock_vm, {events.OBSERVER_NAME: (observer, {})})
+@pytest.fixture(scope="module")
+def stock_role(stock_vm, tmp_path_factory):
+    """The role on the stock guest asked for the hook backend, which it lacks (skip mode, no
+    policy): first and second converge."""
+    tmp = tmp_path_factory.mktemp("stock-role")
+    task = role(bpf_oom_backend="evaluate_task")
     try:
-        since = guest_since(stock_vm)
-        hog = oom_kill_hog(stock_vm, "ebpfoom_st%s" % uuid.uuid4().hex[:4])
-        result, observed, samples = events_info(tmp_path, stock_vm, since)
+        yield play(stock_vm, [task], tmp), play(stock_vm, [task], tmp)
     finally:
-        remove(tmp_path, stock_vm, [events.OBSERVER_NAME])
-    ev = the_event(result["events"], hog)
-    assert ev["sources"] == ["kmsg", "observer"]
-    assert (ev["comm"], ev["memcg"], ev["policy"]) == (hog["comm"], hog["memcg"], None)
-    assert result["observer"]["kills"] >= 1
-    assert samples[("ebpf_oom_kills_total", (("cgroup", hog["memcg"]), ("policy", "unknown")))] == 1
-    alone = the_event(observed["events"], hog)
-    assert (alone["comm"], alone["memcg_id"]) == (hog["comm"], hog["memcg_id"])
-    assert alone["anon_rss_kb"] > HOG_LIMIT_MIB * 1024 // 2
+        play(stock_vm, [role(bpf_oom_observer=False, bpf_oom_metrics=False, bpf_oom_restore_at_boot=False)], tmp)
+
+
+@pytest.mark.parametrize("guest", ["hook", "stock"])
+def test_the_role_deploys_verifies_and_keeps_the_observer(guest, request):
+    first, second = request.getfixturevalue("%s_role" % guest)
+    deployed = result_of(first, "Deploy the OOM observer")
+    assert deployed["changed"] and deployed["action"] == "created" and deployed["variant"] == "tp_btf"
+    verified = result_of(first, "Verify that the OOM observer runs")
+    assert not verified.get("failed") and verified["object_sha256"] == deployed["object_sha256"]
+    assert (result_of(second, "Deploy the OOM observer")["action"]) == "unchanged"
+    assert second.changed == [], second
+
+
+def test_the_stock_guest_is_unsupported_but_observed(stock_role):
+    first, _second = stock_role
+    facts = result_of(first, "Record whether this host can run OOM policies, and with which backend")[
+        "ansible_facts"]
+    assert (facts["bpf_oom_supported"], facts["bpf_oom_backend_used"]) == (False, "none"), facts
+    assert result_of(first, "Apply, verify and purge policies").get("skipped")
+
+
+def two_ooms_counted(lab, guest, tmp_path, policy):
+    """Two OOMs of the scenario, one kill each, by `policy` as the kernel log names it: the
+    larger job dies first; the observer counted exactly these two kills, and events_info
+    has each victim by pid from both sources. The metrics while the scenario's cgroups live."""
+    before = observer_kills(guest, tmp_path)
+    with lab.scenario(LAB, SPEC) as s:
+        reports = [s.oom(), s.oom()]
+        samples = metrics(guest)
+    after = observer_kills(guest, tmp_path)
+    assert [(r.outcome, r.killed, r.policies) for r in reports] == [
+        ("kills", ["job2"], [policy]), ("kills", ["job1"], [policy])], reports
+    assert after - before == 2
+    assert samples[("ebpf_oom_observer_kills_total", ())] == after
+    found = play(guest, [{"name": "events", "ebpf.oom.events_info": {}}], tmp_path)
+    named = dict((e["pid"], e) for e in found["events"]["events"])
+    for report in reports:
+        [pid] = report.victim_pids
+        assert named[pid]["sources"] == ["kmsg", "observer"] and named[pid]["policy"] == policy, named.get(pid)
+    return samples
+
+
+def test_observer_counts_every_kill_on_the_hook_guest(hook_vm, hook_lab, hook_role, tmp_path):
+    samples = two_ooms_counted(hook_lab, hook_vm, tmp_path, POLICY)
+    assert samples[("ebpf_oom_policy_loaded", (("policy", POLICY),))] == 1
+    assert samples[("ebpf_oom_rule_matches", (("policy", POLICY), ("rule", JOBS)))] == 1
+    assert samples[("ebpf_oom_rule_matches", (("policy", POLICY), ("rule", NEVER)))] == 0
+    # Labels stay bounded: the rule whose cgroup held the victims, the path cut to one level.
+    assert kills_of(samples)[(("cgroup", "/oomlab"), ("policy", POLICY), ("rule", JOBS))] == 2
+
+
+def test_observer_counts_every_kill_on_the_stock_guest(stock_vm, stock_lab, stock_role, tmp_path):
+    samples = two_ooms_counted(stock_lab, stock_vm, tmp_path, None)
+    assert kills_of(samples)[(("cgroup", "/oomlab"), ("policy", "unknown"), ("rule", "unknown"))] >= 2
+    assert not [key for key in samples if key[0] == "ebpf_oom_policy_loaded"]
+
+
+def test_boot_restore_logs_a_rule_that_matches_nothing_as_a_notice(hook_vm, hook_role):
+    done = hook_vm.ssh(["/usr/lib/ebpf-oom/ebpf-oom", "restore"], check=False)
+    assert done.returncode == 0, done.stderr
+    assert "<6>ebpf-oom: restored policy observer" in done.stdout.splitlines()
+    assert ("<5>ebpf-oom: policy %s: cgroup rule %s matches no cgroup: none lives at that path now; "
+            "the rule matches such a cgroup once it is made" % (POLICY, NEVER)) in done.stdout.splitlines()
