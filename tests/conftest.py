@@ -85,18 +85,18 @@ def area(item):
 
 
 # With workers (pytest-xdist, --dist loadgroup: tests/run), the tests of one guest run on
-# one worker, in order, and each worker boots only the guests its tests use: the hook
-# guest's tests on one, the stock guest's and the Molecule scenarios (guests of their
-# own) on the other, side by side on the two cores. The host tests run on one worker
-# too, one after the other.
+# one worker, in order, and each worker boots only the guests its tests use. Four groups
+# go to whichever worker is free: the hook guest's tests, the stock guest's, the Molecule
+# scenarios (guests of their own) and the host tests (one at a time: they count the
+# kernel's BPF objects and OOM kills).
 GUEST_GROUPS = (("hook", {"hook_vm", "hook_lab", "hook_policies", "global_vm"}),
                 ("stock", {"stock_vm", "stock_lab", "vm_factory", "vm_factory_module"}))
 
 
 def guest_group(item):
-    if area(item) == "molecule":
-        return "stock"
-    if area(item) == "host":  # one at a time: they count the kernel's OOM kills
+    if area(item) == "molecule":  # guests of their own: beside either worker's guest
+        return "molecule"
+    if area(item) == "host":
         return "host"
     used = set(getattr(item, "fixturenames", ()))
     for group, fixtures in GUEST_GROUPS:
