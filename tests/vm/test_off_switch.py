@@ -50,15 +50,16 @@ def loaded(guest, tmp_path):
 @pytest.fixture(scope="module")
 def with_policy(hook_vm, tmp_path_factory):
     """The role on the hook guest with the policy; at the end the guest is switched on and
-    the policy, the observer and the boot restore removed again."""
+    the policy and the observer removed again (with their modules: a role run costs minutes
+    in TCG, and the boot restore left enabled has nothing to restore)."""
     tmp = tmp_path_factory.mktemp("off-switch")
     play(hook_vm, [role(bpf_oom_policies=[{"name": POLICY, "policy": DOCUMENT}])], tmp)
     try:
         yield
     finally:
         hook_vm.ssh([EBPF_OOM, "on"], check=False)
-        play(hook_vm, [role(bpf_oom_policies=[{"name": POLICY, "state": "absent"}], bpf_oom_observer=False,
-                            bpf_oom_restore_at_boot=False)], tmp)
+        play(hook_vm, [{"name": "policy", "ebpf.oom.policy": {"name": POLICY, "state": "absent"}},
+                       {"name": "observer", "ebpf.oom.observer": {"state": "absent"}}], tmp)
 
 
 @pytest.mark.timeout(1800)
