@@ -188,8 +188,9 @@ def explain_main(argv):
     parser.add_argument("--memcg", metavar="PATH", help="imagine this memory cgroup running out "
                                                         "(default: the whole host)")
     parser.add_argument("--top", type=int, default=5, metavar="N", help="rank N processes (default 5)")
-    parser.add_argument("--object", metavar="PATH", help="the generic program's object (default: the "
-                                                        "one kept for this host's declarative policies)")
+    parser.add_argument("--object", metavar="PATH",
+                        help="the generic program's object (default: the one kept for this host's "
+                             "declarative policies)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     if args.top < 1:
@@ -199,7 +200,7 @@ def explain_main(argv):
         obj_path = args.object or (state.load(args.policy)[0] if args.policy else generic_object())
         if obj_path is None:
             raise EngineError("no generic object on this host (no declarative policy is kept here): "
-                               "give --object, or use the module ebpf.oom.explain")
+                              "give --object, or use the module ebpf.oom.explain")
         result = explain.explain(obj_path, oom=args.memcg, name=args.policy, document=document, top=args.top)
     except (EngineError, OSError, ValueError) as e:
         sys.stderr.write("ebpf-oom explain: %s\n" % e)

@@ -61,8 +61,8 @@ def with_policy(hook_vm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("off-switch")
     play(hook_vm, [{"name": "build", "ebpf.oom.compile": {"src": STRAY_SRC, "policy_name": "stray"},
                     "delegate_to": "localhost", "register": "built"},
-                   {"name": "copy", "ansible.builtin.copy": {"src": "{{ built.object }}", "dest": "/root/stray.bpf.o",
-                                                            "mode": "0600"}},
+                   {"name": "copy", "ansible.builtin.copy": {"src": "{{ built.object }}",
+                                                             "dest": "/root/stray.bpf.o", "mode": "0600"}},
                    {"name": "stray", "ebpf.oom.policy": {"name": "stray", "object": "/root/stray.bpf.o"}}], tmp)
     try:
         yield play(hook_vm, [role(bpf_oom_purge=True, bpf_oom_compile_on_host=True,
