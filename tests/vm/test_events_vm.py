@@ -95,10 +95,13 @@ def stock_role(stock_vm, tmp_path_factory):
         undo(stock_vm, tmp)
 
 
+# The first test of each guest boots it (when the session has not) and converges the role.
+@pytest.mark.timeout(1800)
 def test_the_role_deploys_and_verifies_the_observer_on_the_hook_guest(hook_role):
     assert_deploys_and_verifies(hook_role)
 
 
+@pytest.mark.timeout(1800)
 def test_the_role_deploys_and_verifies_the_observer_on_the_stock_guest(stock_role):
     assert_deploys_and_verifies(stock_role)
 
