@@ -21,10 +21,6 @@ POLICY = "offswitch"
 # The kernel's heuristic kills the largest task (big, then mid); the policy kills small.
 DOCUMENT = doc(POLICY, {"match": {"comm": "lab-small"}, "action": "prefer", "tier": 1})
 OFF_TASK = "Detach every policy; the boot restore brings none back"
-# A C policy that decides nothing (Molecule's), compiled on the guest by the role; a
-# counter applied before the role, which the role's purge removes.
-KILLS_SRC = os.path.join(REPO, "molecule", "default", "files", "kills.bpf.c")
-STRAY_SRC = os.path.join(REPO, "bpf", "testing", "counter.bpf.c")
 
 
 def documented_task(name):
@@ -39,7 +35,7 @@ def documented_task(name):
 
 def role(**variables):
     """The role as a task (the guest has the packages; other tests' policies stay)."""
-    settings = dict(bpf_oom_install_packages=False)
+    settings = dict(bpf_oom_install_packages=False, bpf_oom_purge=False)
     settings.update(variables)
     return {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.bpf_oom"},
             "vars": settings}
@@ -53,37 +49,16 @@ def loaded(guest, tmp_path):
 
 @pytest.fixture(scope="module")
 def with_policy(hook_vm, tmp_path_factory):
-    """The role on the hook guest with the policy and a C policy compiled on the guest
-    (bpf_oom_compile_on_host), purging a policy it does not list (`stray`, applied first);
-    at the end the guest is switched on and what is left removed again (with the modules:
-    a role run costs minutes in TCG, and the boot restore left enabled has nothing left to
-    restore). Yields the role's play."""
+    """The role on the hook guest with the policy; at the end the guest is switched on and
+    the policy, the observer and the boot restore removed again."""
     tmp = tmp_path_factory.mktemp("off-switch")
-    play(hook_vm, [{"name": "build", "ebpf.oom.compile": {"src": STRAY_SRC, "policy_name": "stray"},
-                    "delegate_to": "localhost", "register": "built"},
-                   {"name": "copy", "ansible.builtin.copy": {"src": "{{ built.object }}",
-                                                             "dest": "/root/stray.bpf.o", "mode": "0600"}},
-                   {"name": "stray", "ebpf.oom.policy": {"name": "stray", "object": "/root/stray.bpf.o"}}], tmp)
+    play(hook_vm, [role(bpf_oom_policies=[{"name": POLICY, "policy": DOCUMENT}])], tmp)
     try:
-        yield play(hook_vm, [role(bpf_oom_purge=True, bpf_oom_compile_on_host=True,
-                                  bpf_oom_policies=[{"name": POLICY, "policy": DOCUMENT},
-                                                    {"name": "kills", "src": KILLS_SRC}])], tmp)
+        yield
     finally:
         hook_vm.ssh([EBPF_OOM, "on"], check=False)
-        play(hook_vm, [{"name": "remove " + name, "ebpf.oom.policy": {"name": name, "state": "absent"}}
-                       for name in (POLICY, "kills", "stray")]
-             + [{"name": "observer", "ebpf.oom.observer": {"state": "absent"}}], tmp)
-
-
-def test_the_role_compiles_on_the_host_and_purges_what_it_does_not_list(hook_vm, with_policy, tmp_path):
-    """bpf_oom_compile_on_host: the C source went to the guest and clang there built the
-    object the policy runs; bpf_oom_purge: the policy the role does not list is gone."""
-    compiled = [r for name, r in with_policy.tasks if name.endswith("Compile C policies on the host, against its own BTF")]
-    assert compiled and compiled[-1]["changed"], compiled
-    built = hook_vm.ssh(["stat", "-c", "%U %a", "/var/lib/ebpf-oom/objects/kills.bpf.o"]).stdout.split()
-    assert built == ["root", "600"]
-    names = loaded(hook_vm, tmp_path)
-    assert "stray" not in names and "kills" in names and POLICY in names, names
+        play(hook_vm, [role(bpf_oom_policies=[{"name": POLICY, "state": "absent"}], bpf_oom_observer=False,
+                            bpf_oom_restore_at_boot=False)], tmp)
 
 
 @pytest.mark.timeout(1800)
