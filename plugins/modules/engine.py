@@ -100,9 +100,9 @@ def main():
     path = p["path"]
     before = installed(path)
     if p["state"] == "absent":
+        after_sha = wanted = None
         if before and not module.check_mode:
             os.unlink(path)
-        after_sha = None
     else:
         try:
             data = base64.b64decode(p["archive"], validate=True)
@@ -111,11 +111,11 @@ def main():
         after_sha = hashlib.sha256(data).hexdigest()
         if not os.path.isdir(os.path.dirname(path)):
             module.fail_json(msg="path: the directory %s does not exist" % os.path.dirname(path))
-        if before != (after_sha, 0o644, 0) and not module.check_mode:
+        wanted = (after_sha, 0o644, 0)
+        if before != wanted and not module.check_mode:
             write_atomic(path, data, mode=0o644)
             os.chown(path, 0, 0)
-    changed = before != ((after_sha, 0o644, 0) if after_sha else None)
-    result = dict(changed=changed, path=path, sha256=after_sha)
+    result = dict(changed=before != wanted, path=path, sha256=after_sha)
     if module._diff:
         result["diff"] = dict(before="sha256: %s\n" % (before[0] if before else None),
                               after="sha256: %s\n" % after_sha)
