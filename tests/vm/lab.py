@@ -133,6 +133,27 @@ def predicted(explained, *reports):
         assert report.victim_pids[:1] == order[i:i + 1], (explained, report)
 
 
+def killed_in_order(explained, reports, victims, policy, constraint=MEMCG):
+    """Successive OOMs killed the scenario's `victims` in this order (by pid), every report
+    names `policy`, and ebpf.oom.explain's ranking predicted that order.
+
+    A victim that exits slowly in a busy TCG guest can make the kernel take a second one
+    within the same OOM (see killed_by); the next OOM then starts further down the ranking.
+    What the policy promises is the order of the kills, so this looks at the kills of all
+    the reports together (the triggers' own kills left out). Returns those kills' pids."""
+    pids = reports[0].pids
+    kills = [pid for report in reports for pid in report.victim_pids if pid in pids.values()]
+    assert kills[:len(victims)] == [pids[v] for v in victims], reports
+    for report in reports:
+        assert report.outcome in ("kills", "killed"), report
+        assert set(report.policies) == {policy}, report
+        assert set(report.constraints) == {constraint}, report
+    order = [row["pid"] for row in explained["ranking"]]
+    assert explained["victim"] is not None and explained["victim"]["pid"] == order[0], explained
+    assert kills[:len(victims)] == order[:len(victims)], (explained, reports)
+    return kills
+
+
 class Report(dict):
     """oomlab's answer; shown whole when an assertion about it fails."""
 

@@ -16,7 +16,7 @@ chose.
 
 import pytest
 
-from lab import LAB_ROOT, doc, killed_by, predicted, spec, task
+from lab import LAB_ROOT, doc, killed_by, killed_in_order, predicted, spec, task
 from vmharness import play
 
 
@@ -229,11 +229,10 @@ def test_story_kills_batch_then_web_never_postgres(hook_lab, hook_policies):
     with hook_lab.scenario("story", spec(postgres(60), task("batch", 20), task("web", 30),
                                          task("other", 15))) as s:
         explained = apply(hook_policies, s, story(s))
-        first, second, third = s.oom(), s.oom(), s.oom()
-    killed_by(first, "batch", "lang")
-    killed_by(second, "web", "lang")
-    killed_by(third, "other", "lang")  # the rest: the kernel's choice, never postgres
-    predicted(explained, first, second, third)
+        reports = [s.oom(), s.oom(), s.oom()]
+    # other last: the kernel's choice among the unranked; never postgres
+    kills = killed_in_order(explained, reports, ["batch", "web", "other"], "lang")
+    assert reports[0].pids["postgres"] not in kills, reports
 
 
 # ------------------------------------------------------------------ changes
