@@ -55,10 +55,8 @@ def test_protect_by_comm_spares_the_task_the_kernel_would_kill(hook_lab, hook_po
                                                 task("small", 20))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-big"},
                                                          "action": "protect"}))
-        first, second = s.oom(), s.oom()
-    killed_by(first, "mid", "lang")
-    killed_by(second, "small", "lang")
-    predicted(explained, first, second)
+        reports = [s.oom(), s.oom()]
+    killed_in_order(explained, reports, ["mid", "small"], "lang")
 
 
 def test_protect_by_uid_spares_the_task_the_kernel_would_kill(hook_lab, hook_policies):
@@ -92,10 +90,8 @@ def test_select_by_pid_kills_that_task_not_the_largest(hook_lab, hook_policies):
                                               task("other", 30))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"pid": s.pids["small"]},
                                                          "action": "select"}))
-        first, second = s.oom(), s.oom()
-    killed_by(first, "small", "lang")
-    killed_by(second, "big", "lang")  # nothing selected is left: the kernel's own choice
-    predicted(explained, first, second)
+        reports = [s.oom(), s.oom()]
+    killed_in_order(explained, reports, ["small", "big"], "lang")  # nothing selected is left: the kernel's own choice
 
 
 def test_several_select_tasks_the_one_with_most_badness_dies(hook_lab, hook_policies):
@@ -103,10 +99,8 @@ def test_several_select_tasks_the_one_with_most_badness_dies(hook_lab, hook_poli
                                                task("big", 70))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm_prefix": "lab-s"},
                                                          "action": "select"}))
-        first, second = s.oom(), s.oom()
-    killed_by(first, "s2", "lang")
-    killed_by(second, "s1", "lang")
-    predicted(explained, first, second)
+        reports = [s.oom(), s.oom()]
+    killed_in_order(explained, reports, ["s2", "s1"], "lang")
 
 
 # ------------------------------------------------------------------ prefer
@@ -131,10 +125,8 @@ def test_prefer_cgroup_tiers_die_in_order(hook_lab, hook_policies):
             "lang",
             {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
             {"match": {"cgroup": s.path("web")}, "action": "prefer", "tier": 2}))
-        first, second = s.oom(), s.oom()
-    killed_by(first, "batch", "lang")
-    killed_by(second, "web", "lang")
-    predicted(explained, first, second)
+        reports = [s.oom(), s.oom()]
+    killed_in_order(explained, reports, ["batch", "web"], "lang")
 
 
 @pytest.mark.parametrize("by,victim", [("rss", "w2"), ("badness", "w1")])
@@ -154,10 +146,8 @@ def test_a_prefer_fallback_ranks_every_task_no_rule_matches(hook_lab, hook_polic
                                                    task("b", 35))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"uid": 1001}, "action": "protect"},
                                                 fallback={"action": "prefer", "tier": 5}))
-        first, second = s.oom(), s.oom()
-    killed_by(first, "b", "lang")
-    killed_by(second, "a", "lang")
-    predicted(explained, first, second)
+        reports = [s.oom(), s.oom()]
+    killed_in_order(explained, reports, ["b", "a"], "lang")
 
 
 def test_comm_prefix_and_uid_must_both_match(hook_lab, hook_policies):
