@@ -117,18 +117,30 @@ def killed_by(report, victim, policy, constraint=MEMCG):
     memory limit as soon as it sees the first kill, which mostly prevents it). Such a
     second kill follows the same policy, and may take the trigger itself (outcome
     "killed"); the claim here is about the first, which is never the trigger."""
-    assert report.outcome in ("kills", "killed"), report
+    followed(report, policy, constraint)
     assert report.victim_pids[:1] == [report.pids[victim]], report
     assert victim in report.killed, report
+
+
+def followed(report, policy, constraint=MEMCG):
+    """The OOM ended in kills (the trigger's own among them or not), its every report names
+    `policy`, and it was this kind of OOM."""
+    assert report.outcome in ("kills", "killed"), report
     assert set(report.policies) == {policy}, report
     assert set(report.constraints) == {constraint}, report
+
+
+def ranking(explained):
+    """The pids of ebpf.oom.explain's ranking, whose first is the victim it predicted."""
+    order = [row["pid"] for row in explained["ranking"]]
+    assert explained["victim"] is not None and explained["victim"]["pid"] == order[0], explained
+    return order
 
 
 def predicted(explained, *reports):
     """ebpf.oom.explain predicted these OOMs: the first kill of each report (successive
     OOMs) is the next task of the prediction's ranking, by pid."""
-    order = [row["pid"] for row in explained["ranking"]]
-    assert explained["victim"] is not None and explained["victim"]["pid"] == order[0], explained
+    order = ranking(explained)
     for i, report in enumerate(reports):
         assert report.victim_pids[:1] == order[i:i + 1], (explained, report)
 
@@ -145,12 +157,8 @@ def killed_in_order(explained, reports, victims, policy, constraint=MEMCG):
     kills = [pid for report in reports for pid in report.victim_pids if pid in pids.values()]
     assert kills[:len(victims)] == [pids[v] for v in victims], reports
     for report in reports:
-        assert report.outcome in ("kills", "killed"), report
-        assert set(report.policies) == {policy}, report
-        assert set(report.constraints) == {constraint}, report
-    order = [row["pid"] for row in explained["ranking"]]
-    assert explained["victim"] is not None and explained["victim"]["pid"] == order[0], explained
-    assert kills[:len(victims)] == order[:len(victims)], (explained, reports)
+        followed(report, policy, constraint)
+    assert kills[:len(victims)] == ranking(explained)[:len(victims)], (explained, reports)
     return kills
 
 
