@@ -109,23 +109,34 @@ def doc(name, *rules, **top):
     return dict(name=name, rules=list(rules), **top)
 
 
-def killed_by(report, victim, policy, constraint=MEMCG):
-    """The OOM's first kill was `victim` (by pid), and its report names `policy`.
+def killed_by(report, victim, policy, spared, constraint=MEMCG, then=(), why=None):
+    """One OOM (one `Scene.oom`) killed exactly `victim`, by pid, and nothing else; every
+    report of it names `policy` and is of this kind; no task of `spared` (the scenario's
+    tasks the policy must spare, by name) died, in a kill or otherwise.
 
-    In a busy TCG guest a victim can take long to exit; the kernel then sometimes needs
-    a second victim before the trigger's page fault can be charged (oomlab lifts the
-    memory limit as soon as it sees the first kill, which mostly prevents it). Such a
-    second kill follows the same policy, and may take the trigger itself (outcome
-    "killed"); the claim here is about the first, which is never the trigger."""
+    `then` names tasks the kernel may kill after the victim within the same OOM, in that
+    order (a prefix of it), and `why` must say why the test allows it; without them a
+    second kill fails the check. The trigger is never a victim unless `then` names it."""
+    assert bool(then) == bool(why), "a later kill is allowed only with the reason (why=)"
+    assert victim not in spared and not set(then) & set(spared), (victim, then, spared)
     followed(report, policy, constraint)
-    assert report.victim_pids[:1] == [report.pids[victim]], report
-    assert victim in report.killed, report
+    pids = dict(report.pids, trigger=report.trigger_pid)
+    expected = [pids[victim]] + [pids[name] for name in then]
+    kills = report.victim_pids
+    assert kills and kills == expected[:len(kills)], report
+    spared_pids = set(pids[name] for name in spared)
+    assert not spared_pids & set(kills), report
+    assert not set(spared) & set(report.killed), report
+    assert report.killed == sorted(
+        name for name in report.pids if pids[name] in kills), report
+    return kills
 
 
 def followed(report, policy, constraint=MEMCG):
-    """The OOM ended in kills (the trigger's own among them or not), its every report names
-    `policy`, and it was this kind of OOM."""
-    assert report.outcome in ("kills", "killed"), report
+    """The OOM ended in kills, its every report names `policy`, and it was this kind of OOM.
+    (`killed_by` checks which kills.)"""
+    assert report.outcome == "kills", report
+    assert report.reports and all(r["kills"] for r in report.reports), report
     assert set(report.policies) == {policy}, report
     assert set(report.constraints) == {constraint}, report
 
@@ -138,28 +149,11 @@ def ranking(explained):
 
 
 def predicted(explained, *reports):
-    """ebpf.oom.explain predicted these OOMs: the first kill of each report (successive
-    OOMs) is the next task of the prediction's ranking, by pid."""
+    """ebpf.oom.explain predicted these OOMs: the kill of each report (successive OOMs,
+    each already checked by killed_by) is the next task of the prediction's ranking."""
     order = ranking(explained)
-    for i, report in enumerate(reports):
-        assert report.victim_pids[:1] == order[i:i + 1], (explained, report)
-
-
-def killed_in_order(explained, reports, victims, policy, constraint=MEMCG):
-    """Successive OOMs killed the scenario's `victims` in this order (by pid), every report
-    names `policy`, and ebpf.oom.explain's ranking predicted that order.
-
-    A victim that exits slowly in a busy TCG guest can make the kernel take a second one
-    within the same OOM (see killed_by); the next OOM then starts further down the ranking.
-    What the policy promises is the order of the kills, so this looks at the kills of all
-    the reports together (the triggers' own kills left out). Returns those kills' pids."""
-    pids = reports[0].pids
-    kills = [pid for report in reports for pid in report.victim_pids if pid in pids.values()]
-    assert kills[:len(victims)] == [pids[v] for v in victims], reports
-    for report in reports:
-        followed(report, policy, constraint)
-    assert kills[:len(victims)] == ranking(explained)[:len(victims)], (explained, reports)
-    return kills
+    assert [report.victim_pids[0] for report in reports] == order[:len(reports)], (
+        explained, reports)
 
 
 class Report(dict):
