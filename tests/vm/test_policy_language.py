@@ -16,7 +16,7 @@ chose.
 
 import pytest
 
-from lab import LAB_ROOT, doc, killed_by, killed_in_order, predicted, spec, task
+from lab import LAB_ROOT, doc, killed_by, predicted, spec, task
 from vmharness import play
 
 
@@ -44,7 +44,7 @@ def test_without_policy_the_kernel_kills_the_largest_task_as_explain_says(hook_v
                                         "oom": memcg(s)}}
         explained = play(hook_vm, [dict(preview, name="explain")], tmp_path)["explain"]
         report = s.oom()
-    killed_by(report, "big", "default")
+    killed_by(report, "big", "default", spared=["mid", "adj"])
     assert explained["kernel_victim"]["pid"] == s.pids["big"], explained
 
 
@@ -55,15 +55,18 @@ def test_protect_by_comm_spares_the_task_the_kernel_would_kill(hook_lab, hook_po
                                                 task("small", 20))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-big"},
                                                          "action": "protect"}))
-        reports = [s.oom(), s.oom()]
-    killed_in_order(explained, reports, ["mid", "small"], "lang")
+        first = s.oom()
+        killed_by(first, "mid", "lang", spared=["big", "small"])
+        second = s.oom()
+    killed_by(second, "small", "lang", spared=["big"])
+    predicted(explained, first, second)
 
 
 def test_protect_by_uid_spares_the_task_the_kernel_would_kill(hook_lab, hook_policies):
     with hook_lab.scenario("protect-uid", spec(task("big", 60, uid=1001), task("mid", 30))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"uid": 1001}, "action": "protect"}))
         report = s.oom()
-    killed_by(report, "mid", "lang")
+    killed_by(report, "mid", "lang", spared=["big"])
     predicted(explained, report)
 
 
@@ -75,8 +78,8 @@ def test_fallback_protect_spares_every_task_no_rule_ranks(hook_lab, hook_policie
                                                          "action": "prefer", "tier": 1},
                                                 scope="memcg", fallback="protect"))
         first = s.oom()
+        killed_by(first, "job", "lang", spared=["big", "mid"])
         second = s.oom(stall=2)
-    killed_by(first, "job", "lang")
     predicted(explained, first)
     assert [r["pid"] for r in explained["ranking"]] == [s.pids["job"]], explained
     # Nothing ranked is left: every remaining task is protected, the memcg OOM kills nobody.
@@ -90,8 +93,12 @@ def test_select_by_pid_kills_that_task_not_the_largest(hook_lab, hook_policies):
                                               task("other", 30))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"pid": s.pids["small"]},
                                                          "action": "select"}))
-        reports = [s.oom(), s.oom()]
-    killed_in_order(explained, reports, ["small", "big"], "lang")  # nothing selected is left: the kernel's own choice
+        first = s.oom()
+        killed_by(first, "small", "lang", spared=["big", "other"])
+        second = s.oom()
+    # nothing selected is left: the kernel's own choice, the largest
+    killed_by(second, "big", "lang", spared=["other"])
+    predicted(explained, first, second)
 
 
 def test_several_select_tasks_the_one_with_most_badness_dies(hook_lab, hook_policies):
@@ -99,8 +106,11 @@ def test_several_select_tasks_the_one_with_most_badness_dies(hook_lab, hook_poli
                                                task("big", 70))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm_prefix": "lab-s"},
                                                          "action": "select"}))
-        reports = [s.oom(), s.oom()]
-    killed_in_order(explained, reports, ["s2", "s1"], "lang")
+        first = s.oom()
+        killed_by(first, "s2", "lang", spared=["s1", "s3", "big"])
+        second = s.oom()
+    killed_by(second, "s1", "lang", spared=["s3", "big"])
+    predicted(explained, first, second)
 
 
 # ------------------------------------------------------------------ prefer
@@ -115,7 +125,7 @@ def test_prefer_cgroup_tier_one_dies_first_even_in_a_cgroup_created_later(hook_l
             {"match": {"cgroup": s.path("web")}, "action": "prefer", "tier": 2}))
         s.start("batch")  # batch existed when the policy was applied, batch/job1 did not
         report = s.oom()
-    killed_by(report, "batch", "lang")
+    killed_by(report, "batch", "lang", spared=["web", "other"])
 
 
 def test_prefer_cgroup_tiers_die_in_order(hook_lab, hook_policies):
@@ -125,8 +135,11 @@ def test_prefer_cgroup_tiers_die_in_order(hook_lab, hook_policies):
             "lang",
             {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
             {"match": {"cgroup": s.path("web")}, "action": "prefer", "tier": 2}))
-        reports = [s.oom(), s.oom()]
-    killed_in_order(explained, reports, ["batch", "web"], "lang")
+        first = s.oom()
+        killed_by(first, "batch", "lang", spared=["web", "other"])
+        second = s.oom()
+    killed_by(second, "web", "lang", spared=["other"])
+    predicted(explained, first, second)
 
 
 @pytest.mark.parametrize("by,victim", [("rss", "w2"), ("badness", "w1")])
@@ -137,7 +150,7 @@ def test_prefer_by_comm_prefix_ranks_a_tier_by_the_flag(hook_lab, hook_policies,
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm_prefix": "lab-w"},
                                                          "action": "prefer", "tier": 1, "by": by}))
         report = s.oom()
-    killed_by(report, victim, "lang")
+    killed_by(report, victim, "lang", spared=[t for t in ("w1", "w2", "other") if t != victim])
     predicted(explained, report)
 
 
@@ -146,8 +159,11 @@ def test_a_prefer_fallback_ranks_every_task_no_rule_matches(hook_lab, hook_polic
                                                    task("b", 35))) as s:
         explained = apply(hook_policies, s, doc("lang", {"match": {"uid": 1001}, "action": "protect"},
                                                 fallback={"action": "prefer", "tier": 5}))
-        reports = [s.oom(), s.oom()]
-    killed_in_order(explained, reports, ["b", "a"], "lang")
+        first = s.oom()
+        killed_by(first, "b", "lang", spared=["owner", "a"])
+        second = s.oom()
+    killed_by(second, "a", "lang", spared=["owner"])
+    predicted(explained, first, second)
 
 
 def test_comm_prefix_and_uid_must_both_match(hook_lab, hook_policies):
@@ -159,7 +175,7 @@ def test_comm_prefix_and_uid_must_both_match(hook_lab, hook_policies):
                                                                    "uid": 1001},
                                                          "action": "select"}))
         report = s.oom()
-    killed_by(report, "job-a", "lang")
+    killed_by(report, "job-a", "lang", spared=["job-b", "tool", "big"])
     predicted(explained, report)
 
 
@@ -186,7 +202,7 @@ def test_abort_rule_kills_normally_when_no_matching_task_is_a_candidate(hook_lab
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-backup"},
                                                          "action": "abort"}, scope="memcg"))
         report = s.oom()
-    killed_by(report, "big", "lang")
+    killed_by(report, "big", "lang", spared=["backup", "mid"])
     predicted(explained, report)
 
 
@@ -197,7 +213,7 @@ def test_scope_global_leaves_memcg_ooms_to_the_kernel(hook_lab, hook_policies):
         explained = apply(hook_policies, s, doc("lang", {"match": {"comm": "lab-mid"},
                                                          "action": "select"}, scope="global"))
         report = s.oom()
-    killed_by(report, "big", "default")
+    killed_by(report, "big", "default", spared=["mid"])
     assert explained["policy_acts"] is False
     predicted(explained, report)
 
@@ -219,10 +235,14 @@ def test_story_kills_batch_then_web_never_postgres(hook_lab, hook_policies):
     with hook_lab.scenario("story", spec(postgres(60), task("batch", 20), task("web", 30),
                                          task("other", 15))) as s:
         explained = apply(hook_policies, s, story(s))
-        reports = [s.oom(), s.oom(), s.oom()]
+        first = s.oom()
+        killed_by(first, "batch", "lang", spared=["postgres", "web", "other"])
+        second = s.oom()
+        killed_by(second, "web", "lang", spared=["postgres", "other"])
+        third = s.oom()
     # other last: the kernel's choice among the unranked; never postgres
-    kills = killed_in_order(explained, reports, ["batch", "web", "other"], "lang")
-    assert reports[0].pids["postgres"] not in kills, reports
+    killed_by(third, "other", "lang", spared=["postgres"])
+    predicted(explained, first, second, third)
 
 
 # ------------------------------------------------------------------ changes
@@ -238,7 +258,7 @@ def test_data_only_change_updates_maps_in_place_and_the_next_oom_follows_it(hook
     ids = [p["prog_id"] for p in after["record"]["programs"]]
     assert ids == [p["prog_id"] for p in before["record"]["programs"]] and ids
     assert [(c["map"], c["key"]) for c in after["map_changes"]] == [("oom_rules", "00000000")]
-    killed_by(report, "b", "lang")
+    killed_by(report, "b", "lang", spared=["a", "c"])
 
 
 def test_strict_lint_fails_the_task_before_the_host_changes(hook_vm, hook_policies, tmp_path):

@@ -88,7 +88,7 @@ def test_without_policy_the_stock_kernel_kills_the_largest_task(stock_lab, polic
     policies.apply()
     with stock_lab.scenario("sa-baseline", spec(task("big", 60), task("mid", 30))) as s:
         report = s.oom()
-    killed_by(report, "big", STOCK)
+    killed_by(report, "big", STOCK, spared=["mid"])
 
 
 # ------------------------------------------------------------------ the kernel, steered
@@ -100,7 +100,7 @@ def test_auto_chooses_score_adj_here_and_protect_spares_the_largest_task(stock_l
         assert applied["score_adj"]["written"] == 1 and applied["score_adj"]["agent"], applied
         assert adj(policies.guest, s.pids["big"]) == -1000
         report = s.oom()
-    killed_by(report, "mid", STOCK)
+    killed_by(report, "mid", STOCK, spared=["big"])
 
 
 def test_select_by_pid_kills_that_task_not_the_largest(stock_lab, policies):
@@ -109,7 +109,7 @@ def test_select_by_pid_kills_that_task_not_the_largest(stock_lab, policies):
         applied_with(policies.apply(doc("steer", {"match": {"pid": s.pids["small"]},
                                                   "action": "select"})), "steer")
         report = s.oom()
-    killed_by(report, "small", STOCK)
+    killed_by(report, "small", STOCK, spared=["big", "other"])
 
 
 def story(s):
@@ -128,7 +128,7 @@ def test_tier_one_dies_first_and_the_protected_largest_task_never(stock_lab, pol
             {"class": "tier 1", "oom_score_adj": 1000}, {"class": "tier 2", "oom_score_adj": 500},
             {"class": "no rule matches", "oom_score_adj": 0}], applied
         report = s.oom()
-    killed_by(report, "batch", STOCK)
+    killed_by(report, "batch", STOCK, spared=["postgres", "web", "other"])
 
 
 def test_tier_two_dies_before_a_larger_task_no_rule_matches(stock_lab, policies):
@@ -137,7 +137,7 @@ def test_tier_two_dies_before_a_larger_task_no_rule_matches(stock_lab, policies)
                                                  cgroups=["batch"])) as s:
         applied_with(policies.apply(story(s)), "steer")
         report = s.oom()
-    killed_by(report, "web", STOCK)
+    killed_by(report, "web", STOCK, spared=["postgres", "other"])
 
 
 def test_a_last_tier_below_a_prefer_fallback_outlives_smaller_tasks(stock_lab, policies):
@@ -150,7 +150,7 @@ def test_a_last_tier_below_a_prefer_fallback_outlives_smaller_tasks(stock_lab, p
                                         fallback={"action": "prefer", "tier": 1})), "steer")
         assert adj(policies.guest, s.pids["db"]) == -999
         report = s.oom()
-    killed_by(report, "app", STOCK)
+    killed_by(report, "app", STOCK, spared=["db", "tool"])
 
 
 # ------------------------------------------------------------------ the agent
@@ -164,7 +164,7 @@ def test_a_process_started_after_the_policy_was_applied_dies_first(stock_lab, po
         s.start("job")
         assert eventually(policies.guest, s.pids["job"], 1000) == 1000
         report = s.oom()
-    killed_by(report, "job", STOCK)
+    killed_by(report, "job", STOCK, spared=["big", "mid"])
 
 
 def test_the_agent_killed_with_sigkill_comes_back_and_resyncs(stock_lab, policies):
@@ -185,7 +185,7 @@ def test_the_agent_killed_with_sigkill_comes_back_and_resyncs(stock_lab, policie
                        policies.tmp_path)["verify"]
         assert checked["policies"][0]["score_adj"] == {"agent": True, "mismatches": []}, checked
         report = s.oom()
-    killed_by(report, "job", STOCK)
+    killed_by(report, "job", STOCK, spared=["big", "mid"])
 
 
 def test_state_absent_puts_every_value_back(stock_lab, policies):
