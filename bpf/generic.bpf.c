@@ -62,8 +62,6 @@ const volatile __u64 ebpf_oom_iter_totalpages = 1;
 const volatile __u64 ebpf_oom_iter_memcg_id = 0;
 const volatile __u32 ebpf_oom_iter_memcg_level = 0;
 
-#define SYSRQ_ORDER (-1)
-
 /* The task iterator's record, named here so that it is in the object's BTF, where
  * tests/unit/test_renderer.py compares it with the Python side's layout. */
 struct ebpf_oom_task ebpf_oom_task_layout;
@@ -118,7 +116,7 @@ static __always_inline int evaluate(struct task_struct *task, struct oom_control
 	__u32 zero = 0;
 	struct ebpf_oom_config *cfg = bpf_map_lookup_elem(&oom_config, &zero);
 	struct ebpf_oom_state *st = bpf_map_lookup_elem(&oom_state, &zero);
-	struct mm_struct *victim_mm, *mm;
+	struct mm_struct *mm;
 	struct class c;
 	long points;
 
@@ -130,15 +128,7 @@ static __always_inline int evaluate(struct task_struct *task, struct oom_control
 		st->have = 0;	/* the kernel did not keep the last choice */
 	st->evaluated++;
 
-	/*
-	 * The kernel's check that follows the hook, applied to every task:
-	 * while an earlier victim is still exiting, wait for it rather than
-	 * kill another task (unless it was reaped already, or this is sysrq).
-	 */
-	victim_mm = task->signal->oom_mm;
-	if (victim_mm && oc->order != SYSRQ_ORDER)
-		return ebpf_oom_mm_skip(victim_mm) ? BPF_EVAL_NEXT : BPF_EVAL_ABORT;
-
+	/* An earlier victim still exiting: the kernel waited for it before asking. */
 	classify(task, cfg, st, NULL, &c);
 	switch (c.action) {
 	case EBPF_OOM_ACT_PROTECT:
