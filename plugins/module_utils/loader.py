@@ -211,8 +211,9 @@ def _prepare(obj, name, globals_, wanted, programs):
 
 def _root(check_mode):
     """The bpffs root, mounted and created unless in check mode (None: nothing there)."""
-    if check_mode:
-        return bpffs.mounted_root()
+    if check_mode:  # a root not made yet holds nothing either
+        root = bpffs.mounted_root()
+        return root if root and os.path.isdir(root) else None
     root = bpffs.roots()[0]
     try:
         bpffs.ensure_mounted(root)

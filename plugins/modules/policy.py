@@ -348,7 +348,7 @@ def global_oom_victims(p):
     try:
         before = explain.explain(p["object"], name=p["name"], top=1)["victim"]
     except ExplainError:  # not loaded yet (or a C policy): the kernel's own choice
-        before = after["kernel_victim"]
+        before = after["kernel_victim"] and dict(after["kernel_victim"], rule=None, action="kernel")
     return "a global OOM now kills %s, would kill %s\n" % (who(before), who(after["victim"]))
 
 
