@@ -13,6 +13,7 @@ own directory below /oomlab, so scenarios never share cgroups.
 import contextlib
 import json
 import os
+import time
 
 from vmharness import REPO, play
 
@@ -154,6 +155,19 @@ def predicted(explained, *reports):
     order = ranking(explained)
     assert [report.victim_pids[0] for report in reports] == order[:len(reports)], (
         explained, reports)
+
+
+def adj(guest, pid):
+    """The oom_score_adj of a process in the guest."""
+    return int(guest.ssh(["cat", "/proc/%d/oom_score_adj" % pid]).stdout)
+
+
+def eventually(guest, pid, value, bound=60):
+    """The process's oom_score_adj once it is `value`, or after `bound` seconds."""
+    deadline = time.monotonic() + bound
+    while adj(guest, pid) != value and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return adj(guest, pid)
 
 
 class Report(dict):

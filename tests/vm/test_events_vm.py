@@ -11,8 +11,9 @@ policy, the observer and the metrics timer go again.
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import vmharness
 from lab import killed_by
-from vmharness import play
+from vmharness import play, result_of
 
 METRICS = "/var/lib/ebpf-oom-test/ebpf_oom.prom"
 POLICY = "obsvm"
@@ -31,18 +32,8 @@ DOCUMENT = {"name": POLICY, "fallback": "kernel",
 
 def role(**variables):
     """The role as a task, with the test's settings (the guests have the packages)."""
-    settings = dict(bpf_oom_install_packages=False, bpf_oom_purge=False, bpf_oom_on_unsupported="skip",
-                    bpf_oom_metrics=True, bpf_oom_metrics_file=METRICS)
-    settings.update(variables)
-    return {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.bpf_oom"},
-            "vars": settings}
-
-
-def result_of(played, task):
-    """The result of the role's task named `task`."""
-    found = [r for name, r in played.tasks if name.endswith(" : " + task) or name == task]
-    assert found, [name for name, _r in played.tasks]
-    return found[-1]
+    return vmharness.role(**dict(dict(bpf_oom_on_unsupported="skip", bpf_oom_metrics=True,
+                                      bpf_oom_metrics_file=METRICS), **variables))
 
 
 def observer_kills(guest, tmp_path):

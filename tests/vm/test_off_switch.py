@@ -6,14 +6,10 @@ the boot service runs, brings nothing back while the host is off; `ebpf-oom on` 
 the policy decides the next OOM again.
 """
 
-import os
-import re
-
 import pytest
-import yaml
 
 from lab import doc, killed_by, spec, task
-from vmharness import REPO, play
+from vmharness import documented_task, loaded, play, role
 
 EBPF_OOM = "/usr/lib/ebpf-oom/ebpf-oom"
 MARKER = "/var/lib/ebpf-oom/off"
@@ -21,30 +17,6 @@ POLICY = "offswitch"
 # The kernel's heuristic kills the largest task (big, then mid); the policy kills small.
 DOCUMENT = doc(POLICY, {"match": {"comm": "lab-small"}, "action": "prefer", "tier": 1})
 OFF_TASK = "Detach every policy; the boot restore brings none back"
-
-
-def documented_task(name):
-    """The task called `name` in docs/operations.md: the test runs what the docs show."""
-    with open(os.path.join(REPO, "docs", "operations.md")) as f:
-        blocks = re.findall(r"^```yaml\n(.*?)^```", f.read(), re.M | re.S)
-    found = [t for block in blocks for p in yaml.safe_load(block) if isinstance(p, dict)
-             for t in p.get("tasks", []) if t.get("name") == name]
-    assert len(found) == 1, "docs/operations.md has no single task %r" % name
-    return found[0]
-
-
-def role(**variables):
-    """The role as a task (the guest has the packages; other tests' policies stay)."""
-    settings = dict(bpf_oom_install_packages=False, bpf_oom_purge=False)
-    settings.update(variables)
-    return {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.bpf_oom"},
-            "vars": settings}
-
-
-def loaded(guest, tmp_path):
-    """The names of the policies loaded on the guest (kernel_info)."""
-    found = play(guest, [{"name": "info", "ebpf.oom.kernel_info": {}}], tmp_path)["info"]
-    return sorted(p["name"] for p in found["policies"])
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from lab import Policies, doc, killed_by, spec, task
+from lab import Policies, adj, doc, eventually, killed_by, spec, task
 from vmharness import REPO, play
 
 AGENT_UNIT = "ebpf-oom-agent-vmtest.service"
@@ -61,10 +61,6 @@ def policies(agent, tmp_path_factory):
         applied.remove_all()
 
 
-def adj(guest, pid):
-    return int(guest.ssh(["cat", "/proc/%d/oom_score_adj" % pid]).stdout)
-
-
 def agent_pid(guest):
     return int(guest.ssh(["systemctl", "show", "-P", "MainPID", AGENT_UNIT]).stdout.strip() or 0)
 
@@ -73,13 +69,6 @@ def applied_with(result, name, backend="score_adj"):
     task_result = result["apply %s" % name]
     assert not task_result.get("failed") and task_result["backend"] == backend, task_result
     return task_result
-
-
-def eventually(guest, pid, value, bound=60):
-    deadline = time.monotonic() + bound
-    while adj(guest, pid) != value and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return adj(guest, pid)
 
 
 # ------------------------------------------------------------------ the baseline

@@ -4,12 +4,14 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 import threading
 
 import pytest
+import yaml
 
 from support import venv_tool
 
@@ -233,3 +235,37 @@ def play(guest, tasks, tmp_path, extra_vars=None, check=True, become=False):
 
 
 _plays = itertools.count()
+
+
+# ---------------------------------------------------------------- the role and the docs
+
+def role(**variables):
+    """The role ebpf.oom.bpf_oom as a task: the guests have the packages, and policies
+    the test does not list stay (no purge) unless the variables say otherwise."""
+    settings = dict(bpf_oom_install_packages=False, bpf_oom_purge=False)
+    settings.update(variables)
+    return {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.bpf_oom"},
+            "vars": settings}
+
+
+def result_of(played, task):
+    """The result of the role's task named `task` in a PlayResult."""
+    found = [r for name, r in played.tasks if name.endswith(" : " + task) or name == task]
+    assert found, [name for name, _r in played.tasks]
+    return found[-1]
+
+
+def loaded(guest, tmp_path):
+    """The names of the policies loaded on the guest (ebpf.oom.kernel_info)."""
+    found = play(guest, [{"name": "info", "ebpf.oom.kernel_info": {}}], tmp_path)["info"]
+    return sorted(p["name"] for p in found["policies"])
+
+
+def documented_task(name):
+    """The task called `name` in docs/operations.md: a test runs what the docs show."""
+    with open(os.path.join(REPO, "docs", "operations.md")) as handle:
+        blocks = re.findall(r"^```yaml\n(.*?)^```", handle.read(), re.M | re.S)
+    found = [t for block in blocks for p in yaml.safe_load(block) if isinstance(p, dict)
+             for t in p.get("tasks", []) if t.get("name") == name]
+    assert len(found) == 1, "docs/operations.md has no single task %r" % name
+    return found[0]
