@@ -3,7 +3,9 @@
 """Guest side of tests/vm/test_hook_smoke.py (copied into the guest, run as root).
 
 The engine's module_utils are copied beside this file as the package
-ebpf_oom_engine. Every command prints one JSON object as its last line.
+ebpf_oom_engine, and molecule/shared/files/oomlab as oomlab: its oom_reports()
+reads the kernel log (one parser for every VM test). Every command prints one
+JSON object as its last line.
 
   attach OBJ PINDIR GLOBALS_JSON   load OBJ with its const volatile globals set,
                                    attach every program, pin each link in PINDIR
@@ -25,7 +27,9 @@ ebpf_oom_engine. Every command prints one JSON object as its last line.
                                    -1000, so in a global OOM (CGROUP without a
                                    limit) a victim is one of the others.
                                    Reports who is alive, the cgroup's
-                                   memory.events and the kernel log since start
+                                   memory.events, the kernel log since start
+                                   (kmsg) and its OOM reports (reports:
+                                   oomlab's oom_reports, every kill in order)
   grow CGROUP [ADJ] / hold CGROUP NAME MIB   the workloads themselves
   protect NAME                     oom_score_adj -1000 for every process named
                                    NAME (sshd: the guest stays reachable
@@ -37,6 +41,8 @@ ebpf_oom_engine. Every command prints one JSON object as its last line.
 
 import ctypes
 import errno
+import importlib.machinery
+import importlib.util
 import json
 import os
 import select
@@ -46,6 +52,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OOMLAB = os.path.join(HERE, "oomlab")  # molecule/shared/files/oomlab, copied beside this file
 CGROUP_ROOT = "/sys/fs/cgroup"
 BPFFS = "/sys/fs/bpf"
 MIB = 1 << 20
@@ -270,6 +277,14 @@ def kmsg_since(marker):
     return lines
 
 
+def oomlab():
+    """molecule/shared/files/oomlab as a module (its file has no .py suffix)."""
+    loader = importlib.machinery.SourceFileLoader("oomlab", OOMLAB)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("oomlab", loader))
+    loader.exec_module(module)
+    return module
+
+
 def push(cgroup, *options):
     options = list(options)
     stall = int(options[options.index("--stall") + 1]) if "--stall" in options else None
@@ -299,6 +314,7 @@ def push(cgroup, *options):
     result["gone"] = sorted(before - now)
     result["events"] = read_events(cgroup)
     result["kmsg"] = kmsg_since(marker)
+    result["reports"] = oomlab().oom_reports(result["kmsg"])
     emit(result)
 
 

@@ -9,7 +9,9 @@ a package) through tests/vm/hook_smoke_guest.py, pins the links, and drives
 python workloads in a cgroup v2 memory cgroup: three holders of different size
 are ready first, then memory.max is set a little above the cgroup's usage and a
 pusher allocates until the cgroup's first OOM kill. Who died is read from the
-cgroup, the victim and policy name from the OOM report in the kernel log.
+cgroup, every kill and its report's policy name from the kernel log, by the one
+parser the VM tests share (oom_reports of molecule/shared/files/oomlab, copied
+beside the helper).
 
 Global OOMs (no memory limit; the pusher has oom_score_adj -1000, so the kernel
 picks among the holders) run in a small guest of their own with sshd protected:
@@ -33,11 +35,12 @@ EXAMPLES = os.path.join(REPO, "bpf", "examples")
 TESTING = os.path.join(REPO, "bpf", "testing")
 ENGINE = os.path.join(REPO, "plugins", "module_utils")
 GUEST_HELPER = os.path.join(HERE, "hook_smoke_guest.py")
+OOMLAB = os.path.join(REPO, "molecule", "shared", "files", "oomlab")
 GUEST_DIR = "/root/kern-smoke"
 GUEST_PINS = "/sys/fs/bpf/kern-smoke"
 GUEST_TIMEOUT = 900
 PROGRAMS = {"select_target": EXAMPLES, "policy_name": EXAMPLES, "verdict_for_pid": EXAMPLES,
-            "verdict_for_all": TESTING}
+            "verdict_for_all": TESTING, "select_group": TESTING}
 HOOK_SYMBOLS = (common.HOOK_FUNC, common.NAME_FUNC, common.NAME_KFUNC)
 
 # Holders in the memory cgroup (MiB each); the pusher then gets HEADROOM MiB
@@ -46,8 +49,13 @@ TARGET, MEDIUM, LARGE = "kern-target", "kern-medium", "kern-large"
 HOLDERS = {TARGET: 16, MEDIUM: 48, LARGE: 96}
 HEADROOM_MIB = 32
 
-KILLED = re.compile(r"Killed process (\d+) \(")
-INVOKED = re.compile(r"invoked oom-killer: .*policy_name=(\S*)$")
+# A group policy's scene (select_group SELECTs every task named job*): two jobs,
+# either of which frees enough for the pusher, and a smaller task of no group, which
+# the kernel alone would never pick (nor the pusher: its HEADROOM_MIB < a job).
+JOB_A, JOB_B, BYSTANDER = "job-a", "job-b", "kern-bystander"
+GROUP_HOLDERS = {JOB_A: 40, JOB_B: 40, BYSTANDER: 24}
+GROUP_REPEATS = 5
+
 # dump_tasks(): [  pid  ]   uid  tgid total_vm      rss ...
 TASK_ROW = re.compile(r"^\[\s*(\d+)\]\s+\d+\s+\d+\s+\d+\s+(\d+)\s")
 NOTABLE = re.compile(r"invoked oom-killer|Killed process|killable|reaped|left no victim|^\[")
@@ -56,19 +64,22 @@ NO_VICTIM = "oom: BPF policy %s left no victim, the kernel's heuristic decides"
 
 
 class OomReport:
-    """What one push into OOM did: the helper's answer plus what the kernel log says."""
+    """What one push into OOM did: the helper's answer plus what the kernel log says.
+
+    killed: the pid of every "Killed process" line, in order; named_kills: {pid: the
+    policy_name of its report}; kills: [(pid, comm, policy_name)], in order. All come
+    from the helper's `reports` (oomlab's oom_reports)."""
 
     def __init__(self, answer):
         self.__dict__.update(answer)
-        self.killed, self.named_kills, self.rss, name = [], {}, {}, None
+        self.kills = [(pid, comm, report["policy"])
+                      for report in self.reports for pid, comm in report["kills"]]
+        self.killed = [pid for pid, _comm, _policy in self.kills]
+        self.named_kills = {pid: policy for pid, _comm, policy in self.kills}
+        self.rss = {}
         for line in self.kmsg:
-            invoked, killed, row = INVOKED.search(line), KILLED.search(line), TASK_ROW.match(line)
-            if invoked:
-                name = invoked.group(1)
-            elif killed:
-                self.killed.append(int(killed.group(1)))
-                self.named_kills[int(killed.group(1))] = name  # the report's policy_name
-            elif row and int(row.group(1)) not in self.rss:  # the first report's task list
+            row = TASK_ROW.match(line)
+            if row and int(row.group(1)) not in self.rss:  # the first report's task list
                 self.rss[int(row.group(1))] = int(row.group(2))
 
     def largest(self):
@@ -123,6 +134,7 @@ def install_lab(guest, objects_dir):
             guest.put(os.path.join(ENGINE, name), package)
     guest.ssh(["touch", package + "/__init__.py"])
     guest.put(GUEST_HELPER, GUEST_DIR + "/helper.py")
+    guest.put(OOMLAB, GUEST_DIR + "/oomlab")  # the helper's kernel-log parser
     objects = {}
     for name in PROGRAMS:
         guest.put(os.path.join(objects_dir, name + ".bpf.o"), GUEST_DIR)
@@ -180,10 +192,11 @@ class Scene:
         self.pids = {}
         self.stats_before = None
 
-    def start(self):
-        """Count program runs, start the holders; their pids by name."""
+    def start(self, holders=None):
+        """Count program runs, start the holders ({name: MiB}, HOLDERS if None); their
+        pids by name."""
         self.stats_before = self.lab.run("stats", 1)["previous"]
-        specs = ["%s:%d" % item for item in HOLDERS.items()]
+        specs = ["%s:%d" % item for item in (HOLDERS if holders is None else holders).items()]
         self.pids = self.lab.run("spawn", self.cgroup, *specs)["pids"]
         return self.pids
 
@@ -219,9 +232,10 @@ class Scene:
 
 
 @contextlib.contextmanager
-def open_scene(lab, request):
+def open_scene(lab, request, suffix=""):
+    """A Scene whose cgroup is named after the test (plus suffix: one test, many scenes)."""
     name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name[len("test_"):])[:40]
-    current = Scene(lab, "kern-" + name)
+    current = Scene(lab, "kern-" + name + suffix)
     try:
         yield current
     finally:
@@ -336,6 +350,49 @@ def test_next_for_every_task_in_memcg_kills_nothing(scene):
     assert not any("left no victim" in line for line in report.kmsg), report  # global only
 
 
+def group_select_runs(lab, request, push, kind):
+    """GROUP_REPEATS scenes of GROUP_HOLDERS with select_group attached, one push(scene)
+    into OOM each. Per OOM a summary line (printed at once); the lines and how many OOMs
+    killed exactly one job, sparing the other job and the bystander."""
+    lines, good = [], 0
+    for run in range(1, GROUP_REPEATS + 1):
+        head = "%s OOM %d/%d" % (kind, run, GROUP_REPEATS)
+        try:
+            with open_scene(lab, request, suffix="-%d" % run) as current:
+                pids = current.start(GROUP_HOLDERS)
+                current.attach("select_group")
+                report = push(current)
+        except AssertionError as exc:  # the helper failed: record it, go on
+            lines.append("%s: ERROR %s" % (head, str(exc).splitlines()[0]))
+            print(lines[-1] + "\n" + str(exc), flush=True)
+            continue
+        names = {pid: name for name, pid in pids.items()}
+        jobs = {pids[JOB_A], pids[JOB_B]}
+        spared = (jobs - set(report.killed)) | {pids[BYSTANDER]}
+        ok = (len(report.killed) == 1 and report.killed[0] in jobs
+              and spared <= set(report.alive))
+        good += ok
+        lines.append("%s: %s; kills: %s; alive: %s; oom_kill=%d" % (
+            head, "ok" if ok else "FAIL (%d kills)" % len(report.killed),
+            ", ".join("%s[%d] policy=%s" % (names.get(pid, comm), pid, policy)
+                      for pid, comm, policy in report.kills) or "none",
+            ", ".join(names.get(pid, str(pid)) for pid in report.alive) or "none",
+            report.events.get("oom_kill", -1)))
+        print(lines[-1], flush=True)
+        if not ok:
+            print(repr(report), flush=True)
+    return lines, good
+
+
+# A naive group policy SELECTs every job, also while the job it chose in this OOM is
+# still exiting: the kernel must wait for that victim before it asks the program
+# again, or it kills the other job too. One kill is all any of these OOMs needs.
+def test_group_select_kills_one_task_per_memcg_oom(hook_lab, request):
+    lines, good = group_select_runs(hook_lab, request, Scene.oom, "memcg")
+    assert good == GROUP_REPEATS, "%d of %d memcg OOMs did not kill exactly one job:\n%s" % (
+        GROUP_REPEATS - good, GROUP_REPEATS, "\n".join(lines))
+
+
 def test_stock_kernel_has_no_hook_in_btf(stock_lab):
     found = stock_lab.run("btf-has", "oom_badness", *HOOK_SYMBOLS)
     assert found == dict({"oom_badness": True}, **{name: False for name in HOOK_SYMBOLS})
@@ -381,3 +438,9 @@ def test_select_of_unkillable_task_in_global_oom_lets_kernel_choose(global_scene
     assert NO_VICTIM % "default" in report.kmsg, report
     assert report.named_kills == {pids[LARGE]: "default"}, report
     assert report.gone == [pids[LARGE]], report
+
+
+def test_group_select_kills_one_task_per_global_oom(global_lab, request):
+    lines, good = group_select_runs(global_lab, request, Scene.global_oom, "global")
+    assert good == GROUP_REPEATS, "%d of %d global OOMs did not kill exactly one job:\n%s" % (
+        GROUP_REPEATS - good, GROUP_REPEATS, "\n".join(lines))

@@ -19,14 +19,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(REPO, "bpf", "examples")
 GUEST_HELPER = os.path.join(HERE, "hook_smoke_guest.py")
+OOMLAB = os.path.join(REPO, "molecule", "shared", "files", "oomlab")  # the helper's log parser
 GUEST_DIR = "/root/modules-playbook"
 CGROUP = "modules-playbook"
 POLICY, NAMER, REPORTED = "seed", "seed_name", "seed"
 HOLDERS = {"mp-target": 16, "mp-medium": 48, "mp-large": 96}  # MiB each
 HEADROOM_MIB = 32
 
-KILLED = re.compile(r"Killed process (\d+) \(")
-INVOKED = re.compile(r"invoked oom-killer: .*policy_name=(\S*)$")
 RECAP = re.compile(r"^\S+\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -99,6 +98,7 @@ def test_seed_example_through_the_modules_kills_target_pid_and_names_the_policy(
     guest.ssh(["rm", "-rf", GUEST_DIR])
     guest.ssh(["mkdir", "-p", GUEST_DIR])
     guest.put(GUEST_HELPER, GUEST_DIR + "/helper.py")
+    guest.put(OOMLAB, GUEST_DIR + "/oomlab")
     try:
         pids = helper(guest, "spawn", CGROUP, *["%s:%d" % item for item in HOLDERS.items()])["pids"]
         target = pids["mp-target"]
@@ -116,13 +116,13 @@ def test_seed_example_through_the_modules_kills_target_pid_and_names_the_policy(
         helper(guest, "limit", CGROUP, HEADROOM_MIB)
         report = helper(guest, "push", CGROUP)
         kmsg = "\n".join(report["kmsg"])
-        assert [int(p) for p in KILLED.findall(kmsg)] == [target], kmsg
+        assert [k[0] for r in report["reports"] for k in r["kills"]] == [target], kmsg
         assert report["gone"] == [target]
         assert sorted(report["alive"]) == sorted([pids["mp-medium"], pids["mp-large"]])
         # One kill; every OOM report names the policy. The allocator may OOM once more
         # before the victim's memory is freed: the seed policy NEXTs every other task,
         # so that report ends "no killable processes" and kills nothing.
-        reported = [m.group(1) for m in map(INVOKED.search, report["kmsg"]) if m]
+        reported = [r["policy"] for r in report["reports"]]
         assert reported and set(reported) == {REPORTED}, kmsg
     finally:
         guest.ssh(["python3", GUEST_DIR + "/helper.py", "cleanup", CGROUP], check=False)
