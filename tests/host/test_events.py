@@ -1,8 +1,9 @@
 """OOM kill reporting on this machine's kernel: the observer (bpf/observer.bpf.c) is
 deployed with ebpf.oom.observer (its action plugin compiles it here against the bundled
-CO-RE vmlinux.h), a real memcg OOM kills a memory hog in a cgroup v1 memory cgroup, and the
-observer's maps, events.collect() and the events_info module (ansible-playbook, connection
-local) must all name the process that died.
+CO-RE vmlinux.h), a real memcg OOM kills a memory hog in a memory cgroup (cgroup v1's
+when the host mounts its memory controller, else cgroup v2's), and the observer's maps,
+events.collect() and the events_info module (ansible-playbook, connection local) must all
+name the process that died.
 
 The observer lives under a bpffs root and state dir of its own (EBPF_OOM_BPFFS_ROOT,
 EBPF_OOM_STATE_DIR) and is removed at teardown; the hog is killed and its cgroup removed
@@ -92,7 +93,8 @@ def oom_kill_hog(comm, adj=0):
     assert proc.returncode == 0, proc.stderr
     hog = json.loads(proc.stdout)
     assert hog["returncode"] == -9, "the hog was not OOM-killed: %r" % hog
-    assert not os.path.exists(os.path.join("/sys/fs/cgroup/memory", name))
+    for hierarchy in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup"):  # v1's memory, or v2
+        assert not os.path.exists(os.path.join(hierarchy, name))
     hog["comm"] = comm
     return hog
 

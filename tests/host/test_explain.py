@@ -2,7 +2,7 @@
 few test processes of known size as the document says, the kernel's own choice is the
 largest, a loaded policy's maps are read as they are, and the host is left unchanged.
 
-The processes hold memory in cgroups of a v2 hierarchy (tests/host/conftest.py:
+The processes hold memory in cgroups of a v2 hierarchy (tests/conftest.py:
 cgroup_v2); the imagined OOM is that of their parent cgroup, so they are its only
 candidates. Through ebpf.oom.explain (ansible-playbook on localhost) and the engine.
 """

@@ -17,7 +17,8 @@ import types
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, compiler, libbpf, loader, pins, restore, verify
+from ansible_collections.ebpf.oom.plugins.module_utils import (
+    bpffs, cgroups, compiler, libbpf, loader, pins, restore, verify)
 from ansible_collections.ebpf.oom.plugins.module_utils.common import COLLECTION_VERSION, META_PREFIX
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, UnsupportedKernel
 
@@ -547,18 +548,34 @@ def test_pinned_link_stays_attached_after_the_loading_process_exits(engine, obje
 
 # ---------------------------------------------------------------- a real OOM
 
+def memcg_place(name):
+    """(path, [(limit file, value), in the order to write them]) of a memory cgroup
+    limited to MEMCG_LIMIT with no swap: in the cgroup v1 memory hierarchy when this host
+    mounts one, else in the cgroup v2 hierarchy, whose root then gives its children the
+    memory controller (as tests/host/test_events.py's OOM_CHILD makes its own)."""
+    if os.path.isfile(os.path.join(MEMCG_V1, "memory.limit_in_bytes")):
+        return os.path.join(MEMCG_V1, name), [("memory.limit_in_bytes", MEMCG_LIMIT),
+                                              ("memory.memsw.limit_in_bytes", MEMCG_LIMIT)]
+    point = cgroups.cgroup2_mount()
+    assert point, "the memcg OOM test needs a memory controller: at %s or in cgroup v2" % MEMCG_V1
+    with open(os.path.join(point, "cgroup.controllers")) as handle:
+        assert "memory" in handle.read().split(), \
+            "the memcg OOM test needs the memory controller of cgroup v2 at %s" % point
+    with open(os.path.join(point, "cgroup.subtree_control"), "w") as handle:
+        handle.write("+memory")
+    return os.path.join(point, name), [("memory.max", MEMCG_LIMIT), ("memory.swap.max", 0)]
+
+
 @pytest.fixture
 def memcg():
-    """A cgroup v1 memory cgroup limited to MEMCG_LIMIT, removed at teardown."""
-    assert os.path.isfile(os.path.join(MEMCG_V1, "memory.limit_in_bytes")), \
-        "the memcg OOM test needs the cgroup v1 memory controller at %s" % MEMCG_V1
-    path = os.path.join(MEMCG_V1, "ebpf-oom-test-%d" % os.getpid())
+    """A memory cgroup limited to MEMCG_LIMIT (memcg_place), removed at teardown."""
+    path, limits = memcg_place("ebpf-oom-test-%d" % os.getpid())
     os.mkdir(path)
     try:
-        for name in ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"):
-            if os.path.exists(os.path.join(path, name)):
+        for name, value in limits:
+            if os.path.exists(os.path.join(path, name)):  # no swap accounting: no swap
                 with open(os.path.join(path, name), "w") as handle:
-                    handle.write(str(MEMCG_LIMIT))
+                    handle.write(str(value))
         yield path
     finally:
         deadline = time.monotonic() + SETTLE_TIMEOUT
