@@ -1,0 +1,150 @@
+"""Two options of the role ebpf.oom.bpf_oom on the session's hook guest, each shown by one
+converge:
+
+bpf_oom_purge: a policy put on the guest through ebpf.oom.compile and ebpf.oom.policy,
+which the role does not list, is gone after the converge: its pins under bpffs, its copy
+for the boot restore, and ebpf.oom.verify no longer knows it; the policy the role lists is
+there and verifies. (The purged one decides nothing: the role applies the listed policies
+before it purges, so a host keeps its deciding policy when a new one fails to apply; a
+deciding policy renamed in one converge is refused beside the old one, with a message
+that says to remove it first.)
+
+bpf_oom_compile_on_host: the role copies the C sources to the guest and clang there
+compiles them against the guest's own BTF; the policy (bpf/examples/select_target.bpf.c,
+named in the OOM reports by bpf/examples/policy_name.bpf.c) then decides a real memcg OOM:
+it kills the small task, where the kernel's heuristic would kill the big one.
+
+Each test removes what the role put there (policies, observer, the objects, the boot
+restore's unit enabled), so that later tests of the session guest start clean.
+"""
+
+import os
+
+import pytest
+
+from lab import doc, killed_by, spec, task
+from vmharness import REPO, loaded, play, result_of, role
+
+BPFFS = "/sys/fs/bpf/ebpf_oom"
+RECORDS = "/var/lib/ebpf-oom/policies"
+OBJECTS = "/var/lib/ebpf-oom/objects"
+EXAMPLES = os.path.join(REPO, "bpf", "examples")
+
+# bpf_oom_purge: a policy put there beside the role (a C program that names OOMs and
+# decides nothing), and the one the role lists.
+PURGED = "purged"
+KEPT = "kept"
+KEPT_DOC = doc(KEPT, {"match": {"comm": "lab-mid"}, "action": "prefer", "tier": 1})
+
+# bpf_oom_compile_on_host: the deciding C policy and the program that names it in reports.
+COMPILED = "hostcc"
+NAMER = "hostcc_name"
+
+
+def listing(guest, path):
+    """The entries of a directory in the guest; None when it does not exist."""
+    done = guest.ssh(["ls", "-A", path], check=False)
+    return done.stdout.split() if done.returncode == 0 else None
+
+
+def undo(guest, tmp_path, policies, files=()):
+    """What the role added that later tests of the session guest would notice: the
+    policies, the observer, files it wrote, the boot restore enabled."""
+    try:
+        play(guest, [{"name": "remove " + name,
+                      "ebpf.oom.policy": {"name": name, "state": "absent"}} for name in policies]
+             + [{"name": "observer", "ebpf.oom.observer": {"state": "absent"}}], tmp_path)
+    finally:
+        if files:
+            guest.ssh(["rm", "-f", "--"] + list(files), check=False)
+        guest.ssh(["systemctl", "disable", "ebpf-oom-restore.service"], check=False)
+
+
+@pytest.mark.timeout(1800)
+def test_role_purge_removes_a_policy_the_role_does_not_list(hook_vm, tmp_path):
+    purged_object = "/root/%s.bpf.o" % PURGED
+    try:
+        play(hook_vm, [
+            {"name": "compile", "ebpf.oom.compile": {
+                "src": os.path.join(EXAMPLES, "policy_name.bpf.c"), "policy_name": PURGED},
+             "delegate_to": "localhost", "register": "built"},
+            {"name": "copy", "ansible.builtin.copy": {
+                "src": "{{ built.object }}", "dest": purged_object, "mode": "0600"}},
+            {"name": "load", "ebpf.oom.policy": {
+                "name": PURGED, "object": purged_object, "globals": {"policy_name": PURGED}}},
+        ], tmp_path)
+        before = listing(hook_vm, BPFFS + "/" + PURGED)
+        played = play(hook_vm, [role(bpf_oom_purge=True,
+                                     bpf_oom_policies=[{"name": KEPT, "policy": KEPT_DOC}])],
+                      tmp_path)
+        names = loaded(hook_vm, tmp_path)
+        pinned = listing(hook_vm, BPFFS)
+        kept_pins = listing(hook_vm, BPFFS + "/" + KEPT)
+        recorded = listing(hook_vm, RECORDS)
+        checks = play(hook_vm, [
+            {"name": "all", "ebpf.oom.verify": {}},
+            {"name": "kept", "ebpf.oom.verify": {"name": KEPT, "policy_name": KEPT}},
+            {"name": "purged", "ebpf.oom.verify": {"name": PURGED}, "ignore_errors": True},
+        ], tmp_path)
+    finally:
+        undo(hook_vm, tmp_path, [KEPT, PURGED], [purged_object])
+
+    # before the converge, the unlisted policy ran: its record and its links pinned
+    assert before and "record" in before and any(p.startswith("link_") for p in before), before
+    # the role removed it, not what it lists, and then applied the listed one
+    purge = result_of(played, "Remove the collection's policies that are no longer listed")
+    removed = [r["item"] for r in purge["results"] if r.get("changed")]
+    assert PURGED in removed and KEPT not in removed, purge
+    applied = result_of(played, "Apply the listed policies")["results"]
+    assert [(r["item"]["name"], r["action"]) for r in applied] == [(KEPT, "created")], applied
+    # its pins, its copy for the boot restore and its place among the loaded are gone
+    assert PURGED not in pinned and KEPT in pinned and "observer" in pinned, pinned
+    assert PURGED not in recorded and KEPT in recorded, recorded
+    assert PURGED not in names and KEPT in names, names
+    # verify checks the listed policy and knows nothing of the purged one
+    assert [p["name"] for p in checks["all"]["policies"]] == sorted(pinned), checks["all"]
+    assert not checks["kept"].get("failed") and checks["kept"]["problems"] == [], checks["kept"]
+    assert "record" in kept_pins and any(p.startswith("link_") for p in kept_pins), kept_pins
+    assert checks["purged"].get("failed"), checks["purged"]
+
+
+@pytest.mark.timeout(1800)
+def test_role_compile_on_host_converges_and_enforces_by_a_real_oom(hook_vm, hook_lab, tmp_path):
+    files = ["%s/%s.bpf.%s" % (OBJECTS, name, ext) for name in (COMPILED, NAMER)
+             for ext in ("c", "o")]
+    # The kernel's heuristic kills the largest task (big); the policy kills small.
+    scenario = spec(task("big", 60), task("mid", 40), task("small", 20))
+    try:
+        with hook_lab.scenario("compile-on-host", scenario) as s:
+            entries = [{"name": COMPILED, "src": os.path.join(EXAMPLES, "select_target.bpf.c"),
+                        "globals": {"target_pid": s.pids["small"]}},
+                       {"name": NAMER, "src": os.path.join(EXAMPLES, "policy_name.bpf.c"),
+                        "globals": {"policy_name": COMPILED}}]
+            played = play(hook_vm, [role(bpf_oom_compile_on_host=True,
+                                         bpf_oom_install_packages=True,
+                                         bpf_oom_policies=entries)], tmp_path)
+            names = loaded(hook_vm, tmp_path)
+            report = s.oom()
+    finally:
+        undo(hook_vm, tmp_path, [COMPILED, NAMER], files)
+
+    # the packages a compiling host needs were there (the image has them): none installed
+    found = result_of(played, "Look for the BPF runtime (and the compiler where objects are "
+                              "built on the host)")
+    have = [line.split()[1] for line in found["stdout_lines"] if line.startswith("ii ")]
+    assert {"clang", "libbpf-dev"} <= set(have), found
+    assert result_of(played, "Install what is missing of it").get("skipped"), played
+    # clang compiled both sources in the guest, against a vmlinux.h of the guest's BTF
+    assert result_of(played, "Compile C policies once for the fleet, on the controller").get(
+        "skipped"), played
+    compiled = result_of(played, "Compile C policies on the host, against its own BTF")
+    assert [r["item"]["name"] for r in compiled["results"]] == [COMPILED, NAMER], compiled
+    for one in compiled["results"]:
+        assert one["changed"] and one["object"] == "%s/%s.bpf.o" % (OBJECTS, one["item"]["name"])
+        assert one["vmlinux"].startswith("/var/cache/ebpf-oom/vmlinux/"), one
+    verified = result_of(played, "Verify that the listed policies are attached")
+    assert [r["item"]["name"] for r in verified["results"] if not r.get("failed")] == [
+        COMPILED, NAMER], verified
+    assert COMPILED in names and NAMER in names, names
+    # the compiled policy decided the OOM: small died, big (the kernel's choice) and mid live
+    killed_by(report, "small", COMPILED, spared=["big", "mid"])
