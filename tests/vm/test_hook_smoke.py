@@ -387,6 +387,7 @@ def group_select_runs(lab, request, push, kind):
 # A naive group policy SELECTs every job, also while the job it chose in this OOM is
 # still exiting: the kernel must wait for that victim before it asks the program
 # again, or it kills the other job too. One kill is all any of these OOMs needs.
+@pytest.mark.timeout(1800)  # five scenes, each a push into OOM under TCG
 def test_group_select_kills_one_task_per_memcg_oom(hook_lab, request):
     lines, good = group_select_runs(hook_lab, request, Scene.oom, "memcg")
     assert good == GROUP_REPEATS, "%d of %d memcg OOMs did not kill exactly one job:\n%s" % (
@@ -440,6 +441,7 @@ def test_select_of_unkillable_task_in_global_oom_lets_kernel_choose(global_scene
     assert report.gone == [pids[LARGE]], report
 
 
+@pytest.mark.timeout(1800)  # five scenes, each a push into OOM under TCG
 def test_group_select_kills_one_task_per_global_oom(global_lab, request):
     lines, good = group_select_runs(global_lab, request, Scene.global_oom, "global")
     assert good == GROUP_REPEATS, "%d of %d global OOMs did not kill exactly one job:\n%s" % (
