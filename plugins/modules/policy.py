@@ -61,7 +61,8 @@ options:
         applying a second one under another name fails, naming the first.
       - In check mode with diff, a document's diff also says which process a global OOM would kill
         now and under the document (M(ebpf.oom.explain)), e.g. C(a global OOM now kills 4242
-        postgres (kernel), would kill 5150 batch-job (rule 1)).
+        postgres (kernel), would kill 5150 batch-job (rule 1)); when no prediction can be made
+        there, a warning says why, and the diff has no such line.
       - O(name) defaults to the document's C(name). Mutually exclusive with O(globals) and O(maps).
     type: raw
   strict:
@@ -396,8 +397,8 @@ def main():
         if module.check_mode and p["policy"] is not None and p["state"] == "present":
             try:
                 diff["prepared"] = global_oom_victims(p)
-            except (ExplainError, RenderError) as e:
-                diff["prepared"] = "(no prediction of the next OOM: %s)\n" % e
+            except (ExplainError, RenderError) as e:  # a warning, never text of the diff
+                module.warn("no prediction of the next global OOM: %s" % e)
         result["diff"] = diff
     module.exit_json(**result)
 
