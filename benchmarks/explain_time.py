@@ -29,10 +29,10 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from conftest import COLLECTIONS  # noqa: E402,F401  (makes ansible_collections.ebpf.oom importable)  # pylint: disable=unused-import
-from ansible_collections.ebpf.oom.plugins.module_utils import explain, renderer  # noqa: E402
+from ansible_collections.ebpf.oom.plugins.module_utils import abi, explain  # noqa: E402
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic  # noqa: E402
 
-RECORD = ctypes.sizeof(renderer.Task)
+RECORD = ctypes.sizeof(abi.Task)
 DOCUMENT = {"name": "bench", "rules": [
     {"match": {"comm": "postgres"}, "action": "protect"},
     {"match": {"cgroup": "/batch.slice"}, "action": "prefer", "tier": 1},

@@ -23,7 +23,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.module_utils.common.text.converters import to_text
-from ansible_collections.ebpf.oom.plugins.module_utils import renderer
+from ansible_collections.ebpf.oom.plugins.module_utils import language
 from ansible_collections.ebpf.oom.plugins.module_utils.names import name_problem
 from ansible_collections.ebpf.oom.plugins.plugin_utils.action import ModuleAction
 
@@ -45,7 +45,7 @@ class ActionModule(ModuleAction):
         document, errors = self.document(args["policy"])
         if errors:
             return dict(failed=True, errors=errors, msg="policy document is invalid:\n" + "\n".join(errors))
-        findings = renderer.lint(document)
+        findings = language.lint(document)
         if findings and args.get("strict"):
             return dict(failed=True, lint=findings,
                         msg="policy %s fails lint (strict: true):\n%s" % (document["name"], "\n".join(findings)))

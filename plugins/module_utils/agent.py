@@ -4,7 +4,7 @@
 """The score_adj agent: `ebpf-oom agent` (ebpf-oom-agent.service, Restart=always) keeps
 every process a score_adj policy's rules match at its band's oom_score_adj.
 
-Layer 4 (beside the loader): imports scoreadj, the layout, the renderer, the kernel
+Layer 4 (beside the loader): imports scoreadj, the layout, the ABI, the kernel
 binding and the leaf helpers.  Standard library over the engine's ctypes libbpf.
 
 It follows the one policy whose record says backend score_adj (none: it waits for one):
@@ -32,14 +32,14 @@ import signal
 import sys
 import time
 
-from . import bpffs, libbpf, renderer, scoreadj
+from . import abi, bpffs, libbpf, scoreadj
 from .errors import BpfError, BpffsError, RenderError
 
 BACKEND = "score_adj"
 TICK = 0.5            # seconds: the longest wait between two looks at the policy
 SWEEP_EVERY = 30.0    # seconds between two sweeps
 LOCK_TRIES = 10       # looks at the agent's lock before giving up (0.2 s apart)
-EVENT_SIZE = ctypes.sizeof(renderer.AdjEvent)
+EVENT_SIZE = ctypes.sizeof(abi.AdjEvent)
 # sd-daemon(3) priorities: journald files each line at its level.
 SD_ERR = "<3>"
 SD_WARNING = "<4>"
@@ -82,16 +82,16 @@ class Followed(object):
         self.fds = {}
         self.ring = None
         try:
-            for map_name in (renderer.EVENTS_MAP, renderer.ADJUSTED_MAP, renderer.LOST_MAP):
+            for map_name in (abi.EVENTS_MAP, abi.ADJUSTED_MAP, abi.LOST_MAP):
                 self.fds[map_name] = libbpf.obj_get(layout.map(map_name))
-            self.ring = libbpf.RingBuffer(self.fds[renderer.EVENTS_MAP])
+            self.ring = libbpf.RingBuffer(self.fds[abi.EVENTS_MAP])
         except BpfError:
             self.close()
             raise
         self.lost = self.lost_events()
 
     def lost_events(self):
-        value = libbpf.map_lookup(self.fds[renderer.LOST_MAP], b"\0\0\0\0", 8)
+        value = libbpf.map_lookup(self.fds[abi.LOST_MAP], b"\0\0\0\0", 8)
         return int.from_bytes(value or b"", "little")
 
     def still_there(self):
@@ -129,7 +129,7 @@ class Agent(object):
         the policy is let go (its values put back when it was removed)."""
         with scoreadj.Ledger.locked() as ledger:
             if self.followed is not None and self.followed.still_there():
-                ledger.adjusted = self.followed.fds[renderer.ADJUSTED_MAP]
+                ledger.adjusted = self.followed.fds[abi.ADJUSTED_MAP]
                 count = work(ledger)
                 for problem in ledger.errors:
                     self.say(SD_WARNING, "policy %s: %s" % (self.followed.name, problem))
@@ -162,7 +162,7 @@ class Agent(object):
         for data in records:
             if len(data) < EVENT_SIZE:
                 continue
-            ev = renderer.AdjEvent.from_buffer_copy(data[:EVENT_SIZE])
+            ev = abi.AdjEvent.from_buffer_copy(data[:EVENT_SIZE])
             changes.append((ev.pid, bands.value(ev.rule), ev.parent))
         return self._with_ledger(lambda ledger: ledger.apply(changes, self.followed.name))
 

@@ -30,7 +30,7 @@ __metaclass__ = type
 
 import time
 
-from . import bpffs, cgrouprules, libbpf, loader, pins, renderer, scoreadj, verify
+from . import abi, bpffs, cgrouprules, language, libbpf, loader, pins, renderer, scoreadj, verify
 from .common import HOOK_FUNC, NAME_FUNC
 from .errors import BpfError, LoaderError
 
@@ -65,7 +65,7 @@ class Backend(object):
         followed = {}
 
         def after_attach(map_fd):
-            followed.update(cgrouprules.sync(map_fd(renderer.LIVE_MAP), rendered.cgroup_rules))
+            followed.update(cgrouprules.sync(map_fd(abi.LIVE_MAP), rendered.cgroup_rules))
 
         result = loader.apply(name, object_path, globals=rendered.globals, maps=rendered.maps,
                               check_mode=check_mode, persist=persist, document=document,
@@ -92,7 +92,7 @@ class EvaluateTask(Backend):
     """The kernel's victim selection asks the policy about each candidate."""
 
     name = "evaluate_task"
-    programs = (renderer.NAME_PROGRAM, renderer.EVAL_PROGRAM) + renderer.CGROUP_PROGRAMS
+    programs = (abi.NAME_PROGRAM, abi.EVAL_PROGRAM) + abi.CGROUP_PROGRAMS
     needs = ((HOOK_FUNC, "func"), (NAME_FUNC, "func"), ("btf_trace_cgroup_mkdir", "typedef"),
              ("btf_trace_cgroup_rmdir", "typedef"))
 
@@ -103,7 +103,7 @@ class ScoreAdj(Backend):
     those that come."""
 
     name = "score_adj"
-    programs = renderer.CGROUP_PROGRAMS + renderer.ADJ_PROGRAMS + (renderer.TASKS_PROGRAM,)
+    programs = abi.CGROUP_PROGRAMS + abi.ADJ_PROGRAMS + (abi.TASKS_PROGRAM,)
     needs = (("bpf_iter_task", "func"), ("btf_trace_cgroup_attach_task", "typedef"),
              ("btf_trace_cgroup_mkdir", "typedef"), ("btf_trace_cgroup_rmdir", "typedef"),
              ("btf_trace_sched_process_exec", "typedef"),
@@ -124,7 +124,7 @@ class ScoreAdj(Backend):
         if not check_mode:
             layout = bpffs.Layout(bpffs.roots()[0], name)
             with scoreadj.Ledger.locked() as ledger, libbpf.pinned(
-                    layout.map(renderer.ADJUSTED_MAP)) as adjusted:
+                    layout.map(abi.ADJUSTED_MAP)) as adjusted:
                 ledger.adjusted = adjusted
                 ledger.sync_map()
                 facts["written"] = scoreadj.sweep(layout, bands, ledger)
@@ -171,7 +171,7 @@ class ScoreAdj(Backend):
         facts["mismatches"] = [dict(zip(("pid", "comm", "rule", "oom_score_adj", "carries"), w))
                                for w in wrong]
         problems.extend("policy %s: pid %d (%s) matches %s, whose oom_score_adj is %d, but "
-                        "carries %d" % (layout.name, pid, comm, renderer.rule_path(rule), want, has)
+                        "carries %d" % (layout.name, pid, comm, language.rule_path(rule), want, has)
                         for pid, comm, rule, want, has in wrong)
         return {"score_adj": facts}, problems
 

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Cgroup rules follow their paths: which live cgroup each rule of a policy matches now.
 
-Layer 3 (what is pinned, kept, observed): imports the kernel binding, the renderer's
+Layer 3 (what is pinned, kept, observed): imports the kernel binding, the ABI's
 names and the leaf helpers.
 
 A policy document's cgroup rule names a path. The generic program keeps, per rule,

@@ -32,15 +32,15 @@ import ctypes
 import json
 import os
 
-from . import bpffs, cgroups, cgrouprules, libbpf, pins, renderer
+from . import abi, bpffs, cgroups, cgrouprules, language, libbpf, pins, renderer
 from .errors import BpfError, ExplainError
 from .maps import map_spec, sync_map
 
 PAGE_SIZE = 4096
 MEMINFO = "/proc/meminfo"
-SHARED_MAPS = (renderer.RULES_MAP, renderer.CONFIG_MAP, renderer.PATHS_MAP, renderer.LIVE_MAP)
-ACTION_NAMES = dict((v, k) for k, v in renderer.ACTIONS.items())
-BY_NAMES = dict((v, k) for k, v in renderer.BY.items())
+SHARED_MAPS = (abi.RULES_MAP, abi.CONFIG_MAP, abi.PATHS_MAP, abi.LIVE_MAP)
+ACTION_NAMES = dict((a.number, a.name) for a in language.ACTIONS)
+BY_NAMES = dict((v, k) for k, v in language.BY.items())
 POINTS_MIN = -(1 << 63)
 
 
@@ -55,14 +55,14 @@ class Imagined(object):
         self.totalpages = machine
         if path is None:
             return
-        problem = renderer.cgroup_path_problem(path)
+        problem = language.cgroup_path_problem(path)
         if problem:
             raise ExplainError("oom.memcg: %s" % problem)
         mount = cgrouprules.v2_mount()
         self.memcg_id = cgrouprules.cgroup_id(path, mount)
         if not self.memcg_id:
             raise ExplainError("oom.memcg: no cgroup lives at %s on this host" % path)
-        self.level = renderer.cgroup_level(path)
+        self.level = language.cgroup_level(path)
         limit = memcg_limit_pages(path, mount)
         if limit is None:
             self.notes.append("%s and its ancestors set no memory.max: points are computed with "
@@ -113,10 +113,10 @@ def iterator(object_path, imagined, name=None, document=None):
     obj = _open(object_path)
     link = None
     try:
-        obj.select([renderer.TASKS_PROGRAM])
-        obj.set_global(renderer.ITER_TOTALPAGES, imagined.totalpages)
-        obj.set_global(renderer.ITER_MEMCG_ID, imagined.memcg_id)
-        obj.set_global(renderer.ITER_MEMCG_LEVEL, imagined.level)
+        obj.select([abi.TASKS_PROGRAM])
+        obj.set_global(abi.ITER_TOTALPAGES, imagined.totalpages)
+        obj.set_global(abi.ITER_MEMCG_ID, imagined.memcg_id)
+        obj.set_global(abi.ITER_MEMCG_LEVEL, imagined.level)
         rendered = None
         if name is not None:
             _reuse_policy_maps(obj, name)
@@ -137,11 +137,11 @@ def iterator(object_path, imagined, name=None, document=None):
 
 
 def snapshot(object_path, imagined, name=None, document=None):
-    """The iterator's records (renderer.Task) over a loaded policy's maps or a document's."""
+    """The iterator's records (abi.Task) over a loaded policy's maps or a document's."""
     with iterator(object_path, imagined, name, document) as link:
         data = link.read_iter()
-    size = ctypes.sizeof(renderer.Task)
-    return [renderer.Task.from_buffer_copy(data[at:at + size])
+    size = ctypes.sizeof(abi.Task)
+    return [abi.Task.from_buffer_copy(data[at:at + size])
             for at in range(0, len(data) - size + 1, size)]
 
 
@@ -171,7 +171,7 @@ def _fill(obj, rendered):
         m = obj.map(map_name)
         spec = map_spec(map_name, m.type, m.key_size, m.value_size, m.max_entries, entries)
         sync_map(m.fd, map_name, spec)
-    cgrouprules.sync(obj.map(renderer.LIVE_MAP).fd, rendered.cgroup_rules)
+    cgrouprules.sync(obj.map(abi.LIVE_MAP).fd, rendered.cgroup_rules)
 
 
 # ---------------------------------------------------------------- the ranking
@@ -181,7 +181,7 @@ def killable(t):
 
 
 def rank(tasks, config, imagined):
-    """What the imagined OOM does, from the records and the policy's config (renderer.Config,
+    """What the imagined OOM does, from the records and the policy's config (abi.Config,
     None: no policy). Mirrors the kernel's scan with the generic program on the hook:
       - only candidates of this OOM count (for a memcg OOM, tasks in its subtree);
       - a task the kernel cannot kill (oom_score_adj -1000, reaped, in vfork) never dies;
@@ -191,19 +191,19 @@ def rank(tasks, config, imagined):
       - then the others, by the kernel's own points, protected ones never;
       - a global OOM with every killable task protected: the hook kernel's safety net
         lets its own heuristic choose (a kernel without it panics)."""
-    candidates = [t for t in tasks if not imagined.path or t.flags & renderer.EBPF_OOM_T_IN_MEMCG]
+    candidates = [t for t in tasks if not imagined.path or t.flags & abi.EBPF_OOM_T_IN_MEMCG]
     alive = [t for t in candidates if killable(t)]
     kernel_order = sorted(alive, key=lambda t: -t.points)
     out = {"candidates": len(candidates), "unkillable": len(candidates) - len(alive),
            "kernel_victim": kernel_order[0] if kernel_order else None, "acts": False,
-           "waits_for": [t for t in candidates if t.flags & renderer.EBPF_OOM_T_VICTIM],
+           "waits_for": [t for t in candidates if t.flags & abi.EBPF_OOM_T_VICTIM],
            "aborted_by": [], "protected": 0, "unranked": 0, "safety_net": False}
-    if config is None or not config.scope & (renderer.EBPF_OOM_SCOPE_MEMCG if imagined.path
-                                             else renderer.EBPF_OOM_SCOPE_GLOBAL):
+    if config is None or not config.scope & (abi.EBPF_OOM_SCOPE_MEMCG if imagined.path
+                                             else abi.EBPF_OOM_SCOPE_GLOBAL):
         out["order"] = kernel_order
         return out
     out["acts"] = True
-    act = renderer
+    act = abi
     out["aborted_by"] = [t for t in candidates if t.action == act.EBPF_OOM_ACT_ABORT]
     ranked = sorted((t for t in alive if t.action in (act.EBPF_OOM_ACT_SELECT, act.EBPF_OOM_ACT_PREFER)),
                     key=lambda t: (t.tier, -(t.rss if t.by == act.EBPF_OOM_BY_RSS else t.points)))
@@ -228,7 +228,7 @@ def explain(object_path, oom=None, name=None, document=None, top=5):
         record = _declarative_record(name)
         document = record["document"]
     rendered = renderer.render(document)
-    config = renderer.Config.from_buffer_copy(rendered.maps[renderer.CONFIG_MAP][0][1])
+    config = abi.Config.from_buffer_copy(rendered.maps[abi.CONFIG_MAP][0][1])
     tasks = snapshot(object_path, imagined, name=name, document=None if name else document)
     ranked = rank(tasks, config, imagined)
     paths = cgroup_paths(set(t.cgroup_id for t in tasks))

@@ -5,7 +5,7 @@
 policy document gets (its bands), what a document asks that oom_score_adj cannot say,
 and the ledger of the values written over, from which every one is put back.
 
-Layer 3 (what is kept): imports the layout, the renderer, the kernel binding and the
+Layer 3 (what is kept): imports the layout, the policy language, the ABI, the kernel binding and the
 leaf helpers.  Used by the backend (backends.py), its agent (agent.py), verify and
 events.
 
@@ -47,7 +47,7 @@ import json
 import os
 import time
 
-from . import bpffs, libbpf, renderer
+from . import abi, bpffs, language, libbpf
 from .errors import RenderError
 from .files import read_file, write_atomic
 
@@ -88,13 +88,13 @@ def agent_running():
 
 def refusals(document):
     """What the document asks that oom_score_adj cannot say ('path: reason' lines)."""
-    doc = renderer.normalize(document)
+    doc = language.normalize(document)
     errors = []
     for i, rule in enumerate(doc["rules"]):
         if rule.get("action") == "abort":
             errors.append("%s.action: 'abort' cannot be expressed through oom_score_adj (no value "
                           "stops an OOM from killing); the score_adj backend refuses it. Use the "
-                          "evaluate_task backend (a kernel with the hook)" % renderer.rule_path(i))
+                          "evaluate_task backend (a kernel with the hook)" % language.rule_path(i))
     if doc["fallback"].get("action") == "protect":
         errors.append("fallback: 'protect' cannot be expressed through oom_score_adj: the score_adj "
                       "backend writes only the processes a rule matches, every other one keeps its "
@@ -105,9 +105,9 @@ def refusals(document):
 
 def warnings(document):
     """What the score_adj backend does differently from the document's letter."""
-    doc = renderer.normalize(document)
+    doc = language.normalize(document)
     found = []
-    ranked = [(renderer.rule_path(i), r) for i, r in enumerate(doc["rules"])] + \
+    ranked = [(language.rule_path(i), r) for i, r in enumerate(doc["rules"])] + \
         [("fallback", doc["fallback"])]
     for where, rule in ranked:
         if rule.get("action") == "prefer" and rule.get("by") == "rss":
@@ -131,7 +131,7 @@ class Bands(object):
         errors = refusals(document)
         if errors:
             raise RenderError("\n".join(errors))
-        doc = renderer.normalize(document)
+        doc = language.normalize(document)
         self.warnings = warnings(document)
         fallback = doc["fallback"]
         pivot = fallback["tier"] if fallback.get("action") == "prefer" else None
@@ -272,7 +272,7 @@ class Ledger(object):
                 libbpf.map_update(self.adjusted, pid.to_bytes(4, "little"), b"\1\0\0\0")
             except libbpf.BpfError as exc:  # full: the sweep still finds the process
                 self.errors.append("pid %d: cannot note it in %s: %s"
-                                   % (pid, renderer.ADJUSTED_MAP, exc))
+                                   % (pid, abi.ADJUSTED_MAP, exc))
 
     def _unmark(self, pid):
         if self.adjusted is not None:
@@ -395,11 +395,11 @@ class Ledger(object):
 # ---------------------------------------------------------------- what the programs see
 
 def snapshot(layout):
-    """The task iterator's records (renderer.Task) through the policy's pinned iterator link."""
-    with libbpf.pinned(layout.link(renderer.TASKS_PROGRAM)) as fd:
-        data = libbpf.iter_read(fd, renderer.TASKS_PROGRAM)
-    size = ctypes.sizeof(renderer.Task)
-    return [renderer.Task.from_buffer_copy(data[at:at + size])
+    """The task iterator's records (abi.Task) through the policy's pinned iterator link."""
+    with libbpf.pinned(layout.link(abi.TASKS_PROGRAM)) as fd:
+        data = libbpf.iter_read(fd, abi.TASKS_PROGRAM)
+    size = ctypes.sizeof(abi.Task)
+    return [abi.Task.from_buffer_copy(data[at:at + size])
             for at in range(0, len(data) - size + 1, size)]
 
 

@@ -24,7 +24,7 @@ __metaclass__ = type
 
 import os
 
-from . import bpffs, cgrouprules, libbpf, pins, renderer
+from . import abi, bpffs, cgrouprules, libbpf, pins, renderer
 from .common import META_POLICY, META_PREFIX, META_SOURCE_SHA256
 from .errors import BpffsError, BpfError, LoaderError, RenderError
 from .maps import hex_or_none, plan_map, read_map, spec_from_record
@@ -107,7 +107,7 @@ def _cgroups(layout, record):
         rules = renderer.render(record["document"]).cgroup_rules
         if not rules:
             return {}, []
-        with libbpf.pinned(layout.map(renderer.LIVE_MAP)) as fd:
+        with libbpf.pinned(layout.map(abi.LIVE_MAP)) as fd:
             return cgrouprules.live(fd, rules), []
     except (RenderError, BpfError) as exc:
         return {}, ["policy %s: cannot tell what its cgroup rules match: %s" % (layout.name, exc)]

@@ -16,14 +16,13 @@ __metaclass__ = type
 import os
 
 from ansible.errors import AnsibleError
-from ansible_collections.ebpf.oom.plugins.module_utils import common, compiler, renderer
+from ansible_collections.ebpf.oom.plugins.module_utils import abi, common, compiler
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import CompileError
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BPF_DIR = os.path.join(COLLECTION_ROOT, "bpf")
 INCLUDE_DIR = os.path.join(BPF_DIR, "include")
 BUNDLED_VMLINUX = os.path.join(INCLUDE_DIR, "vmlinux.h")
-SCHEMA_PATH = os.path.join(COLLECTION_ROOT, "schemas", "policy.schema.json")
 
 
 def bundled_headers(directory=INCLUDE_DIR):
@@ -47,10 +46,10 @@ def controller_cache():
 def compile_generic(cache_dir=None):
     """The generic program's object on the controller (compiled once per source)."""
     try:
-        built = compiler.compile_object(src=os.path.join(COLLECTION_ROOT, renderer.GENERIC_SOURCE),
+        built = compiler.compile_object(src=os.path.join(COLLECTION_ROOT, abi.GENERIC_SOURCE),
                                         include_dirs=[BPF_DIR], vmlinux=BUNDLED_VMLINUX,
                                         cache_dir=cache_dir or controller_cache())
     except CompileError as e:
         raise AnsibleError("ebpf.oom.policy: compiling %s on the controller failed: %s\n%s"
-                           % (renderer.GENERIC_SOURCE, e.message, e.log_tail))
+                           % (abi.GENERIC_SOURCE, e.message, e.log_tail))
     return built["object"]

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, cgrouprules, libbpf, loader, renderer
+from ansible_collections.ebpf.oom.plugins.module_utils import abi, bpffs, cgrouprules, libbpf, loader, renderer
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 
 POLICY = "cgrules"
@@ -46,13 +46,13 @@ class Followed:
         rules = self.rendered.cgroup_rules
 
         def after_attach(map_fd):
-            cgrouprules.sync(map_fd(renderer.LIVE_MAP), rules)
+            cgrouprules.sync(map_fd(abi.LIVE_MAP), rules)
 
         self.result = loader.apply(POLICY, generic, globals=self.rendered.globals,
                                    maps=self.rendered.maps, persist=False,
-                                   programs=list(renderer.CGROUP_PROGRAMS),
+                                   programs=list(abi.CGROUP_PROGRAMS),
                                    after_attach=after_attach)
-        self.pin = bpffs.Layout(bpffs.roots()[0], POLICY).map(renderer.LIVE_MAP)
+        self.pin = bpffs.Layout(bpffs.roots()[0], POLICY).map(abi.LIVE_MAP)
 
     def live(self):
         with libbpf.pinned(self.pin) as fd:

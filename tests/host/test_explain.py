@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import cgrouprules, explain, loader, renderer
+from ansible_collections.ebpf.oom.plugins.module_utils import abi, cgrouprules, explain, loader, renderer
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 from conftest import REPO
 from support import venv_tool
@@ -133,8 +133,8 @@ def test_a_loaded_policy_is_explained_from_its_own_maps(generic, cgroup_v2, hold
     point, top = cgroup_v2
     rendered = renderer.render(document(top))
     loader.apply("preview", generic, globals=rendered.globals, maps=rendered.maps, persist=False,
-                 document=document(top), programs=list(renderer.CGROUP_PROGRAMS),
-                 after_attach=lambda map_fd: cgrouprules.sync(map_fd(renderer.LIVE_MAP),
+                 document=document(top), programs=list(abi.CGROUP_PROGRAMS),
+                 after_attach=lambda map_fd: cgrouprules.sync(map_fd(abi.LIVE_MAP),
                                                               rendered.cgroup_rules))
     try:
         result = explain.explain(generic, oom=top, name="preview")

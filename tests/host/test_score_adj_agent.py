@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import (backends, bpffs, libbpf, probe, renderer,
+from ansible_collections.ebpf.oom.plugins.module_utils import (abi, backends, bpffs, libbpf, probe,
                                                                scoreadj)
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 from conftest import COLLECTIONS
@@ -189,9 +189,9 @@ def test_the_event_programs_and_the_iterator_load_attach_and_pin(host, generic):
     for prog in backends.ScoreAdj.programs:
         with libbpf.pinned(layout.link(prog)) as fd:
             assert libbpf.link_info(fd)["prog_id"]
-    with libbpf.pinned(layout.map(renderer.EVENTS_MAP)) as fd:
+    with libbpf.pinned(layout.map(abi.EVENTS_MAP)) as fd:
         info = libbpf.map_info(fd)
-    assert (info["type"], info["max_entries"]) == ("ringbuf", renderer.EBPF_OOM_EVENTS_BYTES)
+    assert (info["type"], info["max_entries"]) == ("ringbuf", abi.EBPF_OOM_EVENTS_BYTES)
     # the process there at apply time got its value then, without an agent
     assert adj(matched) == 1000 and result["score_adj"]["written"] == 1
     assert result["score_adj"]["agent"] is False

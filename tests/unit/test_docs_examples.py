@@ -5,7 +5,7 @@ are extracted and each is checked for what it is:
 
 - a policy document (a mapping with `name` and `rules`), or a list of rules: against the
   schema and the renderer's checks (plugin_utils/documents.validate) and the lint
-  (renderer.lint);
+  (language.lint);
 - a playbook (plays with `hosts`): every play has `become: true` (the modules need root on
   the hosts); its roles' variables against the roles' meta/argument_specs.yml (with the
   base role's for the host-class roles, which depend on it); its tasks as below; and
@@ -40,7 +40,7 @@ from ansible.playbook.task import Task
 
 from conftest import REPO
 from test_packaging import argument_spec
-from ansible_collections.ebpf.oom.plugins.module_utils import renderer
+from ansible_collections.ebpf.oom.plugins.module_utils import language
 from ansible_collections.ebpf.oom.plugins.plugin_utils import documents
 
 DOC_FILES = (["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
@@ -87,7 +87,7 @@ EXAMPLES = examples()
 def check_document(document, mark=None):
     """Problems of a policy document; with a mark, the problem it must show."""
     errors = documents.validate(document)
-    findings = [] if errors else renderer.lint(document)
+    findings = [] if errors else language.lint(document)
     if mark == "invalid":
         return [] if errors else ["the document is marked invalid but validates"]
     if mark == "lint-warns":

@@ -4,22 +4,22 @@ run the iterator and compare with real OOMs)."""
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import explain, renderer as R
+from ansible_collections.ebpf.oom.plugins.module_utils import abi, explain
 from ansible_collections.ebpf.oom.plugins.modules.explain import memcg_of
 
-PROTECT, PREFER, SELECT, ABORT, KERNEL = (R.EBPF_OOM_ACT_PROTECT, R.EBPF_OOM_ACT_PREFER,
-                                          R.EBPF_OOM_ACT_SELECT, R.EBPF_OOM_ACT_ABORT,
-                                          R.EBPF_OOM_ACT_KERNEL)
+PROTECT, PREFER, SELECT, ABORT, KERNEL = (abi.EBPF_OOM_ACT_PROTECT, abi.EBPF_OOM_ACT_PREFER,
+                                          abi.EBPF_OOM_ACT_SELECT, abi.EBPF_OOM_ACT_ABORT,
+                                          abi.EBPF_OOM_ACT_KERNEL)
 
 
-def rec(pid, points, action=KERNEL, tier=0, by=R.EBPF_OOM_BY_BADNESS, rss=None, flags=0, rule=-1):
-    t = R.Task(pid=pid, points=points, action=action, tier=tier, by=by, rule=rule, flags=flags)
+def rec(pid, points, action=KERNEL, tier=0, by=abi.EBPF_OOM_BY_BADNESS, rss=None, flags=0, rule=-1):
+    t = abi.Task(pid=pid, points=points, action=action, tier=tier, by=by, rule=rule, flags=flags)
     t.rss = points if rss is None else rss
     return t
 
 
-def config(scope=R.EBPF_OOM_SCOPE_GLOBAL | R.EBPF_OOM_SCOPE_MEMCG):
-    return R.Config(scope=scope)
+def config(scope=abi.EBPF_OOM_SCOPE_GLOBAL | abi.EBPF_OOM_SCOPE_MEMCG):
+    return abi.Config(scope=scope)
 
 
 class Global(object):
@@ -46,8 +46,8 @@ def test_ranked_tasks_die_first_by_tier_then_points_then_the_kernels_choice():
 
 
 def test_by_rss_ranks_a_tier_by_resident_pages():
-    tasks = [rec(1, 100, PREFER, tier=1, by=R.EBPF_OOM_BY_RSS, rss=10),
-             rec(2, 50, PREFER, tier=1, by=R.EBPF_OOM_BY_RSS, rss=20)]
+    tasks = [rec(1, 100, PREFER, tier=1, by=abi.EBPF_OOM_BY_RSS, rss=10),
+             rec(2, 50, PREFER, tier=1, by=abi.EBPF_OOM_BY_RSS, rss=20)]
     assert order(rank(tasks)) == [2, 1]
 
 
@@ -58,7 +58,7 @@ def test_unkillable_tasks_never_die():
 
 
 def test_a_memcg_oom_only_counts_tasks_in_the_memory_cgroup():
-    inside = R.EBPF_OOM_T_IN_MEMCG
+    inside = abi.EBPF_OOM_T_IN_MEMCG
     tasks = [rec(1, 900), rec(2, 10, flags=inside), rec(3, 20, flags=inside)]
     result = rank(tasks, imagined=Memcg())
     assert order(result) == [3, 2] and result["candidates"] == 2
@@ -66,7 +66,7 @@ def test_a_memcg_oom_only_counts_tasks_in_the_memory_cgroup():
 
 def test_a_policy_outside_its_scope_leaves_the_kernels_choice():
     tasks = [rec(1, 900), rec(2, 10, SELECT)]
-    result = rank(tasks, cfg=config(R.EBPF_OOM_SCOPE_MEMCG))
+    result = rank(tasks, cfg=config(abi.EBPF_OOM_SCOPE_MEMCG))
     assert not result["acts"] and order(result) == [1, 2]
 
 
@@ -76,13 +76,13 @@ def test_every_task_protected_in_a_global_oom_is_the_safety_nets_choice():
 
 
 def test_every_task_protected_in_a_memcg_oom_kills_nobody():
-    inside = R.EBPF_OOM_T_IN_MEMCG
+    inside = abi.EBPF_OOM_T_IN_MEMCG
     result = rank([rec(1, 10, PROTECT, flags=inside)], imagined=Memcg())
     assert order(result) == [] and not result["safety_net"]
 
 
 def test_abort_and_an_exiting_victim_are_reported():
-    result = rank([rec(1, 10, ABORT), rec(2, 20, flags=R.EBPF_OOM_T_VICTIM)])
+    result = rank([rec(1, 10, ABORT), rec(2, 20, flags=abi.EBPF_OOM_T_VICTIM)])
     assert [t.pid for t in result["aborted_by"]] == [1]
     assert [t.pid for t in result["waits_for"]] == [2]
 

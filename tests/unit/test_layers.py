@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO
 
 LAYERS = [
-    ("leaf helpers", {"common", "errors", "names", "files", "cgroups"}),
-    ("kernel binding", {"libbpf"}),
+    ("leaf helpers", {"common", "errors", "names", "files", "cgroups", "abi"}),
+    ("kernel binding, the policy language", {"libbpf", "language"}),
     ("layout, translation, parsing", {"bpffs", "compiler", "renderer", "kmsg", "maps"}),
     ("what is pinned, kept, observed", {"pins", "state", "observer", "cgrouprules", "scoreadj"}),
     ("loader", {"loader", "verify", "agent"}),

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from ansible_collections.ebpf.oom.plugins.module_utils import renderer
+from ansible_collections.ebpf.oom.plugins.module_utils import language
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import CompileError, LoaderError
 from ansible_collections.ebpf.oom.plugins.module_utils.names import (NAME_CHARS, POLICY_NAME_MAX,
                                                                      check_name, name_problem)
@@ -82,5 +82,5 @@ def test_role_pattern_decides_as_the_rule_does(name):
 
 @pytest.mark.parametrize("name", GOOD + BAD)
 def test_renderer_refuses_exactly_the_names_the_rule_refuses(name):
-    errors = renderer.check({"name": name, "rules": []})
+    errors = language.check({"name": name, "rules": []})
     assert bool(errors) == (name_problem(name) is not None)
