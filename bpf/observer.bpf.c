@@ -11,6 +11,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include "ebpf_oom_core.h"
 #include "observer.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -29,34 +30,6 @@ struct {
 	__type(value, struct observer_stats);
 } stats SEC(".maps");
 
-/*
- * Since Linux 6.9 (and in stable backports such as Debian's 6.1.x) the
- * tracepoint passes (task, uid); before, the pid only. Matching the
- * tracepoint's BTF type tells which one this kernel has.
- */
-typedef void (*btf_trace_mark_victim___task)(void *, struct task_struct *, unsigned int);
-
-/* Before Linux 6.2 the RSS counters were atomics in a struct mm_rss_stat. */
-struct mm_rss_stat___atomic {
-	atomic_long_t count[NR_MM_COUNTERS];
-} __attribute__((preserve_access_index));
-
-struct mm_struct___atomic {
-	struct mm_rss_stat___atomic rss_stat;
-} __attribute__((preserve_access_index));
-
-static __always_inline __u64 pages(__s64 count)
-{
-	/* percpu_counter.count is approximate and may dip below zero */
-	return count > 0 ? count : 0;
-}
-
-/* get_mm_counter(mm, idx) on either layout; idx must be a constant. */
-#define rss_pages(mm, idx)							\
-	pages(bpf_core_type_exists(struct mm_rss_stat___atomic) ?		\
-	      BPF_CORE_READ((struct mm_struct___atomic *)(mm), rss_stat.count[idx].counter) : \
-	      BPF_CORE_READ(mm, rss_stat[idx].count))
-
 static __always_inline void read_task(struct observer_victim *v, struct task_struct *task)
 {
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
@@ -70,9 +43,9 @@ static __always_inline void read_task(struct observer_victim *v, struct task_str
 			subsys[bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id)],
 			cgroup, kn, id);
 	if (mm) {
-		v->file_rss = rss_pages(mm, MM_FILEPAGES);
-		v->anon_rss = rss_pages(mm, MM_ANONPAGES);
-		v->shmem_rss = rss_pages(mm, MM_SHMEMPAGES);
+		v->file_rss = ebpf_oom_rss_read(mm, MM_FILEPAGES);
+		v->anon_rss = ebpf_oom_rss_read(mm, MM_ANONPAGES);
+		v->shmem_rss = ebpf_oom_rss_read(mm, MM_SHMEMPAGES);
 	}
 }
 
@@ -90,7 +63,7 @@ static __always_inline int observe(__u64 *ctx, __u32 flags)
 	v.seq = st->kills;
 	v.mono_ns = bpf_ktime_get_ns();
 	v.flags = flags;
-	if (bpf_core_type_matches(btf_trace_mark_victim___task)) {
+	if (ebpf_oom_mark_victim_has_task()) {	/* else the pid only (ebpf_oom_core.h) */
 		read_task(&v, (struct task_struct *)ctx[0]);
 		v.uid = (__u32)ctx[1];
 		v.flags |= OBSERVER_F_TASK;
