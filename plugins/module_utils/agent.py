@@ -35,7 +35,6 @@ import time
 from . import abi, bpffs, libbpf, scoreadj
 from .errors import BpfError, BpffsError, RenderError
 
-BACKEND = "score_adj"
 TICK = 0.5            # seconds: the longest wait between two looks at the policy
 SWEEP_EVERY = 30.0    # seconds between two sweeps
 LOCK_TRIES = 10       # looks at the agent's lock before giving up (0.2 s apart)
@@ -56,7 +55,7 @@ def find_policy(root):
             record = bpffs.read_record(layout.record)
         except BpffsError:
             continue
-        if record and record.get("backend") == BACKEND and record.get("document") is not None:
+        if record and record.get("backend") == scoreadj.BACKEND and record.get("document") is not None:
             return layout, record
     return None
 

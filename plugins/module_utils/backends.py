@@ -1,16 +1,19 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.oom contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""How a declarative policy is enforced: one class per way, behind one small interface.
+"""How a policy is enforced: one class per way, behind one small interface, and the
+registry of them (the only source of backend names and of the `backend` choices).
 
 Layer 5 (above the loader): imports the loader, verify, the agent's ledger (scoreadj),
-pins, cgrouprules, the renderer, the kernel binding and the leaf helpers.
+pins, cgrouprules, the policy language, the renderer, the ABI, the kernel binding and
+the leaf helpers.
 
-A backend says what the kernel must offer (`needs`: BTF symbols, `map_types`; probe.py
-decides from them what a host can use), which programs of the generic object
-(bpf/generic.bpf.c) it loads and attaches, what of a document it cannot enforce
-(`check`), and how it applies, removes and verifies a policy.  BACKENDS lists them,
-the best first:
+A backend says what the kernel must offer (`needs`: BTF symbols, `map_types`;
+`missing()` says what a host lacks), which programs of the generic object
+(bpf/generic.bpf.c) it loads and attaches, what of a document it cannot enforce, and
+how it applies, removes and verifies a policy. An apply is planned once (`plan`: the
+document checked and rendered, the backend's warnings and data) and the plan applied.
+REGISTRY lists them, the best first:
 
     evaluate_task  the kernel's victim selection asks the policy about every OOM
                    candidate (the hook bpf_oom_evaluate_task): the exact choice the
@@ -21,20 +24,36 @@ the best first:
                    own heuristic then chooses
 
 One policy per host decides OOMs (a hook program, or the score_adj agent's values):
-a second one under another name is refused, naming the first.
+`one_decider`, run by the loader with the bpffs lock held, refuses a second one
+under another name, naming the first. C policies (an object and its maps) go through
+`apply_object`, so the same check covers them.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import time
 
 from . import abi, bpffs, cgrouprules, language, libbpf, loader, pins, renderer, scoreadj, verify
-from .common import HOOK_FUNC, NAME_FUNC
-from .errors import BpfError, LoaderError
+from .common import BTF_VMLINUX, HOOK_FUNC, HOOK_SECTION, NAME_FUNC
+from .errors import BpfError, LoaderError, UnsupportedKernel
+from .maps import record_entries
 
 SETTLE = 1.0  # seconds verify gives a process that just started to get its value
+
+
+class Plan(object):
+    """One apply, made once: the document checked and rendered, what the backend warns
+    about, and its own data (score_adj: the bands)."""
+
+    def __init__(self, backend, document, rendered, warnings, bands=None):
+        self.backend = backend
+        self.document = document
+        self.rendered = rendered
+        self.warnings = warnings
+        self.bands = bands
 
 
 class Backend(object):
@@ -45,37 +64,50 @@ class Backend(object):
     needs = ()         # [(kernel BTF symbol, kind)] they need (tests/unit holds it to the object)
     map_types = ()     # BPF map types the kernel must create for them
 
-    def check(self, document):
-        """RenderError when this backend cannot enforce the document; else its warnings."""
-        renderer.render(document)
-        return []
+    def missing(self):
+        """What this host lacks for this backend ([] when it can use it): kernel symbols by
+        name; libbpf, BTF and map types in words."""
+        try:
+            libbpf.libbpf_version()
+        except BpfError:
+            return ["libbpf.so.1"]
+        if not os.path.exists(BTF_VMLINUX):
+            return ["BTF (%s)" % BTF_VMLINUX]
+        found = [name for name, kind in self.needs if not libbpf.vmlinux_btf_has(name, kind)]
+        found.extend("%s maps" % libbpf.map_type_str(t) for t in self.map_types
+                     if not libbpf.map_type_supported(t))
+        return found
 
-    def apply(self, name, object_path, document, check_mode=False, persist=True):
-        """Load or update the policy; loader.apply's result plus `cgroups`
-        ({path: [id of the live cgroup its rules match]}) and `warnings`."""
-        warnings = self.check(document)
+    def plan(self, document):
+        """The Plan of an apply of ``document``; RenderError (every problem) when it is not
+        a valid document or this backend cannot enforce it."""
+        return Plan(self, document, renderer.render(document), [])
+
+    def apply(self, name, object_path, plan, check_mode=False, persist=True):
+        """Load or update the policy as planned; loader.apply's result plus `cgroups`
+        ({path: [id of the live cgroup its rules match]}), `warnings` and `backend`."""
         old = _record(name)
-        _one_decider(name, self.name)
         if old is not None and old.get("document") is not None and not check_mode and \
-                (old.get("backend") or EvaluateTask.name) != self.name:
+                of_record(old).name != self.name:
             # Another backend's programs: the loader keeps the programs of an unchanged
             # object, so they go first (and a score_adj policy's values are put back).
-            for_record(old).remove(name)
-        rendered = renderer.render(document)
+            of_record(old).remove(name)
+        rendered = plan.rendered
         followed = {}
 
         def after_attach(map_fd):
             followed.update(cgrouprules.sync(map_fd(abi.LIVE_MAP), rendered.cgroup_rules))
 
         result = loader.apply(name, object_path, globals=rendered.globals, maps=rendered.maps,
-                              check_mode=check_mode, persist=persist, document=document,
+                              check_mode=check_mode, persist=persist, document=plan.document,
                               programs=list(self.programs), after_attach=after_attach,
-                              backend=self.name)
+                              backend=self.name,
+                              under_lock=lambda root, unused_obj: one_decider(root, name, True))
         if check_mode:  # nothing was written: what the rules would match now
             followed = cgrouprules.look(rendered.cgroup_rules)
         result["cgroups"] = dict((path, [ident] if ident else [])
                                  for path, ident in sorted(followed.items()))
-        result["warnings"] = warnings
+        result["warnings"] = list(plan.warnings)
         result["backend"] = self.name
         return result
 
@@ -102,7 +134,7 @@ class ScoreAdj(Backend):
     oom_score_adj, written at once for the processes there now and by the agent for
     those that come."""
 
-    name = "score_adj"
+    name = scoreadj.BACKEND
     programs = abi.CGROUP_PROGRAMS + abi.ADJ_PROGRAMS + (abi.TASKS_PROGRAM,)
     needs = (("bpf_iter_task", "func"), ("btf_trace_cgroup_attach_task", "typedef"),
              ("btf_trace_cgroup_mkdir", "typedef"), ("btf_trace_cgroup_rmdir", "typedef"),
@@ -110,15 +142,17 @@ class ScoreAdj(Backend):
              ("btf_trace_sched_process_fork", "typedef"), ("btf_trace_task_rename", "typedef"))
     map_types = (libbpf.BPF_MAP_TYPE_RINGBUF,)
 
-    def check(self, document):
-        super(ScoreAdj, self).check(document)
-        return scoreadj.Bands(document).warnings
+    def plan(self, document):
+        plan = super(ScoreAdj, self).plan(document)
+        plan.bands = scoreadj.Bands(document)
+        plan.warnings = list(plan.bands.warnings)
+        return plan
 
-    def apply(self, name, object_path, document, check_mode=False, persist=True):
+    def apply(self, name, object_path, plan, check_mode=False, persist=True):
         """Backend.apply, then every process there now gets its band's value (`score_adj`:
         bands, written, errors, agent: whether the agent runs to handle the ones to come)."""
-        result = super(ScoreAdj, self).apply(name, object_path, document, check_mode, persist)
-        bands = scoreadj.Bands(document)
+        result = super(ScoreAdj, self).apply(name, object_path, plan, check_mode, persist)
+        bands = plan.bands
         facts = {"bands": [{"class": what, "oom_score_adj": value} for what, value in bands.levels],
                  "gap": bands.gap, "written": 0, "errors": [], "agent": scoreadj.agent_running()}
         if not check_mode:
@@ -176,14 +210,52 @@ class ScoreAdj(Backend):
         return {"score_adj": facts}, problems
 
 
-BACKENDS = dict((b.name, b) for b in (EvaluateTask(), ScoreAdj()))
-ORDER = (EvaluateTask.name, ScoreAdj.name)  # the best first
+# ---------------------------------------------------------------- the registry
+
+REGISTRY = (EvaluateTask(), ScoreAdj())  # the best first
+BACKENDS = dict((b.name, b) for b in REGISTRY)
+ORDER = tuple(b.name for b in REGISTRY)
+AUTO = "auto"
+CHOICES = (AUTO,) + ORDER  # ebpf.oom.policy's backend, the role's bpf_oom_backend
 
 
-def for_record(record):
-    """The backend a recorded declarative policy was applied with (evaluate_task for
-    records written before there was a choice)."""
-    return BACKENDS[record.get("backend") or EvaluateTask.name]
+def of_record(record):
+    """The backend a recorded policy was applied with: None for a C policy (an object and
+    its maps), evaluate_task for a document recorded before there was a choice;
+    LoaderError for a backend this version does not know."""
+    if record.get("document") is None:
+        return None
+    name = record.get("backend") or EvaluateTask.name
+    if name not in BACKENDS:
+        raise LoaderError("policy %s was applied with backend %r, which this version of the "
+                          "collection does not know (it knows %s)"
+                          % (record.get("name"), name, ", ".join(ORDER)))
+    return BACKENDS[name]
+
+
+def usable():
+    """The names of the backends this host can use, the best first."""
+    return [b.name for b in REGISTRY if not b.missing()]
+
+
+def choose(requested=AUTO):
+    """The Backend to enforce a document with: ``requested`` by name, or for ``auto`` the
+    best this host can use. UnsupportedKernel (what is missing) when there is none;
+    LoaderError for an unknown name."""
+    if requested != AUTO:
+        if requested not in BACKENDS:
+            raise LoaderError("backend %r: unknown; one of %s" % (requested, ", ".join(CHOICES)))
+        missing = BACKENDS[requested].missing()
+        if missing:
+            raise UnsupportedKernel(missing)
+        return BACKENDS[requested]
+    missing = []
+    for backend in REGISTRY:
+        lacks = backend.missing()
+        if not lacks:
+            return backend
+        missing.extend(m for m in lacks if m not in missing)
+    raise UnsupportedKernel(missing)
 
 
 def _record(name):
@@ -191,43 +263,73 @@ def _record(name):
     return pins.read_record(bpffs.Layout(root, name)) if root else None
 
 
-def _decides(record):
-    """Whether a recorded policy decides OOMs: a score_adj policy, or a hook program."""
-    return record.get("backend") == ScoreAdj.name or \
-        any(p.get("target") == HOOK_FUNC for p in record.get("programs", []))
+def _hook_program(programs):
+    """Whether any of these programs (sections, or recorded targets) judges OOM victims."""
+    return any(p in (HOOK_SECTION, HOOK_FUNC) for p in programs)
 
 
-def _one_decider(name, backend):
-    """LoaderError when another policy decides OOMs on this host already and one of the
-    two is a score_adj policy (two hook programs: the loader refuses them)."""
-    root = bpffs.mounted_root()
+def decides(record):
+    """Whether a recorded policy decides OOMs: every policy document (each backend's
+    programs or values decide), or a C policy with a program on the hook."""
+    return record.get("document") is not None or \
+        _hook_program(p.get("target") for p in record.get("programs", []))
+
+
+def one_decider(root, name, deciding):
+    """LoaderError when policy ``name`` would decide OOMs (``deciding`` is true) beside
+    another policy that does. The loader runs it with the bpffs lock held, so two applies
+    cannot each see the other's absence."""
+    if not deciding:
+        return
     for other in pins.policy_names(root):
         record = pins.read_record(bpffs.Layout(root, other)) if other != name else None
-        if record is None or not _decides(record):
+        if record is None or not decides(record):
             continue
-        if backend == ScoreAdj.name or record.get("backend") == ScoreAdj.name:
-            raise LoaderError(
-                "policy %s would decide OOMs beside policy %s, which already does (%s): a host "
-                "runs one such policy. Remove %s first (state: absent), or apply this one under "
-                "the name %s" % (name, other, "backend %s" % record["backend"]
-                                 if record.get("backend") else "a program on %s" % HOOK_FUNC,
-                                 other, other))
+        raise LoaderError(
+            "policy %s would judge OOM victims beside policy %s, which already does (%s): a host "
+            "runs one such policy, as the first opinion of several wins and which runs first "
+            "depends on the order they were loaded. Remove %s first (state: absent), or apply "
+            "this one under the name %s"
+            % (name, other, "backend %s" % record["backend"] if record.get("backend")
+               else "a program on %s" % HOOK_FUNC, other, other))
+
+
+def apply_object(name, object_path, globals=None, maps=None, check_mode=False, persist=True):
+    """Load or update a C policy (an object, its globals and maps): loader.apply, with the
+    one-decider check for a program on the hook."""
+    return loader.apply(name, object_path, globals=globals, maps=maps, check_mode=check_mode,
+                        persist=persist, under_lock=lambda root, obj: one_decider(
+                            root, name, _hook_program(p.section for p in obj.programs())))
+
+
+def apply_record(name, object_path, record, persist=True):
+    """Apply a kept record again (the boot restore, `ebpf-oom on`)."""
+    backend = of_record(record)
+    if backend is None:
+        return apply_object(name, object_path, globals=record.get("globals"),
+                            maps=record_entries(record.get("maps") or {}), persist=persist)
+    return backend.apply(name, object_path, backend.plan(record["document"]), persist=persist)
 
 
 def remove(name, check_mode=False):
     """Remove a policy with the backend it was applied with (a C policy: the loader)."""
     record = _record(name)
-    if record is not None and record.get("document") is not None and \
-            record.get("backend", EvaluateTask.name) in BACKENDS:
-        return for_record(record).remove(name, check_mode)
+    try:
+        backend = of_record(record) if record is not None else None
+    except LoaderError:  # a backend this version does not know: unpin what is there
+        backend = None
+    if backend is not None:
+        return backend.remove(name, check_mode)
     return loader.remove(name, check_mode=check_mode)
 
 
 def verify_policies(name=None, object_sha256=None, policy_name=None, strict=False):
     """verify.verify, with each declarative policy's backend checks added."""
     def extra(layout, record):
-        if record.get("document") is None or record.get("backend", EvaluateTask.name) not in BACKENDS:
-            return {}, []
-        return for_record(record).verify(layout, record)
+        try:
+            backend = of_record(record)
+        except LoaderError as exc:
+            return {}, [str(exc)]
+        return backend.verify(layout, record) if backend else ({}, [])
     return verify.verify(name=name, object_sha256=object_sha256, policy_name=policy_name,
                          strict=strict, extra=extra)

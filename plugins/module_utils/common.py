@@ -44,6 +44,8 @@ HOOK_FUNC = "bpf_oom_evaluate_task"
 NAME_FUNC = "bpf_set_policy_name"
 NAME_KFUNC = "set_oom_policy_name"
 STRUCT_OPS_SUCCESSOR = "bpf_oom_ops"
+# The section of a program on the hook (bpf/include/ebpf_oom.h's EBPF_OOM_HOOK).
+HOOK_SECTION = "fmod_ret/" + HOOK_FUNC
 
 # Metadata the compiler embeds in .rodata (readable by bpftool and by verify).
 META_PREFIX = "bpf_metadata_"

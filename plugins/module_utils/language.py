@@ -135,13 +135,11 @@ def _only_with(action):
 
 def _schema():
     ranked = [a.name for a in ACTIONS if a.ranked]
-    assert len(ranked) == 1  # tier and by belong to the one ranked action
+    if len(ranked) != 1:
+        raise ValueError("tier and by belong to one ranked action, not %s" % ranked)
     string_fallbacks = [a for a in FALLBACK_ACTIONS if not ACTION[a].ranked]
     names = [k.name for k in MATCH_KEYS]
     memcg_only = [a.name for a in ACTIONS if a.memcg_only]
-    exclusive = [{"not": {"required": [k.excludes, k.name]},
-                  "x-errors": {"not": "give %s or %s, not both" % (k.excludes, k.name)}}
-                 for k in MATCH_KEYS if k.excludes]
     match = {
         "description": "Conditions on the task; all given ones must hold.",
         "type": "object",
@@ -150,92 +148,96 @@ def _schema():
         "properties": dict((k.name, k.schema) for k in MATCH_KEYS),
         "x-errors": {"minProperties": "needs at least one of %s" % ", ".join(names)},
     }
+    exclusive = [{"not": {"required": [k.excludes, k.name]},
+                  "x-errors": {"not": "give %s or %s, not both" % (k.excludes, k.name)}}
+                 for k in MATCH_KEYS if k.excludes]
     if exclusive:
         match["allOf"] = exclusive
+    rule = {
+        "type": "object",
+        "required": ["match", "action"],
+        "additionalProperties": False,
+        "properties": {
+            "match": {"$ref": "#/$defs/match"},
+            "action": {"description": " ".join("%s: %s." % (a.name, a.short) for a in ACTIONS if a.rule),
+                       "enum": RULE_ACTIONS},
+            "tier": {"$ref": "#/$defs/tier"},
+            "by": {"$ref": "#/$defs/by"},
+            "description": {"type": "string"},
+        },
+    }
+    fallback_object = {
+        "type": "object",
+        "required": ["action"],
+        "additionalProperties": False,
+        "properties": {"action": {"enum": FALLBACK_ACTIONS}, "tier": {"$ref": "#/$defs/tier"},
+                       "by": {"$ref": "#/$defs/by"}},
+    }
+    for part in (rule, fallback_object):
+        part.update(_only_with(ranked[0]))
+    defs = {
+        "tier": {"description": "Rank class of a prefer action: lower tiers die first.",
+                 "type": "integer", "minimum": abi.EBPF_OOM_TIER_MIN, "maximum": abi.EBPF_OOM_TIER_MAX},
+        "by": {"description": "What orders the tasks of one tier: badness (the kernel's oom_badness: "
+                              "resident + swapped + page-table pages, shifted by oom_score_adj) or rss "
+                              "(resident pages only).",
+               "enum": sorted(BY), "default": DEFAULT_BY},
+        "comm": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,%d}$" % COMM_MAX,
+                 "x-errors": {"pattern": "must be 1 to %d printable ASCII characters (the kernel keeps "
+                                         "%d bytes of a task name)" % (COMM_MAX, COMM_MAX)}},
+        "match": match,
+        "rule": rule,
+        "fallback_object": fallback_object,
+    }
+    fallback_words = "must be %s, or a mapping with action %s" % (", ".join(string_fallbacks),
+                                                                  _words(FALLBACK_ACTIONS))
+    properties = {
+        "name": {
+            "description": "Policy name, printed as policy_name= in every OOM report the policy "
+                           "decides, and the policy's bpffs directory; 1..%d bytes." % POLICY_NAME_MAX,
+            "type": "string",
+            "pattern": "^%s{1,%d}$" % (NAME_CHARS, POLICY_NAME_MAX),
+            "x-errors": {"pattern": "must be 1 to %d characters from A-Z a-z 0-9 _ -" % POLICY_NAME_MAX},
+        },
+        "description": {"description": "Free text for humans; not used.", "type": "string"},
+        "scope": {
+            "description": "The OOMs the policy decides: global (the whole machine is out of memory), "
+                           "memcg (a memory cgroup hit memory.max) or both.",
+            "enum": ["global", "memcg", "both"],
+            "default": DEFAULT_SCOPE,
+        },
+        "rules": {
+            "description": "Evaluated in order for every task the OOM killer considers; the first rule "
+                           "whose match holds decides.",
+            "type": "array",
+            "maxItems": abi.EBPF_OOM_MAX_RULES,
+            "items": {"$ref": "#/$defs/rule"},
+        },
+        "fallback": {
+            "description": "What happens to tasks no rule matches.",
+            "default": DEFAULT_FALLBACK,
+            "oneOf": [{"enum": string_fallbacks, "x-errors": {"enum": fallback_words}},
+                      {"$ref": "#/$defs/fallback_object"}],
+        },
+    }
+    memcg_words = "%s only allowed with scope memcg" % " or ".join("'%s' is" % a for a in memcg_only)
+    action_in_memcg = {"not": {"enum": memcg_only}, "x-errors": {"not": memcg_words}}
+    not_memcg = {"not": {"required": ["scope"], "properties": {"scope": {"const": "memcg"}}}}
+    only_in_memcg = {"if": not_memcg, "then": {"properties": {"rules": {"items": {"properties": {
+        "action": action_in_memcg}}}}}}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://github.com/ebpf-oom/ebpf.oom/schemas/policy.schema.json",
         "title": "ebpf.oom declarative OOM policy",
         "description": "Which task the OOM killer picks, as ordered rules over %s. Semantics: "
                        "schemas/README.md. x-errors holds the message for a failed keyword. Written "
-                       "from plugins/module_utils/language.py: edit that, not this file."
-                       % ", ".join(names),
+                       "from plugins/module_utils/language.py: edit that, not this file." % ", ".join(names),
         "type": "object",
         "required": ["name", "rules"],
         "additionalProperties": False,
-        "properties": {
-            "name": {
-                "description": "Policy name, printed as policy_name= in every OOM report the policy "
-                               "decides, and the policy's bpffs directory; 1..%d bytes." % POLICY_NAME_MAX,
-                "type": "string",
-                "pattern": "^%s{1,%d}$" % (NAME_CHARS, POLICY_NAME_MAX),
-                "x-errors": {"pattern": "must be 1 to %d characters from A-Z a-z 0-9 _ -" % POLICY_NAME_MAX},
-            },
-            "description": {"description": "Free text for humans; not used.", "type": "string"},
-            "scope": {
-                "description": "The OOMs the policy decides: global (the whole machine is out of "
-                               "memory), memcg (a memory cgroup hit memory.max) or both.",
-                "enum": ["global", "memcg", "both"],
-                "default": DEFAULT_SCOPE,
-            },
-            "rules": {
-                "description": "Evaluated in order for every task the OOM killer considers; the first "
-                               "rule whose match holds decides.",
-                "type": "array",
-                "maxItems": abi.EBPF_OOM_MAX_RULES,
-                "items": {"$ref": "#/$defs/rule"},
-            },
-            "fallback": {
-                "description": "What happens to tasks no rule matches.",
-                "default": DEFAULT_FALLBACK,
-                "oneOf": [
-                    {"enum": string_fallbacks,
-                     "x-errors": {"enum": "must be %s, or a mapping with action %s"
-                                  % (", ".join(string_fallbacks), _words(FALLBACK_ACTIONS))}},
-                    {"$ref": "#/$defs/fallback_object"},
-                ],
-            },
-        },
-        "allOf": [{
-            "if": {"not": {"required": ["scope"], "properties": {"scope": {"const": "memcg"}}}},
-            "then": {"properties": {"rules": {"items": {"properties": {"action": {
-                "not": {"enum": memcg_only},
-                "x-errors": {"not": "%s only allowed with scope memcg"
-                             % " or ".join("'%s' is" % a for a in memcg_only)}}}}}}},
-        }],
-        "$defs": {
-            "tier": {"description": "Rank class of a prefer action: lower tiers die first.",
-                     "type": "integer", "minimum": abi.EBPF_OOM_TIER_MIN, "maximum": abi.EBPF_OOM_TIER_MAX},
-            "by": {"description": "What orders the tasks of one tier: badness (the kernel's "
-                                  "oom_badness: resident + swapped + page-table pages, shifted by "
-                                  "oom_score_adj) or rss (resident pages only).",
-                   "enum": sorted(BY), "default": DEFAULT_BY},
-            "comm": {"type": "string", "pattern": "^[\\x20-\\x7e]{1,%d}$" % COMM_MAX,
-                     "x-errors": {"pattern": "must be 1 to %d printable ASCII characters (the kernel "
-                                             "keeps %d bytes of a task name)" % (COMM_MAX, COMM_MAX)}},
-            "match": match,
-            "rule": dict({
-                "type": "object",
-                "required": ["match", "action"],
-                "additionalProperties": False,
-                "properties": {
-                    "match": {"$ref": "#/$defs/match"},
-                    "action": {"description": " ".join("%s: %s." % (a.name, a.short)
-                                                       for a in ACTIONS if a.rule),
-                               "enum": RULE_ACTIONS},
-                    "tier": {"$ref": "#/$defs/tier"},
-                    "by": {"$ref": "#/$defs/by"},
-                    "description": {"type": "string"},
-                },
-            }, **_only_with(ranked[0])),
-            "fallback_object": dict({
-                "type": "object",
-                "required": ["action"],
-                "additionalProperties": False,
-                "properties": {"action": {"enum": FALLBACK_ACTIONS}, "tier": {"$ref": "#/$defs/tier"},
-                               "by": {"$ref": "#/$defs/by"}},
-            }, **_only_with(ranked[0])),
-        },
+        "properties": properties,
+        "allOf": [only_in_memcg],
+        "$defs": defs,
     }
 
 

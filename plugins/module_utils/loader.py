@@ -26,10 +26,8 @@ apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True
     that keeps them), with map_fd(name) -> the fd of one of the policy's maps, to fill
     what the programs then keep current (cgrouprules.sync); not in check mode.
     ``backend``: how the policy is enforced, kept in the record (backends.py).
-    One decider: a policy with a program on bpf_oom_evaluate_task is refused while
-    another policy has one (LoaderError naming it): several such programs run in
-    attach order and the first opinion wins, so the decider would depend on the order
-    of the last converge, replace or boot.
+    ``under_lock(root, obj)``: a check run with the bpffs lock held before anything
+    changes; backends.one_decider refuses a second policy that decides OOMs this way.
     Raises LoaderError(message, log_tail) / UnsupportedKernel(missing), before any
     change when the input is wrong; a verifier rejection leaves the old policy as it was.
     Unchanged when object sha256 and globals equal the record, every recorded link and
@@ -67,14 +65,13 @@ import os
 import time
 
 from . import bpffs, libbpf, pins, state
-from .common import COLLECTION_VERSION, HOOK_FUNC, META_POLICY, META_SOURCE_SHA256
+from .common import COLLECTION_VERSION, META_POLICY, META_SOURCE_SHA256
 from .errors import BpfError, BpffsError, LoaderError, UnsupportedKernel
 from .files import read_trusted
 from .maps import fresh_contents, map_changes_out, map_spec, plan_map, record_maps, sync_map
 from .names import check_name
 
 GONE_TIMEOUT = 5.0       # seconds remove() waits for the kernel to free what it unpinned
-HOOK_SECTION = "fmod_ret/" + HOOK_FUNC
 
 
 def normalize_globals(values):
@@ -226,8 +223,10 @@ def _root(check_mode):
 # ---------------------------------------------------------------- entry points
 
 def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True,
-          document=None, programs=None, after_attach=None, backend=None):
-    """Make policy ``name`` run ``object_path`` with ``globals`` and ``maps`` (see above)."""
+          document=None, programs=None, after_attach=None, backend=None, under_lock=None):
+    """Make policy ``name`` run ``object_path`` with ``globals`` and ``maps`` (see above).
+    ``under_lock(root, obj)``: a check run with the bpffs lock held, before anything
+    changes (backends.one_decider); it raises to refuse."""
     check_name(name, LoaderError)
     globals_ = normalize_globals(globals)
     obj = _open(object_path)
@@ -239,7 +238,8 @@ def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=
             return _apply(Plan(layout, obj, globals_, specs, persist, document, None,
                                backend=backend), True)
         with bpffs.locked(root):
-            _one_decider(root, name, obj)
+            if under_lock is not None:
+                under_lock(root, obj)
             layout = bpffs.Layout(root, name)
             plan = Plan(layout, obj, globals_, specs, persist, document, pins.read_record(layout),
                         after_attach, backend)
@@ -272,28 +272,6 @@ def remove(name, check_mode=False):
             state.unpersist(name, False)
             _wait_gone(_ids(old) | pinned)
     return {"changed": True, "diff": {"before": old, "after": {}}}
-
-
-def _decides(programs):
-    """Whether any of these programs (sections, or recorded targets) judges OOM victims."""
-    return any(p == HOOK_SECTION or p == HOOK_FUNC for p in programs)
-
-
-def _one_decider(root, name, obj):
-    """LoaderError when obj would decide OOMs beside another policy that does."""
-    if not _decides(p.section for p in obj.programs()):
-        return
-    for other in sorted(os.listdir(root)):
-        if other == name or not os.path.isdir(os.path.join(root, other)):
-            continue
-        record = pins.read_record(bpffs.Layout(root, other)) or {}
-        if _decides(p.get("target") for p in record.get("programs", [])):
-            raise LoaderError(
-                "policy %s would judge OOM victims (a program on %s) beside policy %s, which "
-                "already does: a host runs one such policy, as the first opinion of several "
-                "wins and which runs first depends on the order they were loaded. Remove %s "
-                "first (state: absent), or apply this one under the name %s"
-                % (name, HOOK_FUNC, other, other, other))
 
 
 # ---------------------------------------------------------------- apply's steps

@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.oom contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What a host can do: the kernel facts behind ebpf.oom.kernel_info, the one place
-that decides which backends (backends.py) a host can use, and the checks
+"""What a host can do: the kernel facts behind ebpf.oom.kernel_info (which backends a
+host can use: backends.usable), and the checks
 ebpf.oom.policy adds before anything changes (the loader itself refuses an object
 whose kernel symbols are missing, with UnsupportedKernel).
 
@@ -20,14 +20,12 @@ __metaclass__ = type
 import os
 
 from . import backends, bpffs, common, compiler, libbpf, pins
-from .errors import BpfError, CompileError, LoaderError, UnsupportedKernel
+from .errors import BpfError, CompileError
 from .files import read_text
 
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 LOCKDOWN = "/sys/kernel/security/lockdown"
 BTF_VMLINUX = common.BTF_VMLINUX
-
-HOOK_SECTION = "fmod_ret/" + common.HOOK_FUNC
 HOOK_SYMBOLS = ((common.HOOK_FUNC, "func"), (common.NAME_FUNC, "func"), (common.NAME_KFUNC, "func"))
 
 
@@ -64,11 +62,11 @@ def hook_program_problem(object_path):
             sections = [p.section for p in obj.programs()]
     except (BpfError, OSError) as e:
         return "object %s cannot be opened: %s" % (object_path, e)
-    if HOOK_SECTION in sections:
+    if common.HOOK_SECTION in sections:
         return None
     return ("object %s has no %s program (it has: %s); a policy needs SEC(\"%s\") "
-            "(require_hook=always)" % (object_path, HOOK_SECTION, ", ".join(sections) or "none",
-                                       HOOK_SECTION))
+            "(require_hook=always)" % (object_path, common.HOOK_SECTION, ", ".join(sections) or "none",
+                                       common.HOOK_SECTION))
 
 
 def unsupported_message(missing):
@@ -96,45 +94,6 @@ def _libbpf_version():
         return None
 
 
-def backend_missing(backend):
-    """What this host lacks for ``backend`` (a backends.Backend): [] when it can use it.
-    Kernel symbols by name; libbpf, BTF and map types in words."""
-    if _libbpf_version() is None:
-        return ["libbpf.so.1"]
-    if not btf_present():
-        return ["BTF (%s)" % BTF_VMLINUX]
-    missing = [name for name, kind in backend.needs if not libbpf.vmlinux_btf_has(name, kind)]
-    missing.extend("%s maps" % libbpf.map_type_str(t) for t in backend.map_types
-                   if not libbpf.map_type_supported(t))
-    return missing
-
-
-def usable_backends():
-    """The names of the backends this host can use, the best first."""
-    return [name for name in backends.ORDER if not backend_missing(backends.BACKENDS[name])]
-
-
-def choose_backend(requested="auto"):
-    """The Backend to enforce a document with: ``requested`` by name, or for ``auto`` the
-    best this host can use. UnsupportedKernel (what is missing) when there is none;
-    LoaderError for an unknown name."""
-    if requested != "auto":
-        if requested not in backends.BACKENDS:
-            raise LoaderError("backend %r: unknown; one of auto, %s"
-                              % (requested, ", ".join(backends.ORDER)))
-        missing = backend_missing(backends.BACKENDS[requested])
-        if missing:
-            raise UnsupportedKernel(missing)
-        return backends.BACKENDS[requested]
-    usable = usable_backends()
-    if usable:
-        return backends.BACKENDS[usable[0]]
-    missing = []
-    for name in backends.ORDER:
-        missing.extend(m for m in backend_missing(backends.BACKENDS[name]) if m not in missing)
-    raise UnsupportedKernel(missing)
-
-
 def kernel_info(with_policies=True):
     """Everything kernel_info reports; see plugins/modules/kernel_info.py RETURN."""
     version = _libbpf_version()
@@ -149,8 +108,8 @@ def kernel_info(with_policies=True):
     elif btf and not has[common.HOOK_FUNC]:
         reasons.append("%s is not in the kernel's BTF: the kernel lacks the OOM policy hook" % common.HOOK_FUNC)
     jit = jit_enabled()
-    usable = usable_backends()
-    unusable = dict((name, backend_missing(backends.BACKENDS[name]))
+    usable = backends.usable()
+    unusable = dict((name, backends.BACKENDS[name].missing())
                     for name in backends.ORDER if name not in usable)
     if btf and not usable:
         reasons.extend("backend %s: the kernel lacks %s" % (name, ", ".join(missing))

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The boot restore: apply every policy kept in the state dir again; and the off switch.
 
-Layer 6 (what the host does by itself): imports the backends, the loader, state, pins,
-maps, the layout, the observer's name and the leaf helpers.  Run by `ebpf-oom restore`
+Layer 6 (what the host does by itself): imports the backends, state, pins,
+the layout, the observer's name and the leaf helpers.  Run by `ebpf-oom restore`
 (cli.py) from ebpf-oom-restore.service, early at boot: a declarative policy's cgroup
 rules need no cgroup to exist yet, its programs follow the cgroups systemd makes
 afterwards.
@@ -24,10 +24,9 @@ __metaclass__ = type
 import datetime
 import os
 
-from . import backends, bpffs, loader, pins, state
+from . import backends, bpffs, pins, state
 from .errors import EngineError, LoaderError
 from .files import read_file, read_text, write_atomic
-from .maps import record_entries
 from .names import check_name
 from .observer import OBSERVER_NAME
 
@@ -38,12 +37,7 @@ def restore_one(name):
     """Re-apply the kept policy ``name``; raises whatever stops it."""
     check_name(name, LoaderError)
     obj_path, record = state.load(name)
-    document = record.get("document")
-    if document is None:
-        loader.apply(name, obj_path, globals=record.get("globals"),
-                     maps=record_entries(record.get("maps") or {}), persist=True)
-    else:
-        backends.for_record(record).apply(name, obj_path, document, persist=True)
+    backends.apply_record(name, obj_path, record, persist=True)
 
 
 def restore_all():

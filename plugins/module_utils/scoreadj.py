@@ -60,6 +60,7 @@ LOCK = "score_adj.lock"
 EXITED_KEPT = 512         # exited processes remembered (events attribute kills by them)
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+BACKEND = "score_adj"  # the backend's name (backends.ScoreAdj), in the records it writes
 AGENT_UNIT = "ebpf-oom-agent.service"
 AGENT_LOCK = "agent.lock"  # the agent holds it while it runs
 SELECT = "select"

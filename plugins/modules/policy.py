@@ -117,8 +117,9 @@ options:
         removed. C(abort) and a C(protect) fallback cannot be expressed and are refused; C(by=rss)
         is accepted with a warning. The README says exactly when its choice differs from the hook's.
       - C(auto) takes the best backend the host has (RV(ebpf.oom.kernel_info#module:backend)).
-      - One of C(auto), C(evaluate_task), C(score_adj); only with O(policy).
+      - Only with O(policy).
     type: str
+    choices: [auto, evaluate_task, score_adj]
     default: auto
   on_unsupported:
     description:
@@ -250,7 +251,7 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import backends, explain, loader, probe
+from ansible_collections.ebpf.oom.plugins.module_utils import backends, explain, probe
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import (ExplainError, LoaderError, RenderError,
                                                                       UnsupportedKernel)
 
@@ -268,7 +269,7 @@ ARGUMENT_SPEC = dict(
     globals=dict(type="dict", default={}),
     maps=dict(type="dict", default={}),
     require_hook=dict(type="str", choices=["auto", "always"], default="auto"),
-    backend=dict(type="str", default="auto"),
+    backend=dict(type="str", choices=list(backends.CHOICES), default=backends.AUTO),
     on_unsupported=dict(type="str", choices=["fail", "skip"], default="fail"),
     persist=dict(type="bool", default=True),
 )
@@ -308,32 +309,28 @@ def map_entries(maps):
 
 
 def apply(module, p):
-    """loader.apply's result for the task: an object with its globals and maps, or a
-    `policy:` document (validated by the action plugin on the controller, which also
-    sends the generic object), rendered here and applied by its backend."""
+    """The result for the task: an object with its globals and maps, or a `policy:`
+    document (validated by the action plugin on the controller, which also sends the
+    generic object), planned once here (checked, rendered) and applied by its backend."""
     if p["policy"] is None:
-        if p["backend"] not in ("auto", backends.EvaluateTask.name):
+        if p["backend"] not in (backends.AUTO, backends.EvaluateTask.name):
             module.fail_json(msg="backend %s enforces policy documents (policy:), not a BPF object"
                              % p["backend"])
-        return loader.apply(p["name"], p["object"], globals=p["globals"],
-                            maps=map_entries(p["maps"]), check_mode=module.check_mode,
-                            persist=p["persist"])
+        return backends.apply_object(p["name"], p["object"], globals=p["globals"],
+                                     maps=map_entries(p["maps"]), check_mode=module.check_mode,
+                                     persist=p["persist"])
     if p["globals"] or p["maps"]:
         module.fail_json(msg="policy sets the generic program's globals and maps; drop globals and maps")
-    backend = probe.choose_backend(p["backend"])
+    backend = backends.choose(p["backend"])
     try:
-        backend.check(p["policy"])
+        plan = backend.plan(p["policy"])
     except RenderError as e:
         msg = "policy: backend %s%s cannot enforce this document:\n%s" % (
-            backend.name, " (the best this host has)" if p["backend"] == "auto" else "", e)
-        if p["backend"] == "auto" and p["on_unsupported"] == "skip" and backend.name != backends.ORDER[0]:
+            backend.name, " (the best this host has)" if p["backend"] == backends.AUTO else "", e)
+        if p["backend"] == backends.AUTO and p["on_unsupported"] == "skip" and backend.name != backends.ORDER[0]:
             return dict(changed=False, skipped=True, action="skipped", msg=msg, backend=backend.name)
         module.fail_json(msg=msg)
-    try:
-        return backend.apply(p["name"], p["object"], p["policy"], check_mode=module.check_mode,
-                             persist=p["persist"])
-    except RenderError as e:
-        module.fail_json(msg="policy: %s" % e)
+    return backend.apply(p["name"], p["object"], plan, check_mode=module.check_mode, persist=p["persist"])
 
 
 def who(victim):

@@ -11,6 +11,7 @@ tested in the VM (tests/vm/test_score_adj_stock.py). Each test has a bpffs root,
 dir and a run dir (the ledger, the agent's lock) of its own.
 """
 
+import fcntl
 import json
 import os
 import select
@@ -22,7 +23,7 @@ import time
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import (abi, backends, bpffs, libbpf, probe,
+from ansible_collections.ebpf.oom.plugins.module_utils import (abi, backends, bpffs, libbpf,
                                                                scoreadj)
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 from conftest import COLLECTIONS
@@ -139,8 +140,9 @@ class Host:
         return self.agent.communicate()
 
 
-def apply(generic, document):
-    return backends.ScoreAdj().apply(POLICY, generic, document, persist=False)
+def apply(generic, document, name=POLICY):
+    backend = backends.ScoreAdj()
+    return backend.apply(name, generic, backend.plan(document), persist=False)
 
 
 def adj(proc):
@@ -167,10 +169,10 @@ def prefer(tier, **match):
 # ---------------------------------------------------------------- load, attach, pin
 
 def test_this_host_has_score_adj_and_auto_chooses_it():
-    assert probe.usable_backends() == ["score_adj"]
-    assert probe.choose_backend("auto").name == "score_adj"
-    with pytest.raises(probe.UnsupportedKernel) as err:
-        probe.choose_backend("evaluate_task")
+    assert backends.usable() == ["score_adj"]
+    assert backends.choose("auto").name == "score_adj"
+    with pytest.raises(backends.UnsupportedKernel) as err:
+        backends.choose("evaluate_task")
     assert "bpf_oom_evaluate_task" in err.value.missing
 
 
@@ -332,7 +334,29 @@ def test_a_second_policy_that_decides_ooms_is_refused(host, generic):
     apply(generic, doc(prefer(1, comm="sa-one")))
     with pytest.raises(backends.LoaderError,
                        match=r"beside policy %s, which already does \(backend score_adj\)" % POLICY):
-        backends.ScoreAdj().apply("adjtest2", generic, dict(doc(), name="adjtest2"), persist=False)
+        apply(generic, dict(doc(), name="adjtest2"), name="adjtest2")
+
+
+def test_the_one_decider_check_runs_with_the_bpffs_lock_held(host, generic, monkeypatch):
+    """Two applies at once cannot each miss the other: the check runs under the lock that
+    every apply and remove takes (another open of the root cannot take it meanwhile)."""
+    seen = []
+    check = backends.one_decider
+
+    def spy(root, name, deciding):
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            seen.append("free")
+        except BlockingIOError:
+            seen.append("held")
+        finally:
+            os.close(fd)
+        return check(root, name, deciding)
+
+    monkeypatch.setattr(backends, "one_decider", spy)
+    apply(generic, doc(prefer(1, comm="sa-lock")))
+    assert seen == ["held"]
 
 
 def test_a_changed_document_rewrites_values_without_a_reload(host, generic):

@@ -88,7 +88,7 @@ def test_the_scan_finds_a_copied_shim():
 typedef void (*btf_trace_mark_victim___task)(void *, struct task_struct *, unsigned int);
 /* Before Linux 6.2 the RSS counters were atomics in a struct mm_rss_stat. */
 struct mm_rss_stat___atomic {
-	atomic_long_t count[NR_MM_COUNTERS];
+\tatomic_long_t count[NR_MM_COUNTERS];
 } __attribute__((preserve_access_index));
 #define rss_pages(mm, idx) BPF_CORE_READ(mm, rss_stat[idx].count)
 char ___name[16];

@@ -394,9 +394,9 @@ def bpf_classify(cfg, rules, live, task, root):
         if r.match & abi.EBPF_OOM_M_COMM and any((c ^ n) & m for c, n, m in zip(comm, name, mask)):
             continue
         if r.match & abi.EBPF_OOM_M_CGROUP and (not live.get(i)
-                                              or r.cgroup_level > abi.EBPF_OOM_MAX_CGROUP_LEVEL
-                                              or r.cgroup_level > level
-                                              or anc[r.cgroup_level] != live[i]):
+                                                or r.cgroup_level > abi.EBPF_OOM_MAX_CGROUP_LEVEL
+                                                or r.cgroup_level > level
+                                                or anc[r.cgroup_level] != live[i]):
             continue
         return r.action, r.tier, r.by
     return cfg.fallback_action, cfg.fallback_tier, cfg.fallback_by

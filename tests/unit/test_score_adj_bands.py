@@ -124,8 +124,8 @@ def test_by_rss_and_a_narrower_scope_are_accepted_with_warnings():
 def test_the_backend_refuses_before_anything_changes_and_the_hook_backend_does_not():
     document = doc({"match": {"comm": "b"}, "action": "abort"}, scope="memcg", fallback="protect")
     with pytest.raises(RenderError, match=r"^rules\[0\]\.action: 'abort'"):
-        backends.ScoreAdj().check(document)
-    assert backends.EvaluateTask().check(document) == []
+        backends.ScoreAdj().plan(document)
+    assert backends.EvaluateTask().plan(document).warnings == []
 
 
 def role_document(role):
