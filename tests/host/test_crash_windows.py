@@ -10,7 +10,7 @@ other attached (programs, links and maps counted with bpftool JSON), the policy'
 and its two state files and nothing else; and a remove leaves nothing.
 
 Uses this host's kernel (tp_btf programs of bpf/testing/counter.bpf.c) and the fixtures
-of test_loader.py (a private bpffs and state dir).
+of hosthelpers.py (the test programs, a private bpffs and state dir).
 """
 
 import hashlib
@@ -23,7 +23,7 @@ import time
 import pytest
 
 from ansible_collections.ebpf.oom.plugins.module_utils import bpffs, loader, pins, verify
-from test_loader import (COLLECTIONS, SETTLE_TIMEOUT, added_since, bpftool, engine, kernel_objects,  # noqa: F401  # pylint: disable=unused-import
+from hosthelpers import (COLLECTIONS, SETTLE_TIMEOUT, added_since, bpftool, engine, kernel_objects,  # noqa: F401  # pylint: disable=unused-import
                          new_objects, objects)
 
 # The policy runs PREVIOUS; the killed apply replaces it with NEW, which has one program

@@ -23,76 +23,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.ebpf.oom.plugins.module_utils import cli, compiler, events, libbpf, observer as obs, state, verify
+from hosthelpers import HOG_LIMIT_MIB, oom_killed_hog
 from support import venv_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ANSIBLE_PLAYBOOK = venv_tool("ansible-playbook")
-HOG_LIMIT_MIB = 64
-HOG_TIMEOUT_S = 120
-
-# Runs as root with any python3 (also in the VM tests, fed on stdin):
-#   python3 - NAME COMM OOM_SCORE_ADJ LIMIT_MIB TIMEOUT_S
-# Makes memory cgroup NAME (v1 when the memory controller is mounted there, else v2) with
-# a LIMIT_MIB limit and no swap, runs a hog in it that names itself COMM and sets its
-# oom_score_adj, waits until the OOM killer kills it, removes the cgroup and prints JSON:
-# pid, returncode, memcg (the path as the kernel prints it), memcg_id (its inode).
-OOM_CHILD = r'''
-import json, os, subprocess, sys, time
-name, comm, adj, mib, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-HOG = """import sys
-open("/proc/self/comm", "w").write(sys.argv[1])
-open("/proc/self/oom_score_adj", "w").write(sys.argv[2])
-hold = []
-while True:
-    hold.append(b"\\1" * (1 << 20))
-"""
-def put(path, value):
-    with open(path, "w") as f:
-        f.write(str(value))
-v1 = "/sys/fs/cgroup/memory"
-if os.path.isdir(v1) and os.path.exists(os.path.join(v1, "memory.limit_in_bytes")):
-    cg = os.path.join(v1, name)
-    os.mkdir(cg)
-    put(os.path.join(cg, "memory.limit_in_bytes"), mib << 20)
-    if os.path.exists(os.path.join(cg, "memory.memsw.limit_in_bytes")):
-        put(os.path.join(cg, "memory.memsw.limit_in_bytes"), mib << 20)
-else:
-    put("/sys/fs/cgroup/cgroup.subtree_control", "+memory")
-    cg = os.path.join("/sys/fs/cgroup", name)
-    os.mkdir(cg)
-    put(os.path.join(cg, "memory.max"), mib << 20)
-    if os.path.exists(os.path.join(cg, "memory.swap.max")):
-        put(os.path.join(cg, "memory.swap.max"), 0)
-out = {"memcg": "/" + name, "memcg_id": os.stat(cg).st_ino}
-child = None
-try:
-    child = subprocess.Popen([sys.executable, "-c", HOG, comm, adj],
-                             preexec_fn=lambda: put(os.path.join(cg, "cgroup.procs"), os.getpid()))
-    out["pid"] = child.pid
-    out["returncode"] = child.wait(timeout=timeout)
-finally:
-    if child is not None and child.poll() is None:
-        child.kill()
-        child.wait()
-    for _ in range(100):
-        try:
-            os.rmdir(cg)
-            break
-        except OSError:
-            time.sleep(0.1)
-print(json.dumps(out))
-'''
 
 
 def oom_kill_hog(comm, adj=0):
-    """Run OOM_CHILD here; returns its JSON (the hog must have died of SIGKILL)."""
+    """hosthelpers.OOM_CHILD here; its JSON, once its memory cgroup is gone."""
     name = "ebpf_oom_test_%s" % uuid.uuid4().hex[:8]
-    proc = subprocess.run([sys.executable, "-c", OOM_CHILD, name, comm, str(adj), str(HOG_LIMIT_MIB),
-                           str(HOG_TIMEOUT_S)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=HOG_TIMEOUT_S + 30, check=False)
-    assert proc.returncode == 0, proc.stderr
-    hog = json.loads(proc.stdout)
-    assert hog["returncode"] == -9, "the hog was not OOM-killed: %r" % hog
+    hog = oom_killed_hog(name, comm, adj)
     for hierarchy in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup"):  # v1's memory, or v2
         assert not os.path.exists(os.path.join(hierarchy, name))
     hog["comm"] = comm

@@ -4,11 +4,10 @@ of the report's summary (`...,constraint=CONSTRAINT_NONE,task_memcg=spoof`), and
 events_info module (ansible-playbook, connection local) reports what the kernel said:
 no policy (this kernel has no hook), the cgroup by its whole name, a memcg OOM.
 
-The hog and its cgroup come from tests/host/test_events.py (OOM_CHILD); the kernel log
+The hog and its cgroup come from tests/host/hosthelpers.py (OOM_CHILD); the kernel log
 is read back to show that the forged names reached it.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,16 +18,12 @@ import uuid
 import pytest
 
 from ansible_collections.ebpf.oom.plugins.module_utils import kmsg
+from hosthelpers import oom_killed_hog
 from support import venv_tool
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 ANSIBLE_PLAYBOOK = venv_tool("ansible-playbook")
 FORGED_COMM = "policy_name=pwn"
 FORGED_SUFFIX = ",constraint=CONSTRAINT_NONE,task_memcg=spoof"
-
-_spec = importlib.util.spec_from_file_location("ebpf_oom_test_events_host", os.path.join(HERE, "test_events.py"))
-_events = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_events)
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +32,7 @@ def forged(tmp_path_factory):
     assert os.geteuid() == 0, "host tests need root (cgroups, /dev/kmsg)"
     name = "ebpfoom-%s%s" % (uuid.uuid4().hex[:6], FORGED_SUFFIX)
     start = time.time()
-    proc = subprocess.run([sys.executable, "-c", _events.OOM_CHILD, name, FORGED_COMM, "0",
-                           str(_events.HOG_LIMIT_MIB), str(_events.HOG_TIMEOUT_S)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=_events.HOG_TIMEOUT_S + 30, check=False)
-    assert proc.returncode == 0, proc.stderr
-    hog = json.loads(proc.stdout)
-    assert hog["returncode"] == -9, "the hog was not OOM-killed: %r" % hog
+    hog = oom_killed_hog(name, FORGED_COMM)
     hog.update(start=start, tmp=tmp_path_factory.mktemp("forged"))
     return hog
 

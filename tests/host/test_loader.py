@@ -13,95 +13,19 @@ import stat
 import subprocess
 import sys
 import time
-import types
 
 import pytest
 
 from ansible_collections.ebpf.oom.plugins.module_utils import (
-    bpffs, cgroups, compiler, libbpf, loader, pins, restore, verify)
+    bpffs, cgroups, libbpf, loader, pins, restore, verify)
 from ansible_collections.ebpf.oom.plugins.module_utils.common import COLLECTION_VERSION, META_PREFIX
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, UnsupportedKernel
+from hosthelpers import (COLLECTIONS, SETTLE_TIMEOUT, added_since, bpftool, engine,  # noqa: F401  # pylint: disable=unused-import
+                         kernel_objects, new_objects, objects)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROGS = os.path.join(REPO, "bpf", "testing")  # the host test programs
-INCLUDE = os.path.join(REPO, "bpf", "include")  # the bundled CO-RE vmlinux.h
-BUILDS = {  # object name: (source, extra clang flags)
-    "counter": ("counter.bpf.c", []),
-    "counter2": ("counter.bpf.c", ["-DVARIANT=2"]),
-    "rejected": ("rejected.bpf.c", []),
-    "needs_hook": ("needs_hook.bpf.c", []),
-}
-PROG_NAMES = {"count_kill", "count_adj", "pick", "name_it"}
-MAP_NAMES = {"counters", "settings", "ebpf_oom.rodata", bpffs.RECORD_MAP_NAME}
 KILLS, ADJ_WRITES, VARIANT_SEEN = 0, 1, 2   # counters indexes in counter.bpf.c
-SETTLE_TIMEOUT = 10.0
-COLLECTIONS = os.path.abspath(os.path.join(os.path.dirname(loader.__file__), *[".."] * 5))
 MEMCG_V1 = "/sys/fs/cgroup/memory"
 MEMCG_LIMIT = 64 << 20
-
-
-@pytest.fixture(scope="module")
-def objects(tmp_path_factory):
-    assert os.geteuid() == 0, "host tests need root (bpf(), bpffs, cgroups)"
-    assert os.path.exists("/sys/kernel/btf/vmlinux"), "host tests need kernel BTF"
-    clang = compiler.find_clang()
-    out = tmp_path_factory.mktemp("objects")
-    paths = {}
-    for name, (src, extra) in BUILDS.items():
-        paths[name] = str(out / (name + ".o"))
-        subprocess.run([clang] + list(compiler.CFLAGS) + extra +
-                       ["-I", INCLUDE, "-c", os.path.join(PROGS, src), "-o", paths[name]],
-                       check=True)
-    return paths
-
-
-@pytest.fixture
-def engine(tmp_path, monkeypatch):
-    """Private roots: an (unmounted) mount point for bpffs and a state dir."""
-    mount = tmp_path / "bpffs"
-    mount.mkdir()
-    env = types.SimpleNamespace(mount=str(mount), root=str(mount / "ebpf_oom"),
-                                state=str(tmp_path / "state"))
-    monkeypatch.setenv("EBPF_OOM_BPFFS_ROOT", env.root)
-    monkeypatch.setenv("EBPF_OOM_STATE_DIR", env.state)
-    yield env
-    if bpffs.is_bpffs(env.mount):
-        subprocess.run(["umount", env.mount], check=True)
-
-
-def bpftool(*args):
-    """bpftool's JSON; again when it fails (an object it lists can be freed before it
-    shows it, while the kernel releases what was unpinned)."""
-    for attempt in range(5):
-        done = subprocess.run(["bpftool", "-j"] + list(args), capture_output=True, text=True, check=False)
-        if done.returncode == 0 or attempt == 4:
-            break
-        time.sleep(0.1)
-    done.check_returncode()
-    return json.loads(done.stdout) if done.stdout.strip() else []
-
-
-def kernel_objects():
-    """Ids of the programs, maps and links that these tests' objects could leave."""
-    progs = {p["id"] for p in bpftool("prog", "show") if p.get("name") in PROG_NAMES}
-    maps = {m["id"] for m in bpftool("map", "show") if m.get("name") in MAP_NAMES}
-    links = {link["id"] for link in bpftool("link", "show") if link.get("prog_id") in progs}
-    return {"progs": progs, "maps": maps, "links": links}
-
-
-def added_since(before):
-    now = kernel_objects()
-    return {kind: sorted(now[kind] - before[kind]) for kind in now}
-
-
-def new_objects(before):
-    """Objects present now and not in ``before``, once the kernel settled (bounded wait)."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    while True:
-        new = added_since(before)
-        if not any(new.values()) or time.monotonic() > deadline:
-            return new
-        time.sleep(0.05)
 
 
 def prog_ids(result):
@@ -552,7 +476,7 @@ def memcg_place(name):
     """(path, [(limit file, value), in the order to write them]) of a memory cgroup
     limited to MEMCG_LIMIT with no swap: in the cgroup v1 memory hierarchy when this host
     mounts one, else in the cgroup v2 hierarchy, whose root then gives its children the
-    memory controller (as tests/host/test_events.py's OOM_CHILD makes its own)."""
+    memory controller (as tests/host/hosthelpers.py's OOM_CHILD makes its own)."""
     if os.path.isfile(os.path.join(MEMCG_V1, "memory.limit_in_bytes")):
         return os.path.join(MEMCG_V1, name), [("memory.limit_in_bytes", MEMCG_LIMIT),
                                               ("memory.memsw.limit_in_bytes", MEMCG_LIMIT)]

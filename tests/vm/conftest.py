@@ -23,31 +23,19 @@ from lab import Lab, Policies
 from vmharness import Fleet
 
 
-@pytest.fixture
-def vm_factory():
-    fleet = Fleet()
+def _fleet():
+    """A Fleet whose guests are all stopped (destroyed) when the fixture's scope ends,
+    failed or not: one function, registered below at each scope the tests use."""
+    started = Fleet()
     try:
-        yield fleet
+        yield started
     finally:
-        fleet.stop_all()
+        started.stop_all()
 
 
-@pytest.fixture(scope="module")
-def vm_factory_module():
-    fleet = Fleet()
-    try:
-        yield fleet
-    finally:
-        fleet.stop_all()
-
-
-@pytest.fixture(scope="session")
-def _session_fleet():
-    fleet = Fleet()
-    try:
-        yield fleet
-    finally:
-        fleet.stop_all()
+vm_factory = pytest.fixture(_fleet, name="vm_factory")
+vm_factory_module = pytest.fixture(_fleet, scope="module", name="vm_factory_module")
+_session_fleet = pytest.fixture(_fleet, scope="session", name="_session_fleet")
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,12 @@
 """Guest side of tests/vm/test_hook_smoke.py (copied into the guest, run as root).
 
 The engine's module_utils are copied beside this file as the package
-ebpf_oom_engine, and molecule/shared/files/oomlab as oomlab: its oom_reports()
-reads the kernel log (one parser for every VM test). Every command prints one
-JSON object as its last line.
+ebpf_oom_engine, and molecule/shared/files/oomlab as oomlab, the guest-side OOM
+driver of every VM test: the holders, the pusher's growth, the memory cgroup,
+protect and the kernel log (its oom_reports, one parser for every VM test) are
+oomlab's; this helper adds the BPF side (attach, detach, runs, stats, btf-has over
+the engine's libbpf binding) and a command line of its own. Every command prints
+one JSON object as its last line.
 
   attach OBJ PINDIR GLOBALS_JSON   load OBJ with its const volatile globals set,
                                    attach every program, pin each link in PINDIR
@@ -30,7 +33,7 @@ JSON object as its last line.
                                    memory.events, the kernel log since start
                                    (kmsg) and its OOM reports (reports:
                                    oomlab's oom_reports, every kill in order)
-  grow CGROUP [ADJ] / hold CGROUP NAME MIB   the workloads themselves
+  grow CGROUP [ADJ]                the pusher itself
   protect NAME                     oom_score_adj -1000 for every process named
                                    NAME (sshd: the guest stays reachable
                                    through a global OOM)
@@ -39,13 +42,10 @@ JSON object as its last line.
   cleanup CGROUP                   kill everything in CGROUP and remove it
 """
 
-import ctypes
-import errno
 import importlib.machinery
 import importlib.util
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -53,12 +53,19 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OOMLAB = os.path.join(HERE, "oomlab")  # molecule/shared/files/oomlab, copied beside this file
-CGROUP_ROOT = "/sys/fs/cgroup"
 BPFFS = "/sys/fs/bpf"
-MIB = 1 << 20
-PR_SET_NAME = 15
-OOM_SCORE_ADJ_MIN = -1000
 WAIT_LIMIT = 240  # seconds any wait may take before it counts as a failure (TCG is slow)
+
+
+def load_oomlab():
+    """molecule/shared/files/oomlab as a module (its file has no .py suffix)."""
+    loader = importlib.machinery.SourceFileLoader("oomlab", OOMLAB)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("oomlab", loader))
+    loader.exec_module(module)
+    return module
+
+
+oomlab = load_oomlab()
 
 
 def emit(obj, code=0):
@@ -66,41 +73,9 @@ def emit(obj, code=0):
     sys.exit(code)
 
 
-def cgroup_dir(name):
-    return os.path.join(CGROUP_ROOT, name)
-
-
-def read_events(cgroup):
-    with open(os.path.join(cgroup_dir(cgroup), "memory.events")) as handle:
-        return {key: int(value) for key, value in (line.split() for line in handle)}
-
-
 def procs(cgroup):
-    with open(os.path.join(cgroup_dir(cgroup), "cgroup.procs")) as handle:
+    with open(os.path.join(oomlab.cg(cgroup), "cgroup.procs")) as handle:
         return {int(line) for line in handle if line.strip()}
-
-
-def join(cgroup, oom_score_adj=0):
-    """Move this process into the cgroup, with the default OOM score (sshd's may differ)."""
-    with open(os.path.join(cgroup_dir(cgroup), "cgroup.procs"), "w") as handle:
-        handle.write(str(os.getpid()))
-    set_oom_score_adj("self", oom_score_adj)
-
-
-def set_oom_score_adj(pid, value):
-    with open("/proc/%s/oom_score_adj" % pid, "w") as handle:
-        handle.write(str(value))
-
-
-def set_comm(name):
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0) != 0:
-        sys.exit("prctl(PR_SET_NAME): %s" % os.strerror(ctypes.get_errno()))
-
-
-def touched(mib):
-    # bytes * n writes every byte: the pages are resident, not just mapped.
-    return [b"\x5a" * MIB for _page in range(mib)]
 
 
 def wait_until(predicate, what):
@@ -189,109 +164,39 @@ def btf_has(*names):
     emit({name: libbpf.vmlinux_btf_has(name, "func") for name in names})
 
 
-# ---------------------------------------------------------------- workloads
-
-def hold(cgroup, name, mib):
-    join(cgroup)
-    set_comm(name)
-    keep = touched(int(mib))
-    sys.stdout.write("ready %d\n" % len(keep))
-    sys.stdout.flush()
-    while True:
-        signal.pause()
-
-
-def grow(cgroup, oom_score_adj="0"):
-    join(cgroup, int(oom_score_adj))
-    set_comm("kern-pusher")
-    first = read_events(cgroup)["oom_kill"]
-    keep = []
-    while read_events(cgroup)["oom_kill"] == first:
-        keep.extend(touched(1))
-    emit({"grown_mib": len(keep)})
-
+# ---------------------------------------------------------------- workloads (oomlab's)
 
 def spawn(cgroup, *specs):
-    path = cgroup_dir(cgroup)
-    with open(os.path.join(CGROUP_ROOT, "cgroup.subtree_control"), "w") as handle:
-        handle.write("+memory")
-    os.mkdir(path, 0o755)
-    swap_max = os.path.join(path, "memory.swap.max")
+    """The holders: oomlab's, one detached process each, ready once its memory is touched."""
+    oomlab.enable_memory(cgroup)
+    os.mkdir(oomlab.cg(cgroup), 0o755)
+    swap_max = os.path.join(oomlab.cg(cgroup), "memory.swap.max")
     if os.path.exists(swap_max):
-        with open(swap_max, "w") as handle:
-            handle.write("0")
-    pids, pending = {}, {}
-    for spec in specs:
-        name, mib = spec.split(":")
-        # No inherited stdout/stderr: ssh would wait for these to close.
-        child = subprocess.Popen([sys.executable, __file__, "hold", cgroup, name, mib],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        pids[name] = child.pid
-        pending[child.stdout] = name
-    deadline = time.monotonic() + WAIT_LIMIT
-    while pending:
-        ready, _w, _x = select.select(list(pending), [], [], max(0, deadline - time.monotonic()))
-        if not ready:
-            emit({"error": "not ready: %s" % sorted(pending.values())}, 3)
-        for pipe in ready:
-            line = pipe.readline()
-            if not line.startswith(b"ready"):
-                emit({"error": "%s did not get ready: %r" % (pending[pipe], line)}, 3)
-            pipe.close()
-            del pending[pipe]
-    emit({"pids": pids})
+        oomlab.write(swap_max, "0")
+    tasks = [dict(zip(("name", "mb"), spec.split(":")), cgroup=cgroup) for spec in specs]
+    state = {"spec": {"tasks": tasks}, "pids": {}}
+    oomlab.start_tasks(state, [task["name"] for task in tasks])
+    emit({"pids": dict((name, pid) for name, (pid, _started) in state["pids"].items())})
 
 
 def limit(cgroup, headroom_mib):
-    path = cgroup_dir(cgroup)
-    with open(os.path.join(path, "memory.current")) as handle:
-        current = int(handle.read())
-    value = current + int(headroom_mib) * MIB
-    with open(os.path.join(path, "memory.max"), "w") as handle:
-        handle.write(str(value))
-    emit({"memory_max": value})
+    emit({"memory_max": oomlab.set_headroom(cgroup, int(headroom_mib))})
 
 
-def kmsg_since(marker):
-    """Kernel log messages after the line `marker` (read from /dev/kmsg)."""
-    fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-    lines, seen = [], False
-    try:
-        while True:
-            try:
-                record = os.read(fd, 8192)
-            except OSError as exc:
-                if exc.errno == errno.EAGAIN:
-                    break
-                if exc.errno == errno.EPIPE:  # overwritten records: read on
-                    continue
-                raise
-            text = record.decode("utf-8", "replace").split(";", 1)[-1].split("\n")[0]
-            if seen:
-                lines.append(text)
-            elif text == marker:
-                seen = True
-    finally:
-        os.close(fd)
-    return lines
-
-
-def oomlab():
-    """molecule/shared/files/oomlab as a module (its file has no .py suffix)."""
-    loader = importlib.machinery.SourceFileLoader("oomlab", OOMLAB)
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("oomlab", loader))
-    loader.exec_module(module)
-    return module
+def grow(cgroup, oom_score_adj="0"):
+    """The pusher: in CGROUP as kern-pusher, it grows until the cgroup's next OOM kill."""
+    oomlab.become({"name": "kern-pusher", "cgroup": cgroup, "adj": int(oom_score_adj)})
+    first = oomlab.read_memory_events(cgroup)["oom_kill"]
+    grown = oomlab.grow(until=lambda: oomlab.read_memory_events(cgroup)["oom_kill"] != first)
+    emit({"grown_mib": grown})
 
 
 def push(cgroup, *options):
     options = list(options)
     stall = int(options[options.index("--stall") + 1]) if "--stall" in options else None
-    adj = OOM_SCORE_ADJ_MIN if "--unkillable" in options else 0
+    adj = oomlab.OOM_SCORE_ADJ_MIN if "--unkillable" in options else 0
     marker = "kern-smoke: push %s %d" % (cgroup, time.monotonic_ns())
-    with open("/dev/kmsg", "w") as handle:
-        handle.write(marker + "\n")
+    oomlab.write("/dev/kmsg", marker + "\n")
     before = set(procs(cgroup))
     pusher = subprocess.Popen([sys.executable, __file__, "grow", cgroup, str(adj)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -306,61 +211,43 @@ def push(cgroup, *options):
         result["pusher_exit"] = pusher.returncode
         result["pusher_out"] = out.decode("utf-8", "replace")
     else:
-        wait_until(lambda: read_events(cgroup)["oom"] >= stall or pusher.poll() is not None,
+        wait_until(lambda: oomlab.read_memory_events(cgroup)["oom"] >= stall
+                   or pusher.poll() is not None,
                    "%s OOMs in %s" % (stall, cgroup))
         result["pusher_exit"] = pusher.poll()
     now = procs(cgroup)
     result["alive"] = sorted(before & now)
     result["gone"] = sorted(before - now)
-    result["events"] = read_events(cgroup)
-    result["kmsg"] = kmsg_since(marker)
-    result["reports"] = oomlab().oom_reports(result["kmsg"])
+    result["events"] = oomlab.read_memory_events(cgroup)
+    result["kmsg"] = oomlab.kernel_log_since(marker)
+    result["reports"] = oomlab.oom_reports(result["kmsg"])
     emit(result)
 
 
-def gone(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().split(") ", 1)[1].startswith("Z")
-    except FileNotFoundError:
-        return True
-
-
 def status(cgroup):
-    emit({"events": read_events(cgroup), "procs": sorted(procs(cgroup))})
+    emit({"events": oomlab.read_memory_events(cgroup), "procs": sorted(procs(cgroup))})
 
 
 def kill(pid):
     pid = int(pid)
+    started = oomlab.start_time(pid)
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: gone(pid), "pid %d to die" % pid)
+    wait_until(lambda: not oomlab.alive(pid, started), "pid %d to die" % pid)
     emit({"killed": pid})
 
 
 def protect(name):
     """oom_score_adj -1000 for every process named NAME: no OOM kills it."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/comm" % entry) as handle:
-                if handle.read().rstrip("\n") != name:
-                    continue
-            set_oom_score_adj(entry, OOM_SCORE_ADJ_MIN)
-        except (FileNotFoundError, ProcessLookupError):  # it exited meanwhile
-            continue
-        found.append(int(entry))
+    found = oomlab.protect(name)
     if not found:
         emit({"error": "no process named %s" % name}, 3)
-    emit({"protected": sorted(found)})
+    emit({"protected": found})
 
 
 def cleanup(cgroup):
-    path = cgroup_dir(cgroup)
+    path = oomlab.cg(cgroup)
     if os.path.isdir(path):
-        with open(os.path.join(path, "cgroup.kill"), "w") as handle:
-            handle.write("1")
+        oomlab.write(os.path.join(path, "cgroup.kill"), "1")
         wait_until(lambda: not procs(cgroup), "%s to empty" % cgroup)
         os.rmdir(path)
     emit({"removed": cgroup})
@@ -368,7 +255,7 @@ def cleanup(cgroup):
 
 COMMANDS = {
     "attach": attach, "detach": detach, "runs": runs, "stats": stats, "btf-has": btf_has,
-    "spawn": spawn, "limit": limit, "push": push, "grow": grow, "hold": hold,
+    "spawn": spawn, "limit": limit, "push": push, "grow": grow,
     "status": status, "kill": kill, "protect": protect, "cleanup": cleanup,
 }
 
