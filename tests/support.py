@@ -20,3 +20,25 @@ def venv_tool(name):
     where the host tests run with a system python3)."""
     beside = os.path.join(os.path.dirname(sys.executable), name)
     return beside if os.access(beside, os.X_OK) else name
+
+
+def argument_spec(module):
+    """The argument_spec ebpf.oom.<module>'s main() hands to AnsibleModule (stopped right there)."""
+    import importlib
+    from unittest import mock
+
+    from ansible.module_utils import basic
+
+    class Stop(Exception):
+        pass
+
+    def capture(_self, argument_spec, **_kwargs):
+        raise Stop(argument_spec)
+
+    main = importlib.import_module("ansible_collections.ebpf.oom.plugins.modules." + module).main
+    with mock.patch.object(basic.AnsibleModule, "__init__", capture):
+        try:
+            main()
+        except Stop as stop:
+            return stop.args[0]
+    raise AssertionError("ebpf.oom.%s's main() never made its AnsibleModule" % module)

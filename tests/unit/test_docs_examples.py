@@ -39,7 +39,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.playbook.task import Task
 
 from conftest import REPO
-from test_packaging import argument_spec
+from support import argument_spec
 from ansible_collections.ebpf.oom.plugins.module_utils import language
 from ansible_collections.ebpf.oom.plugins.plugin_utils import documents
 

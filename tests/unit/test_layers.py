@@ -108,3 +108,19 @@ def test_modules_import_the_engine_and_never_the_controller_side(name):
     found = imports(parsed("modules", name))
     assert not [t for kind, t in found if kind == "plugins"], name
     assert [t for kind, t in found if kind == "engine"], name
+
+
+def test_no_test_file_imports_another():
+    """Shared test code lives in helper modules (tests/support.py, tests/host/hosthelpers.py,
+    tests/vm/lab.py, ...), never in a test file another one imports."""
+    found = []
+    for folder, _dirs, files in os.walk(os.path.join(REPO, "tests")):
+        for name in files:
+            if not name.endswith(".py") or "output" in folder.split(os.sep):
+                continue
+            with open(os.path.join(folder, name)) as f:
+                tree = ast.parse(f.read())
+            found.extend("%s imports %s" % (name, target) for kind, target in imports(tree)
+                         if kind == "other" and target.startswith("test_"))
+    assert found == []
+    assert [t for k, t in imports(ast.parse("from test_loader import engine")) if t.startswith("test_")]

@@ -2,20 +2,18 @@
 ansible-doc for every module and role from that installed copy (not from this checkout)."""
 
 import configparser
-import importlib
 import json
 import os
 import subprocess
 import sys
 import tarfile
 import time
-from unittest import mock
 
 import pytest
 import yaml
-from ansible.module_utils import basic
 
 from conftest import REPO
+from support import argument_spec
 
 BIN = os.path.dirname(sys.executable)
 MODULES = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules"))
@@ -76,21 +74,6 @@ def ansible_doc(collections, name, kind="module"):
     argv = [os.path.join(BIN, "ansible-doc"), "-t", kind, "ebpf.oom.%s" % name]
     assert run(argv, env=env).strip()
     return json.loads(run(argv + ["--json"], env=env))["ebpf.oom.%s" % name]
-
-
-def argument_spec(module):
-    """The argument_spec the module's main() hands to AnsibleModule (stopped right there)."""
-    class Stop(Exception):
-        pass
-
-    def capture(_self, argument_spec, **_kwargs):
-        raise Stop(argument_spec)
-
-    main = importlib.import_module("ansible_collections.ebpf.oom.plugins.modules." + module).main
-    with mock.patch.object(basic.AnsibleModule, "__init__", capture):
-        with pytest.raises(Stop) as stop:
-            main()
-    return stop.value.args[0]
 
 
 def wrong_defaults(documented, defaults, sub="suboptions", path=""):

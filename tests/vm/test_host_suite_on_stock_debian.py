@@ -15,6 +15,7 @@ none may fail, be skipped or xfail.
 """
 
 import importlib.metadata
+import io
 import os
 import re
 import subprocess
@@ -39,11 +40,13 @@ SUBSET = (
     # controller; its cgroups are not the default hierarchy's (the root check).
     "tests/host/test_cgroup_rules.py::"
     "test_cgroups_of_a_v1_hierarchy_at_the_same_path_are_not_matched",
-    # A memcg OOM in a v2 memory cgroup (test_events.py's OOM_CHILD, its v2 branch): the
-    # kernel's report names the cgroup by its v2 path. (test_events.py's tests of that OOM
-    # need the observer, which the guest's clang 14 cannot compile; the events_info test
-    # of this file adds a playbook, a minute or two under TCG, and no cgroup path.)
+    # A memcg OOM in a v2 memory cgroup (hosthelpers.py's OOM_CHILD, its v2 branch): the
+    # kernel's report names the cgroup by its v2 path.
     "tests/host/test_forged_reports.py::test_the_forged_names_reach_the_kernel_log",
+    # The observer, compiled in the guest by Debian 12's clang 14, on its 6.1 kernel: the
+    # victim's RSS read through the pre-6.2 counters (bpf/ebpf_oom_core.h) and
+    # mark_victim's (task, uid) arguments of Debian's backport, in a v2 memcg OOM.
+    "tests/host/test_events.py::test_observer_records_the_killed_process",
     # The loader's memcg OOM in a v2 memory cgroup (its memcg fixture's v2 branch).
     "tests/host/test_loader.py::test_mark_victim_program_fires_on_a_real_memcg_oom",
     # explain's memcg OOM in the v2 hierarchy: the cgroup's id and level, memory.max read
@@ -59,6 +62,9 @@ SUBSET = (
 # along.
 DISTRIBUTIONS = ("pytest", "pytest-timeout", "pytest-xdist", "prometheus-client", "ansible-core")
 LEAVE_OUT = ("ansible_test/",)  # in ansible-core's distribution, not needed here
+# The distributions' commands (ansible-playbook: the observer's tests run the module through
+# it), as pip would write them, for Debian's python3.
+SCRIPT = "#!/usr/bin/python3\nimport sys\nfrom %s import %s\nsys.exit(%s())\n"
 SUMMARY = re.compile(r"^=+ (.*) in [\d.]+s", re.M)
 OUTCOME = re.compile(r"(\d+) (\w+)")
 GUEST_TIMEOUT = 900
@@ -87,13 +93,15 @@ def repository_files():
 
 
 def bundle(path):
-    """A tar.gz: ansible_collections/ebpf/oom (the checkout) and site/ (the
-    distributions' files, bytecode included)."""
+    """A tar.gz: ansible_collections/ebpf/oom (the checkout), site/ (the
+    distributions' files, bytecode included) and bin/ (their commands)."""
     with tarfile.open(path, "w:gz", compresslevel=1) as tar:
         for name in repository_files():
             tar.add(os.path.join(REPO, name), "ansible_collections/ebpf/oom/" + name)
         seen = set()
         for dist in needed_distributions():
+            for entry in dist.entry_points.select(group="console_scripts"):
+                _add_text(tar, "bin/" + entry.name, SCRIPT % (entry.module, entry.attr, entry.attr), 0o755)
             for entry in dist.files or ():
                 name = entry.as_posix()
                 local = str(entry.locate())
@@ -102,6 +110,13 @@ def bundle(path):
                     continue  # scripts outside site-packages
                 seen.add(name)
                 tar.add(local, "site/" + name)
+
+
+def _add_text(tar, name, text, mode):
+    data = text.encode()
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    tar.addfile(info, io.BytesIO(data))
 
 
 def outcomes(summary):
@@ -129,7 +144,7 @@ def test_cgroup_dependent_host_tests_pass_on_stock_debian_with_cgroup_v2(stock_v
         stock_vm.ssh(["tar", "-C", GUEST_DIR, "-xzf", GUEST_DIR + "/hostsuite.tar.gz"])
         done = stock_vm.ssh(
             ["env", "-C", GUEST_REPO, "LC_ALL=C.UTF-8", "PYTHONPATH=%s/site" % GUEST_DIR,
-             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=%s/home" % GUEST_DIR,
+             "PATH=%s/bin:/usr/sbin:/usr/bin:/sbin:/bin" % GUEST_DIR, "HOME=%s/home" % GUEST_DIR,
              "python3", "-m", "pytest", "-p", "no:cacheprovider", "--durations=0",
              "-m", "host"] + list(SUBSET),
             check=False, timeout=GUEST_TIMEOUT)
