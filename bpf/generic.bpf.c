@@ -342,6 +342,7 @@ static __always_inline void report(struct task_struct *task, const char *comm, _
 	ev->reason = reason;
 	ev->oom_score_adj = task->signal->oom_score_adj;
 	ev->pad = 0;
+	ev->start_ns = task->start_boottime;
 	if (comm) {
 		__builtin_memset(ev->comm, 0, sizeof(ev->comm));
 		bpf_probe_read_kernel_str(ev->comm, sizeof(ev->comm), comm);

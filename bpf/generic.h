@@ -171,6 +171,8 @@ struct ebpf_oom_adj_event {
 	__s32 oom_score_adj;	/* its value at the event */
 	__u32 pad;
 	char comm[EBPF_OOM_COMM_LEN];	/* the name it was classified by */
+	__u64 start_ns;		/* its start_boottime: /proc/PID/stat's starttime in ns, so
+				 * that an event of a pid reused since is not applied */
 };
 
 #endif /* EBPF_OOM_GENERIC_H */

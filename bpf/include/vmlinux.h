@@ -209,6 +209,7 @@ struct task_struct {
 	struct task_struct *group_leader;
 	struct completion *vfork_done;
 	struct css_set *cgroups;
+	u64 start_boottime;
 };
 
 /* ---- Control groups ---------------------------------------------------- */

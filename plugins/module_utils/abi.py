@@ -148,6 +148,7 @@ class AdjEvent(ctypes.Structure):
         ("oom_score_adj", ctypes.c_int32),
         ("pad", ctypes.c_uint32),
         ("comm", ctypes.c_char * EBPF_OOM_COMM_LEN),
+        ("start_ns", ctypes.c_uint64),
     ]
 
 

@@ -162,7 +162,7 @@ class Agent(object):
             if len(data) < EVENT_SIZE:
                 continue
             ev = abi.AdjEvent.from_buffer_copy(data[:EVENT_SIZE])
-            changes.append((ev.pid, bands.value(ev.rule), ev.parent))
+            changes.append((ev.pid, bands.value(ev.rule), ev.parent, ev.start_ns))
         return self._with_ledger(lambda ledger: ledger.apply(changes, self.followed.name))
 
     # ---- the loop
@@ -230,6 +230,10 @@ class Agent(object):
 
 def main(argv=None, out=sys.stdout, err=sys.stderr):
     """`ebpf-oom agent`: run until SIGTERM or SIGINT; the exit status."""
+    problem = scoreadj.pid_namespace_problem()
+    if problem:
+        err.write("%sebpf-oom agent: refused: %s\n" % (SD_ERR, problem))
+        return 1
     base = scoreadj.run_dir()
     bpffs.make_dir(base, scoreadj.DIR_MODE)
     lock = os.path.join(base, scoreadj.AGENT_LOCK)

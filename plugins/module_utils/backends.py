@@ -87,11 +87,7 @@ class Backend(object):
         """Load or update the policy as planned; loader.apply's result plus `cgroups`
         ({path: [id of the live cgroup its rules match]}), `warnings` and `backend`."""
         old = _record(name)
-        if old is not None and old.get("document") is not None and not check_mode and \
-                of_record(old).name != self.name:
-            # Another backend's programs: the loader keeps the programs of an unchanged
-            # object, so they go first (and a score_adj policy's values are put back).
-            of_record(old).remove(name)
+        before = of_record(old) if old is not None else None
         rendered = plan.rendered
         followed = {}
 
@@ -103,6 +99,10 @@ class Backend(object):
                               programs=list(self.programs), after_attach=after_attach,
                               backend=self.name,
                               under_lock=lambda root, unused_obj: one_decider(root, name, True))
+        if before is not None and before.name != self.name and not check_mode:
+            # Another backend's policy of this name was swapped out by the load (its
+            # programs detached only once these were attached): what it kept goes now.
+            before.let_go()
         if check_mode:  # nothing was written: what the rules would match now
             followed = cgrouprules.look(rendered.cgroup_rules)
         result["cgroups"] = dict((path, [ident] if ident else [])
@@ -114,6 +114,11 @@ class Backend(object):
     def remove(self, name, check_mode=False):
         """Unload the policy: loader.remove's result."""
         return loader.remove(name, check_mode=check_mode)
+
+    def let_go(self):
+        """What a policy of this backend keeps besides its pins, undone once they are gone
+        (its programs detached): the number of things put back."""
+        return 0
 
     def verify(self, layout, record):
         """(facts, problems) beyond the pins verify.py checks for every policy."""
@@ -141,6 +146,12 @@ class ScoreAdj(Backend):
              ("btf_trace_sched_process_exec", "typedef"),
              ("btf_trace_sched_process_fork", "typedef"), ("btf_trace_task_rename", "typedef"))
     map_types = (libbpf.BPF_MAP_TYPE_RINGBUF,)
+
+    def missing(self):
+        """Backend.missing, and the host's pid namespace (see scoreadj.pid_namespace_problem)."""
+        found = super(ScoreAdj, self).missing()
+        problem = scoreadj.pid_namespace_problem()
+        return found + ["the initial pid namespace (%s)" % problem] if problem else found
 
     def plan(self, document):
         plan = super(ScoreAdj, self).plan(document)
@@ -177,10 +188,14 @@ class ScoreAdj(Backend):
         """Unload the policy, then put back every value written over (`restored`)."""
         result = super(ScoreAdj, self).remove(name, check_mode)
         if not check_mode:
-            with scoreadj.Ledger.locked() as ledger:
-                result["restored"] = ledger.restore_all()
+            result["restored"] = self.let_go()
             result["changed"] = result["changed"] or result["restored"] > 0
         return result
+
+    def let_go(self):
+        """Every value written over, put back."""
+        with scoreadj.Ledger.locked() as ledger:
+            return ledger.restore_all()
 
     def verify(self, layout, record):
         """The agent runs, and every live process a rule matches carries its band's value

@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 
-from . import agent, events, explain, metrics, restore, state, verify
+from . import agent, backends, events, explain, metrics, restore, state, verify
 from .errors import EngineError
 
 USAGE = """usage:
@@ -201,7 +201,9 @@ def explain_main(argv):
         if obj_path is None:
             raise EngineError("no generic object on this host (no declarative policy is kept here): "
                               "give --object, or use the module ebpf.oom.explain")
-        result = explain.explain(obj_path, oom=args.memcg, name=args.policy, document=document, top=args.top)
+        backend = backends.choose().name if document is not None else None  # as ebpf.oom.policy would
+        result = explain.explain(obj_path, oom=args.memcg, name=args.policy, document=document, top=args.top,
+                                 backend=backend)
     except (EngineError, OSError, ValueError) as e:
         sys.stderr.write("ebpf-oom explain: %s\n" % e)
         return 1

@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """OOM kill events of this host: the kernel log's and the observer's, one event per kill.
 
-Layer 5 (callers): imports the observer, the kernel-log parser and the leaf helpers.
+Layer 5 (callers): imports the observer, the kernel-log parser, the score_adj ledger and
+the leaf helpers.
 
 `collect()` reads both sources, merges the records of one kill, names memory
 cgroups by path and filters by time and policy; ebpf.oom.events_info returns it,
@@ -18,7 +19,7 @@ import datetime
 import re
 import time
 
-from . import cgroups, kmsg, observer
+from . import cgroups, kmsg, observer, scoreadj
 from .errors import BpfError
 from .observer import MATCH_WINDOW_S
 
@@ -99,6 +100,21 @@ def filter_events(events, since=None, policies=None):
     return out
 
 
+def attribute(events, ledger=None):
+    """A kill the kernel reports without a policy (a stock kernel: no hook) is the score_adj
+    policy's whose agent wrote the victim's oom_score_adj to that very process (its
+    ledger says so): `policy` is set to it."""
+    pending = [ev for ev in events if ev["policy"] is None and ev.get("oom_score_adj") is not None]
+    if pending and ledger is None:
+        try:
+            ledger = scoreadj.Ledger.read()
+        except OSError:  # not root: no attribution
+            return events
+    for ev in pending:
+        ev["policy"] = ledger.written_by_agent(ev["pid"], ev["oom_score_adj"], at=ev.get("timestamp"))
+    return events
+
+
 def collect(since=None, policies=None, sources=("kmsg", "observer"), kmsg_path=kmsg.KMSG, bpffs_root=None):
     """What events_info returns: dict(events, observer, warnings); see that module's RETURN."""
     since = parse_since(since) if since is not None else None
@@ -125,6 +141,7 @@ def collect(since=None, policies=None, sources=("kmsg", "observer"), kmsg_path=k
             if ev["memcg"] is None and ev["memcg_id"] in paths:
                 ev["memcg"] = paths[ev["memcg_id"]]
     set_wall_time(events)
+    attribute(events)
     all_events = events
     events = filter_events(events, since=since, policies=policies)
     return {"events": events, "all_events": all_events, "warnings": warnings,

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Explain before it happens: which task an OOM would kill now, and why, with nothing killed.
 
-Layer 5 (above the loader): imports cgrouprules, maps, pins, the layout, the renderer,
-the kernel binding and the leaf helpers.
+Layer 5 (above the loader): imports cgrouprules, maps, pins, the score_adj bands, the
+layout, the renderer, the kernel binding and the leaf helpers.
 
 The generic program's task iterator (ebpf_oom_tasks in bpf/generic.bpf.c) walks every
 task and classifies each candidate of the imagined OOM with the same code and the same
@@ -14,10 +14,13 @@ of the object (nothing is pinned, nothing attached stays): over a loaded policy'
 pinned maps (`name`), or over a private copy rendered from a document. It needs BTF
 and task iterators only, no hook, so a document can be previewed on a stock kernel.
 
-explain(object_path, oom=None, name=None, document=None, top=5) -> dict
+explain(object_path, oom=None, name=None, document=None, top=5, backend=None) -> dict
     victim, ranking (the order successive OOMs would kill in), kernel_victim (the
     kernel's own choice without the policy), counts, no_victim, acts (whether the
-    policy acts in this kind of OOM), warnings. See rank() for the rules.
+    policy acts in this kind of OOM), backend, warnings. See rank() for the rules of
+    the hook; under the score_adj backend (a loaded policy's record says so, or
+    ``backend`` for a document) the kernel's own heuristic chooses, with the values
+    the agent writes: steered() ranks by that badness.
 What it cannot see: processes that start, grow or shrink between now and the OOM,
 and the kernel's cpuset and mempolicy eligibility; a C policy (its own program) is
 refused, as only the shared classification can be replayed.
@@ -32,7 +35,7 @@ import ctypes
 import json
 import os
 
-from . import abi, bpffs, cgroups, cgrouprules, language, libbpf, pins, renderer
+from . import abi, bpffs, cgroups, cgrouprules, language, libbpf, pins, renderer, scoreadj
 from .errors import BpfError, ExplainError
 from .maps import map_spec, sync_map
 
@@ -216,21 +219,58 @@ def rank(tasks, config, imagined):
     return out
 
 
+def steered(tasks, imagined, adj_of):
+    """What the imagined OOM does on a kernel without the hook, whose own heuristic the
+    score_adj backend steers: every candidate the kernel can kill, by oom_badness() with
+    the oom_score_adj ``adj_of(task)`` gives it (rss + swap + page tables, plus the value
+    times totalpages / 1000; -1000: never). {pid: (value, points)} is in "steered"."""
+    candidates = [t for t in tasks if not imagined.path or t.flags & abi.EBPF_OOM_T_IN_MEMCG]
+    alive = [t for t in candidates if killable(t)]
+    unit = imagined.totalpages // 1000
+    values = {}
+    for t in candidates:
+        value = adj_of(t)
+        never = value == scoreadj.ADJ_MIN or t.flags & (abi.EBPF_OOM_T_REAPED | abi.EBPF_OOM_T_VFORK)
+        values[t.pid] = (value, POINTS_MIN if never else t.rss + t.swap + t.pgtables + value * unit)
+    kernel_order = sorted(alive, key=lambda t: -t.points)
+    order = sorted((t for t in candidates if values[t.pid][1] != POINTS_MIN), key=lambda t: -values[t.pid][1])
+    return {"candidates": len(candidates), "unkillable": len(candidates) - len(order),
+            "kernel_victim": kernel_order[0] if kernel_order else None, "acts": True,
+            "waits_for": [t for t in candidates if t.flags & abi.EBPF_OOM_T_VICTIM],
+            "aborted_by": [], "protected": sum(1 for t in candidates if t.action == abi.EBPF_OOM_ACT_PROTECT),
+            "unranked": sum(1 for t in order if t.action == abi.EBPF_OOM_ACT_KERNEL),
+            "safety_net": False, "order": order, "steered": values}
+
+
 # ---------------------------------------------------------------- the answer
 
-def explain(object_path, oom=None, name=None, document=None, top=5):
+def explain(object_path, oom=None, name=None, document=None, top=5, backend=None):
     """Which task an OOM would kill now (see the file's docstring)."""
     if (name is None) == (document is None):
         raise ExplainError("give the name of a loaded policy or a document, not both")
     imagined = Imagined(oom)
-    config = None
     if name is not None:
         record = _declarative_record(name)
-        document = record["document"]
+        document, backend = record["document"], record.get("backend")
     rendered = renderer.render(document)
     config = abi.Config.from_buffer_copy(rendered.maps[abi.CONFIG_MAP][0][1])
     tasks = snapshot(object_path, imagined, name=name, document=None if name else document)
-    ranked = rank(tasks, config, imagined)
+    warnings = list(imagined.notes)
+    if backend == scoreadj.BACKEND:
+        # Loaded: the values the processes carry now (the agent wrote them); a preview:
+        # each rule's band, the others keep theirs.
+        bands = scoreadj.Bands(document)
+
+        def adj_of(t):
+            band = None if name is not None else bands.value(t.rule)
+            return t.oom_score_adj if band is None else band
+
+        ranked = steered(tasks, imagined, adj_of)
+        warnings.append("backend score_adj: the kernel's own heuristic chooses, by its badness with "
+                        "the oom_score_adj values %s; the ranking is that badness"
+                        % ("the policy's agent wrote" if name is not None else "the policy would write"))
+    else:
+        ranked = rank(tasks, config, imagined)
     paths = cgroup_paths(set(t.cgroup_id for t in tasks))
     rules = document.get("rules") or []
 
@@ -238,14 +278,15 @@ def explain(object_path, oom=None, name=None, document=None, top=5):
         if t is None:
             return None
         rule = rules[t.rule] if 0 <= t.rule < len(rules) else None
+        value, points = ranked.get("steered", {}).get(t.pid, (t.oom_score_adj, t.points)) if decided \
+            else (t.oom_score_adj, t.points)
         return {"pid": t.pid, "comm": t.comm.decode("ascii", "replace"), "uid": t.uid,
                 "cgroup": paths.get(t.cgroup_id, "?"), "rss_kb": t.rss * PAGE_SIZE // 1024,
-                "points": t.points, "oom_score_adj": t.oom_score_adj,
+                "points": points, "oom_score_adj": value,
                 "rule": {"index": t.rule, "text": json.dumps(rule, sort_keys=True)} if rule else None,
                 "action": ACTION_NAMES.get(t.action, "?") if decided else "kernel",
                 "tier": t.tier, "by": BY_NAMES.get(t.by, "?")}
 
-    warnings = list(imagined.notes)
     blocked = ranked["waits_for"] or ranked["aborted_by"]
     order = [] if blocked else ranked["order"]
     no_victim = bool(ranked["acts"] and (not order or ranked["safety_net"]))
@@ -262,6 +303,7 @@ def explain(object_path, oom=None, name=None, document=None, top=5):
                            else "nobody is killed and the allocation fails or waits"))
     return {
         "policy": document.get("name"),
+        "backend": backend,
         "oom": {"kind": imagined.kind, "memcg": imagined.path, "totalpages": imagined.totalpages},
         "policy_acts": ranked["acts"],
         "victim": describe(order[0], ranked["acts"]) if order else None,

@@ -119,8 +119,11 @@ class Plan(object):
 
     @property
     def same_program(self):
-        """Same object and globals: the programs running now are the ones asked for."""
-        return self.same_object and self.old.get("globals") == self.globals
+        """Same object, globals and programs: the programs running now are the ones asked for
+        (another selection of the same object, another backend's, is loaded and swapped in)."""
+        return self.same_object and self.old.get("globals") == self.globals and \
+            sorted(p.get("name") for p in self.old.get("programs", [])) == \
+            sorted(p.name for p in self.obj.programs())
 
     @property
     def action(self):

@@ -70,6 +70,25 @@ def run_dir():
     return os.environ.get("EBPF_OOM_RUN_DIR") or RUN_DIR
 
 
+PID_NS_INIT_INO = 0xEFFFFFFC  # PROC_PID_INIT_INO: the inode number of the initial pid namespace
+
+
+def pid_namespace_problem(proc="/proc"):
+    """Why this process cannot write the oom_score_adj of the processes the programs
+    report, or None: they name processes by their pids in the initial pid namespace,
+    and the values are written through this process's /proc."""
+    link = os.path.join(proc, "self", "ns", "pid")
+    try:
+        name, inode = os.readlink(link), os.stat(link).st_ino
+    except OSError as exc:
+        return "cannot read its pid namespace (%s): %s" % (link, exc.strerror or exc)
+    if inode != PID_NS_INIT_INO:
+        return ("it runs in the pid namespace %s, not the host's initial one: the programs name "
+                "processes by their host pids, which are other processes here or none. Run it in "
+                "the host's pid namespace (a container: hostPID)" % name)
+    return None
+
+
 def agent_running():
     """True while an agent (agent.py) holds its lock on this host."""
     try:
@@ -173,6 +192,11 @@ def start_time(pid):
         return int(data.rsplit(b")", 1)[1].split()[19])
     except (AttributeError, IndexError, ValueError):
         return None
+
+
+def ticks(ns):
+    """A start_boottime in ns as /proc/PID/stat's starttime (clock ticks: nsec_to_clock_t)."""
+    return ns // (1000000000 // os.sysconf("SC_CLK_TCK"))
 
 
 def read_adj(pid):
@@ -310,8 +334,10 @@ class Ledger(object):
 
     def apply(self, changes, policy):
         """Make each process carry what its class says: ``changes`` is [(pid, value or
-        None: no rule matches, parent tgid or None)], in the order the classes were seen
-        (a later change of a pid wins).  A child of a process written here inherited the
+        None: no rule matches, parent tgid or None[, the start_boottime in ns of the
+        process the change is about: a change about another process, whose pid this one
+        reuses, is dropped])], in the order the classes were seen (a later change of a
+        pid wins).  A child of a process written here inherited the
         value written: it is noted with the parent's original.  Every value is written
         with its process's entry saved (a new one before, one let go until after): a crash
         in between loses no original.  Returns the number of values written; what the
@@ -320,12 +346,15 @@ class Ledger(object):
         self.errors = []
         now = {}        # pid -> the value it will carry when the writes are done
         wanted = {}     # pid -> the value to write
-        for pid, value, parent in changes:
+        for change in changes:
+            pid, value, parent = change[:3]
             start = start_time(pid)
             if start is None:
                 self.forget(pid, exited=True)
                 wanted.pop(pid, None)
                 continue
+            if len(change) > 3 and change[3] is not None and start != ticks(change[3]):
+                continue  # an event of the process that had this pid before
             entry = self._entry(pid, start)
             current = now[pid] if pid in now else read_adj(pid)
             if current is None:
@@ -382,13 +411,15 @@ class Ledger(object):
         self.save()
         return restored
 
-    def written_by_agent(self, pid, value):
-        """The policy that wrote ``value`` to process ``pid`` (alive or exited), or None."""
+    def written_by_agent(self, pid, value, at=None):
+        """The policy that wrote ``value`` to process ``pid`` (alive or exited), or None.
+        ``at``: the Unix time of the kill, when known: an exited process counts only if
+        it was seen gone then or later (a pid reused since is another process)."""
         entry = self.tasks.get(pid)
         if entry is not None and entry[2] == value:
             return self.policy
-        for e_pid, _start, e_value, policy, _when in reversed(self.exited):
-            if e_pid == pid and e_value == value:
+        for e_pid, _start, e_value, policy, when in reversed(self.exited):
+            if e_pid == pid and e_value == value and (at is None or when >= int(at) - 1):
                 return policy
         return None
 

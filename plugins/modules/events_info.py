@@ -21,6 +21,9 @@ description:
     C(ebpf.oom.bpf_oom) does so on every host with BTF), counts every kill and keeps the
     last 64 victims in pinned maps, on any kernel with BTF, with or without the hook. It does not
     know the policy; the kernel log does.
+  - A kernel without the hook names no policy in its report. A kill whose victim carried the
+    C(oom_score_adj) the agent of a C(score_adj) policy wrote to that very process (its ledger
+    says so) is reported as that policy's.
   - Changes nothing, except the metrics file and its counting state when O(metrics_file) is given.
 version_added: "0.1.0"
 author:

@@ -44,6 +44,17 @@ options:
         at PATH reaches its limit; only tasks in its subtree are candidates)."
     type: raw
     default: global
+  backend:
+    description:
+      - With O(policy), the backend the preview assumes (as O(ebpf.oom.policy#module:backend) of
+        M(ebpf.oom.policy)). C(auto) takes the best this host has, as M(ebpf.oom.policy) would.
+      - Under C(evaluate_task) the document's rules rank the processes. Under C(score_adj) the
+        kernel's own heuristic chooses, by its badness with the C(oom_score_adj) each rule's band
+        gives its processes (the others keep theirs); RV(ranking) is that order.
+      - With O(name), the backend the policy was applied with, whatever this says.
+    type: str
+    choices: [auto, evaluate_task, score_adj]
+    default: auto
   top:
     description:
       - How many entries of RV(ranking) to return.
@@ -104,6 +115,14 @@ no_victim:
     a warning says what the kernel does then.
   returned: always
   type: bool
+backend:
+  description: The backend the ranking assumes (the loaded policy's, or O(backend)'s choice for a
+    document); C(score_adj) ranks by the kernel's badness with the C(oom_score_adj) values of the
+    policy's bands, and RV(victim)'s C(oom_score_adj) and C(points) are the ones the OOM will see.
+    Null for a policy recorded before backends had names.
+  returned: always
+  type: str
+  sample: score_adj
 policy_acts:
   description: Whether the policy acts in this kind of OOM (its C(scope)); when it does not, the
     kernel's own heuristic decides and RV(victim) is RV(kernel_victim).
@@ -122,7 +141,7 @@ oom:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import explain
+from ansible_collections.ebpf.oom.plugins.module_utils import backends, explain
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, RenderError
 
 ARGUMENT_SPEC = dict(
@@ -130,6 +149,7 @@ ARGUMENT_SPEC = dict(
     policy=dict(type="raw"),
     oom=dict(type="raw", default="global"),
     top=dict(type="int", default=5),
+    backend=dict(type="str", choices=list(backends.CHOICES), default=backends.AUTO),
     object=dict(type="path"),
 )
 SPEC_KWARGS = dict(mutually_exclusive=[("name", "policy")], required_one_of=[("name", "policy")])
@@ -153,8 +173,9 @@ def main():
     if not p["object"]:
         module.fail_json(msg="object is needed (the action plugin sends the generic program)")
     try:
+        backend = backends.choose(p["backend"]).name if p["policy"] is not None else None
         result = explain.explain(p["object"], oom=memcg_of(p["oom"]), name=p["name"],
-                                 document=p["policy"], top=p["top"])
+                                 document=p["policy"], top=p["top"], backend=backend)
     except (ValueError, RenderError) as e:
         module.fail_json(msg=str(e))
     except LoaderError as e:

@@ -342,7 +342,8 @@ def who(victim):
 
 def global_oom_victims(p):
     """What a global OOM would kill now, and under the document: a diff line."""
-    after = explain.explain(p["object"], document=p["policy"], top=1)
+    after = explain.explain(p["object"], document=p["policy"], top=1,
+                            backend=backends.choose(p["backend"]).name)
     try:
         before = explain.explain(p["object"], name=p["name"], top=1)["victim"]
     except ExplainError:  # not loaded yet (or a C policy): the kernel's own choice

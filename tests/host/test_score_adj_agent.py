@@ -23,8 +23,8 @@ import time
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import (abi, backends, bpffs, libbpf,
-                                                               scoreadj)
+from ansible_collections.ebpf.oom.plugins.module_utils import (abi, backends, bpffs, libbpf, pins,
+                                                               scoreadj, state)
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 from conftest import COLLECTIONS
 
@@ -174,6 +174,21 @@ def test_this_host_has_score_adj_and_auto_chooses_it():
     with pytest.raises(backends.UnsupportedKernel) as err:
         backends.choose("evaluate_task")
     assert "bpf_oom_evaluate_task" in err.value.missing
+
+
+def test_in_a_pid_namespace_of_its_own_the_agent_and_the_backend_refuse(tmp_path):
+    """The programs report host pids; the values are written through the agent's /proc. In
+    a new pid namespace (a container without hostPID) the agent exits naming it, writing
+    nothing, and the backend says what this host lacks."""
+    probe = ("import sys; from ansible_collections.ebpf.oom.plugins.module_utils import backends; "
+             "print(backends.ScoreAdj().missing()); " + AGENT)
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", probe],
+                          env=dict(os.environ, PYTHONPATH=COLLECTIONS, EBPF_OOM_RUN_DIR=str(tmp_path / "run")),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "ebpf-oom agent: refused: it runs in the pid namespace pid:[" in done.stderr, done.stderr
+    assert "the initial pid namespace (it runs in the pid namespace pid:[" in done.stdout, done.stdout
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_event_programs_and_the_iterator_load_attach_and_pin(host, generic):
@@ -357,6 +372,25 @@ def test_the_one_decider_check_runs_with_the_bpffs_lock_held(host, generic, monk
     monkeypatch.setattr(backends, "one_decider", spy)
     apply(generic, doc(prefer(1, comm="sa-lock")))
     assert seen == ["held"]
+
+
+def test_a_backend_switch_that_fails_keeps_the_old_policy_live_and_at_boot(host, generic):
+    """This host lacks the hook: switching the policy to evaluate_task fails before anything
+    changes. The score_adj policy stays attached as it was, its values stay written, and
+    its copy for the boot restore stays (the old code removed all three first)."""
+    held = host.hold("sa-switch", adj=0)
+    backend = backends.ScoreAdj()
+    backend.apply(POLICY, generic, backend.plan(doc(prefer(1, comm="sa-switch"))))
+    layout = bpffs.Layout(bpffs.roots()[0], POLICY)
+    before = pins.read_record(layout)
+    assert adj(held) == 1000 and state.saved(POLICY)
+    hook = backends.EvaluateTask()
+    with pytest.raises(backends.UnsupportedKernel):
+        hook.apply(POLICY, generic, hook.plan(doc(prefer(1, comm="sa-switch"))))
+    after = pins.read_record(layout)
+    assert (after["backend"], after["loaded_at"]) == ("score_adj", before["loaded_at"])
+    assert pins.link_problems(layout, after) == []
+    assert adj(held) == 1000 and state.saved(POLICY)
 
 
 def test_a_changed_document_rewrites_values_without_a_reload(host, generic):

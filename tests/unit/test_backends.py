@@ -11,6 +11,7 @@ import yaml
 from ansible_collections.ebpf.oom.plugins.module_utils import backends
 from ansible_collections.ebpf.oom.plugins.module_utils.common import HOOK_FUNC
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError
+from ansible_collections.ebpf.oom.plugins.modules import explain as explain_module
 from ansible_collections.ebpf.oom.plugins.modules import policy as policy_module
 from conftest import REPO
 
@@ -20,9 +21,10 @@ def test_the_choices_are_auto_then_the_registry_best_first():
     assert [b.name for b in backends.REGISTRY] == list(backends.ORDER) == list(backends.CHOICES[1:])
 
 
-def test_the_module_takes_its_choices_from_the_registry():
-    assert policy_module.ARGUMENT_SPEC["backend"]["choices"] == list(backends.CHOICES)
-    documented = yaml.safe_load(policy_module.DOCUMENTATION)["options"]["backend"]
+@pytest.mark.parametrize("module", [policy_module, explain_module])
+def test_the_modules_take_their_choices_from_the_registry(module):
+    assert module.ARGUMENT_SPEC["backend"]["choices"] == list(backends.CHOICES)
+    documented = yaml.safe_load(module.DOCUMENTATION)["options"]["backend"]
     assert documented["choices"] == list(backends.CHOICES)
     assert documented["default"] == backends.AUTO
 

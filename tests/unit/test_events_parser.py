@@ -529,3 +529,35 @@ def test_memcg_ids_resolve_to_paths_by_inode(tmp_path):
     ino = os.stat(str(tmp_path / "a" / "b")).st_ino
     root_ino = os.stat(str(tmp_path)).st_ino
     assert cgroups.memcg_paths([ino, root_ino, 0], mount=(str(tmp_path), "/")) == {ino: "/a/b", root_ino: "/"}
+
+
+# ---------------------------------------------------------------- score_adj kills: the ledger names the policy
+
+def ledger_with(tasks=None, exited=()):
+    from ansible_collections.ebpf.oom.plugins.module_utils import scoreadj
+    return scoreadj.Ledger({"policy": "steer", "tasks": tasks or {}, "exited": list(exited)}, "/nonexistent")
+
+
+def kill(pid, adj, policy=None, timestamp=1000.0):
+    return {"pid": pid, "oom_score_adj": adj, "policy": policy, "timestamp": timestamp}
+
+
+def test_a_stock_kill_is_the_policy_whose_agent_wrote_the_victims_value():
+    ledger = ledger_with(tasks={"11": [5, 0, 1000]}, exited=[[12, 6, 500, "steer", 1001]])
+    found = events.attribute([kill(11, 1000), kill(12, 500)], ledger)
+    assert [e["policy"] for e in found] == ["steer", "steer"]
+
+
+@pytest.mark.parametrize("event,why", [
+    (kill(12, 300), "the victim carried another value than the one written"),
+    (kill(13, 500), "the agent never wrote that pid"),
+    (kill(12, 500, timestamp=2000.0), "that pid's process was gone before the kill: a reused pid"),
+])
+def test_a_kill_the_agent_did_not_steer_stays_unknown(event, why):
+    ledger = ledger_with(exited=[[12, 6, 500, "steer", 1001]])
+    assert events.attribute([event], ledger)[0]["policy"] is None, why
+
+
+def test_a_kill_the_hook_reported_keeps_its_policy():
+    ledger = ledger_with(tasks={"11": [5, 0, 1000]})
+    assert events.attribute([kill(11, 1000, policy="db")], ledger)[0]["policy"] == "db"

@@ -100,3 +100,46 @@ def test_the_oom_option_names_a_global_or_a_memcg_oom(oom, memcg):
 def test_other_oom_options_are_refused(oom):
     with pytest.raises(ValueError, match="oom must be 'global' or"):
         memcg_of(oom)
+
+
+# ---------------------------------------------------------------- score_adj: the kernel, steered
+
+class Steered(object):
+    path = "/m"
+    kind = "memcg"
+    totalpages = 25600  # a 100 MiB memory.max: a value of 1000 adds 25600 pages
+
+
+def task_of(pid, rss, adj=0, action=KERNEL, rule=-1, flags=abi.EBPF_OOM_T_IN_MEMCG):
+    t = rec(pid, rss + adj * (Steered.totalpages // 1000), action=action, rss=rss, flags=flags, rule=rule)
+    t.oom_score_adj = adj
+    return t
+
+
+def test_steered_ranks_by_the_badness_the_kernel_computes_with_the_values():
+    """Tier 1 (+1000) holds 10 MiB, tier 2 (+500) 70 MiB: the hook kills tier 1 first, the
+    kernel steered by those values kills the tier 2 process (17920 + 12800 > 2560 + 25600)."""
+    tasks = [task_of(1, 2560, 1000, PREFER, rule=0), task_of(2, 17920, 500, PREFER, rule=1),
+             task_of(3, 5000, -1000, PROTECT, rule=2), task_of(4, 7680)]
+    tasks[0].tier, tasks[1].tier = 1, 2
+    assert order(rank(tasks)) == [1, 2, 4]                                  # the hook's order
+    result = explain.steered(tasks, Steered, lambda t: t.oom_score_adj)
+    assert order(result) == [2, 1, 4]
+    assert result["steered"][2] == (500, 17920 + 500 * 25)
+    assert result["steered"][3] == (-1000, explain.POINTS_MIN) and result["unkillable"] == 1
+
+
+def test_a_preview_gives_each_rule_its_band_and_leaves_the_others_their_value():
+    tasks = [task_of(1, 1000, 0, PREFER, rule=0), task_of(2, 9000, 0), task_of(3, 500, 300)]
+    bands = {0: 1000}
+    result = explain.steered(tasks, Steered, lambda t: bands.get(t.rule, t.oom_score_adj))
+    assert order(result) == [1, 2, 3]
+    assert [result["steered"][pid][0] for pid in (1, 2, 3)] == [1000, 0, 300]
+
+
+def test_steered_never_counts_a_reaped_or_vfork_task_or_one_outside_the_memcg():
+    tasks = [task_of(1, 9000, flags=abi.EBPF_OOM_T_IN_MEMCG | abi.EBPF_OOM_T_REAPED),
+             task_of(2, 9000, flags=abi.EBPF_OOM_T_IN_MEMCG | abi.EBPF_OOM_T_VFORK),
+             task_of(3, 9000, flags=0), task_of(4, 10)]
+    result = explain.steered(tasks, Steered, lambda t: t.oom_score_adj)
+    assert order(result) == [4] and result["candidates"] == 3

@@ -283,3 +283,26 @@ def test_a_backends_needs_are_what_its_programs_need(generic, name):
         obj.select(backend.programs)
         assert sorted(backend.needs) == obj.kernel_symbols()
     assert sorted(backends.ORDER) == sorted(backends.BACKENDS)
+
+
+def test_a_pid_namespace_not_the_initial_one_is_named_and_refused(tmp_path):
+    """The initial pid namespace has the fixed inode PROC_PID_INIT_INO; any other one is
+    refused (here a stand-in /proc whose self/ns/pid is a file with another inode)."""
+    (tmp_path / "self" / "ns").mkdir(parents=True)
+    (tmp_path / "pidns").write_text("")
+    os.symlink(str(tmp_path / "pidns"), str(tmp_path / "self" / "ns" / "pid"))
+    problem = scoreadj.pid_namespace_problem(str(tmp_path))
+    assert problem and "not the host's initial one" in problem and "hostPID" in problem
+    assert "cannot read its pid namespace" in scoreadj.pid_namespace_problem(str(tmp_path / "none"))
+
+
+def test_an_event_about_the_process_that_had_the_pid_before_writes_nothing(monkeypatch, tmp_path):
+    """The event carries its process's start (ns); pid 10 is another process now (start 100
+    ticks), so an event of the one that started at 90 ticks is dropped, and the one of
+    the process there now is applied."""
+    procs = Procs(monkeypatch, tmp_path, p10=(100, 0))
+    tick_ns = 1000000000 // os.sysconf("SC_CLK_TCK")
+    written, tasks, _errors = apply([(10, 1000, None, 90 * tick_ns)])
+    assert (written, tasks, procs.adj()) == (0, {}, {10: 0})
+    written, tasks, _errors = apply([(10, 1000, None, 100 * tick_ns + 1)])
+    assert (written, tasks, procs.adj()) == (1, {10: [100, 0, 1000]}, {10: 1000})

@@ -87,6 +87,11 @@ class Scene:
         self.pids = self.lab.run("restart", self.name, name)["pids"]
         return self.pids
 
+    def limit(self):
+        """Set the memory cgroup's memory.max now, as oom() does (what the tasks hold +
+        the headroom), so that a prediction sees the limit of the OOM to come."""
+        return self.lab.run("limit", self.name)["memory_max"]
+
     def oom(self, kills=1, stall=0):
         report = self.lab.run("oom", self.name, "--kills", kills, "--stall", stall)
         return Report(report)

@@ -5,7 +5,8 @@ until the kernel's own heuristic, steered by the oom_score_adj the backend wrote
 
 In every scenario the kernel alone would kill the largest task (the baseline shows it);
 the document names another, and that one dies. A stock kernel prints no policy name in
-its OOM report (oomlab reports None). The agent here runs the engine copied into the
+its OOM report (oomlab reports None); events_info names the policy from the agent's
+ledger. The agent here runs the engine copied into the
 guest, as the host command `ebpf-oom agent` runs it (the role installs the same).
 On the hook kernel, backend auto still chooses the hook (the last test).
 """
@@ -17,7 +18,7 @@ import time
 
 import pytest
 
-from lab import Policies, adj, doc, eventually, killed_by, spec, task
+from lab import Policies, adj, doc, eventually, killed_by, predicted, spec, task
 from vmharness import REPO, play
 
 AGENT_UNIT = "ebpf-oom-agent-vmtest.service"
@@ -142,6 +143,39 @@ def test_a_last_tier_below_a_prefer_fallback_outlives_smaller_tasks(stock_lab, p
     killed_by(report, "app", STOCK, spared=["db", "tool"])
 
 
+def test_explain_predicts_the_kernels_victims_not_the_hooks(stock_lab, policies):
+    """Tier 1 (+1000) holds 5 MiB, tier 2 (+500) 90 MiB: under the hook tier 1 would die
+    first; here the kernel's badness (rss + value x totalpages / 1000, a memory.max of
+    about 130 MiB) puts the tier 2 process first, then tier 1. explain says so before the
+    policy is applied (a preview, backend auto) and after (the values the agent wrote), and
+    two OOMs in a row kill in that order. (The limit is set first: with none, explain
+    computes with the machine's RAM, as the kernel would in such an OOM, and the +1000
+    band dominates.)"""
+    with stock_lab.scenario("sa-explain", spec(task("a", 5), task("b", 90), task("c", 20))) as s:
+        document = doc("steer", {"match": {"comm": "lab-a"}, "action": "prefer", "tier": 1},
+                       {"match": {"comm": "lab-b"}, "action": "prefer", "tier": 2})
+        oom = {"memcg": s.spec["memcg"]}
+        s.limit()  # the badness explain computes depends on it, as the kernel's does
+        preview = play(policies.guest, [{"name": "preview", "ebpf.oom.explain": {
+            "policy": document, "oom": oom}}], policies.tmp_path)["preview"]
+        result = policies.apply(document, explain=oom)
+        applied_with(result, "steer")
+        first = s.oom()
+        killed_by(first, "b", STOCK, spared=["a", "c"])
+        second = s.oom()
+    killed_by(second, "a", STOCK, spared=["c"])
+    for explained in (preview, result["explain"]):
+        assert explained["backend"] == "score_adj", explained
+        predicted(explained, first, second)
+    assert [row["oom_score_adj"] for row in preview["ranking"][:2]] == [500, 1000], preview
+    # The kernel's reports name no policy; events_info names the one whose agent wrote the
+    # victims' values.
+    found = play(policies.guest, [{"name": "events", "ebpf.oom.events_info": {"since": "15m"}}],
+                 policies.tmp_path)["events"]["events"]
+    policy_of = dict((e["pid"], e["policy"]) for e in found)
+    assert [policy_of.get(r.victim_pids[0]) for r in (first, second)] == ["steer", "steer"], found
+
+
 # ------------------------------------------------------------------ the agent
 
 def test_a_process_started_after_the_policy_was_applied_dies_first(stock_lab, policies):
@@ -212,4 +246,22 @@ def test_on_the_hook_kernel_auto_still_chooses_the_hook(hook_vm, hook_policies, 
                                                   "tier": 1}))
     applied = applied_with(result, "hookauto", backend="evaluate_task")
     assert "score_adj" not in applied
+    hook_policies.remove_all()
+
+
+def test_a_switch_to_the_hook_swaps_the_programs_then_puts_the_values_back(hook_lab, hook_policies):
+    """The same policy under score_adj, then under evaluate_task: the load swaps the hook's
+    programs in for the score_adj ones (the old ones go only once the new are attached),
+    then the values written over are put back, and the hook decides the next OOM."""
+    guest = hook_policies.guest
+    document = doc("switch", {"match": {"comm": "lab-job"}, "action": "prefer", "tier": 1})
+    with hook_lab.scenario("switch", spec(task("big", 60), task("job", 20, adj=7))) as s:
+        applied_with(hook_policies.apply(document, backend="score_adj"), "switch")
+        assert adj(guest, s.pids["job"]) == 1000
+        switched = applied_with(hook_policies.apply(document, backend="evaluate_task"), "switch",
+                                backend="evaluate_task")
+        assert switched["changed"] and switched["action"] == "reloaded", switched
+        assert adj(guest, s.pids["job"]) == 7
+        report = s.oom()
+    killed_by(report, "job", "switch", spared=["big"])
     hook_policies.remove_all()
