@@ -11,6 +11,7 @@ tested in the VM (tests/vm/test_score_adj_stock.py). Each test has a bpffs root,
 dir and a run dir (the ledger, the agent's lock) of its own.
 """
 
+import ctypes
 import fcntl
 import json
 import os
@@ -372,6 +373,29 @@ def test_the_one_decider_check_runs_with_the_bpffs_lock_held(host, generic, monk
     monkeypatch.setattr(backends, "one_decider", spy)
     apply(generic, doc(prefer(1, comm="sa-lock")))
     assert seen == ["held"]
+
+
+def test_an_event_carries_the_start_of_its_process_as_proc_shows_it(host, generic):
+    """The rename event of a process a rule matches names it by pid and by its start
+    (start_boottime), which is /proc/PID/stat's starttime: an event of a pid reused since
+    is told apart (Ledger.apply drops it)."""
+    apply(generic, doc(prefer(1, comm="sa-start")))
+    layout = bpffs.Layout(bpffs.roots()[0], POLICY)
+    with libbpf.pinned(layout.map(abi.EVENTS_MAP)) as fd:
+        ring = libbpf.RingBuffer(fd)
+        try:
+            ring.consume()
+            held = host.hold("sa-start")
+            deadline = time.monotonic() + 10
+            found = []
+            while not found and time.monotonic() < deadline:
+                found = [abi.AdjEvent.from_buffer_copy(r[:ctypes.sizeof(abi.AdjEvent)])
+                         for r in ring.poll(100)]
+                found = [e for e in found if e.pid == held.pid]
+        finally:
+            ring.close()
+    assert found, "no event of pid %d" % held.pid
+    assert scoreadj.ticks(found[0].start_ns) == scoreadj.start_time(held.pid)
 
 
 def test_a_backend_switch_that_fails_keeps_the_old_policy_live_and_at_boot(host, generic):
