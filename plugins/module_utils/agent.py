@@ -127,6 +127,10 @@ class Agent(object):
         """work(ledger) under the lock while the followed policy is still loaded; else
         the policy is let go (its values put back when it was removed)."""
         with scoreadj.Ledger.locked() as ledger:
+            if ledger.set_aside:
+                self.say(SD_ERR, "the ledger of the values written over was not readable: moved "
+                         "to %s, a new one starts; the values it names are not put back by "
+                         "themselves (see the file)" % ledger.set_aside)
             if self.followed is not None and self.followed.still_there():
                 ledger.adjusted = self.followed.fds[abi.ADJUSTED_MAP]
                 count = work(ledger)

@@ -174,6 +174,9 @@ class ScoreAdj(Backend):
                 ledger.sync_map()
                 facts["written"] = scoreadj.sweep(layout, bands, ledger)
                 facts["errors"] = ledger.errors
+                if ledger.set_aside:
+                    facts["errors"].append("the ledger of the values written over was not readable: "
+                                           "moved to %s, a new one started" % ledger.set_aside)
         if not facts["agent"]:
             result["warnings"].append(
                 "the score_adj agent is not running on this host: the processes there now got "
@@ -214,7 +217,7 @@ class ScoreAdj(Backend):
                 time.sleep(SETTLE)
                 again = set(w[0] for w in scoreadj.mismatches(layout, bands, scoreadj.Ledger.read()))
                 wrong = [w for w in wrong if w[0] in again]
-        except (BpfError, LoaderError) as exc:
+        except (BpfError, LoaderError, scoreadj.LedgerError) as exc:
             problems.append("policy %s: cannot look at its processes: %s" % (layout.name, exc))
             return {"score_adj": facts}, problems
         facts["mismatches"] = [dict(zip(("pid", "comm", "rule", "oom_score_adj", "carries"), w))

@@ -108,7 +108,7 @@ def attribute(events, ledger=None):
     if pending and ledger is None:
         try:
             ledger = scoreadj.Ledger.read()
-        except OSError:  # not root: no attribution
+        except (OSError, scoreadj.LedgerError):  # not root, or no ledger to trust
             return events
     for ev in pending:
         ev["policy"] = ledger.written_by_agent(ev["pid"], ev["oom_score_adj"], at=ev.get("timestamp"))

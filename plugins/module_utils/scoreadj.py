@@ -194,6 +194,15 @@ def start_time(pid):
         return None
 
 
+class LedgerError(ValueError):
+    """The ledger file holds something else than a ledger."""
+
+
+def _ints(values, count):
+    return isinstance(values, list) and len(values) == count and \
+        all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
 def ticks(ns):
     """A start_boottime in ns as /proc/PID/stat's starttime (clock ticks: nsec_to_clock_t)."""
     return ns // (1000000000 // os.sysconf("SC_CLK_TCK"))
@@ -248,6 +257,7 @@ class Ledger(object):
         self.policy = data.get("policy")
         self.tasks = dict((int(pid), list(entry)) for pid, entry in data.get("tasks", {}).items())
         self.exited = [list(e) for e in data.get("exited", [])]
+        self.set_aside = None     # where locked() moved an unreadable ledger
         self.adjusted = None
         self.errors = []          # what the kernel refused in the last apply()
         self._held = {}           # entries let go in apply(), saved until their values are back
@@ -255,13 +265,19 @@ class Ledger(object):
 
     @staticmethod
     def read(path=None):
-        """The ledger as saved (no lock): for verify and events."""
+        """The ledger as saved (no lock): for verify and events; LedgerError when the file
+        is not a ledger."""
         path = path or os.path.join(run_dir(), LEDGER)
         try:
             data = json.loads((read_file(path) or b"{}").decode("ascii"))
-        except ValueError:
-            data = {}
-        return Ledger(data if isinstance(data, dict) else {}, path)
+            ledger = Ledger(data, path)
+            if not all(_ints(e, 3) for e in ledger.tasks.values()) or \
+                    not all(len(e) == 5 and _ints(e[:3] + e[4:], 4) for e in ledger.exited) or \
+                    not isinstance(ledger.policy, (str, type(None))):
+                raise ValueError("an entry is not a list of integers")
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise LedgerError("%s is not a ledger: %s" % (path, exc))
+        return ledger
 
     @classmethod
     @contextlib.contextmanager
@@ -272,7 +288,16 @@ class Ledger(object):
         fd = os.open(os.path.join(base, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            ledger = cls.read(os.path.join(base, LEDGER))
+            path = os.path.join(base, LEDGER)
+            try:
+                ledger = cls.read(path)
+            except LedgerError:
+                # Kept for a human (the values it names are not put back by themselves);
+                # a new ledger starts, so that the agent and removals go on.
+                aside = "%s.corrupt-%d" % (path, time.time())
+                os.rename(path, aside)
+                ledger = Ledger({}, path)
+                ledger.set_aside = aside
             yield ledger
             ledger.save()
         finally:

@@ -398,6 +398,30 @@ def test_an_event_carries_the_start_of_its_process_as_proc_shows_it(host, generi
     assert scoreadj.ticks(found[0].start_ns) == scoreadj.start_time(held.pid)
 
 
+def test_an_unreadable_ledger_is_moved_aside_and_the_agent_keeps_working(host, generic, tmp_path):
+    """A ledger that is not one (here a JSON list, written while the agent runs) is kept
+    aside for a human, the agent says so on stderr, starts a new ledger and keeps writing
+    values (it used to read it as empty and overwrite it, or crash in a loop on wrong
+    types); an apply that finds one says so in its warnings."""
+    run = tmp_path / "run"
+    held = host.hold("sa-corrupt", adj=0)
+    host.start_agent()
+    apply(generic, doc(prefer(1, comm="sa-corrupt")))
+    assert eventually(held, 1000) == 1000
+    (run / scoreadj.LEDGER).write_text("[1, 2, 3]")
+    late = host.hold("sa-corrupt", adj=0)
+    assert eventually(late, 1000) == 1000
+    assert host.agent.poll() is None
+    [aside] = [p for p in os.listdir(str(run)) if p.startswith(scoreadj.LEDGER + ".corrupt-")]
+    assert (run / aside).read_text() == "[1, 2, 3]"
+    assert late.pid in scoreadj.Ledger.read().tasks
+    _out, err = host.agent_output()
+    assert "was not readable: moved to %s" % (run / aside) in err.decode(), err
+    (run / scoreadj.LEDGER).write_text("{")
+    again = apply(generic, doc(prefer(1, comm="sa-corrupt")))
+    assert any("was not readable: moved to" in w for w in again["warnings"]), again
+
+
 def test_a_backend_switch_that_fails_keeps_the_old_policy_live_and_at_boot(host, generic):
     """This host lacks the hook: switching the policy to evaluate_task fails before anything
     changes. The score_adj policy stays attached as it was, its values stay written, and

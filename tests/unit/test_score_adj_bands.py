@@ -306,3 +306,21 @@ def test_an_event_about_the_process_that_had_the_pid_before_writes_nothing(monke
     assert (written, tasks, procs.adj()) == (0, {}, {10: 0})
     written, tasks, _errors = apply([(10, 1000, None, 100 * tick_ns + 1)])
     assert (written, tasks, procs.adj()) == (1, {10: [100, 0, 1000]}, {10: 1000})
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"tasks": {"10": 5}}', b'{"tasks": {"x": [1, 2, 3]}}',
+                                     b'{"tasks": {"10": [1, "2", 3]}}', b'{"exited": [[1, 2]]}', b"[]",
+                                     b'{"policy": 7}'])
+def test_a_ledger_that_is_not_one_is_moved_aside_and_a_new_one_starts(monkeypatch, tmp_path, content):
+    """Read as empty and overwritten, its values to put back were lost; a wrong type made
+    the agent crash in a loop and a removal fail."""
+    procs = Procs(monkeypatch, tmp_path, p10=(100, 0))
+    procs.path.parent.mkdir(mode=0o700)
+    procs.path.write_bytes(content)
+    with pytest.raises(scoreadj.LedgerError):
+        scoreadj.Ledger.read(str(procs.path))
+    with scoreadj.Ledger.locked() as ledger:
+        aside = ledger.set_aside
+        assert ledger.tasks == {} and ledger.apply([(10, 1000, None)], "p") == 1
+    assert aside and open(aside, "rb").read() == content
+    assert json.loads(procs.path.read_text())["tasks"] == {"10": [100, 0, 1000]}
