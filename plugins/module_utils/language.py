@@ -70,11 +70,11 @@ MATCH_KEYS = (
         "the task's process id (thread-group id, in the initial pid namespace) equals it (1–%d)" % PID_MAX,
         "never"),
     Key("comm", dict(_COMM, description="The task name (/proc/PID/comm), exactly."),
-        abi.EBPF_OOM_M_COMM, "comm",
+        abi.EBPF_OOM_M_COMM, "name",
         "the task name (`/proc/PID/comm`, at most %d bytes) equals it exactly" % COMM_MAX,
         "at exec, `prctl(PR_SET_NAME)`, a write to `/proc/PID/comm`"),
     Key("comm_prefix", dict(_COMM, description="The task name starts with this."),
-        abi.EBPF_OOM_M_COMM, "comm_prefix",
+        abi.EBPF_OOM_M_COMM, "name_prefix",
         "the task name starts with it (`comm` and `comm_prefix` exclude each other)",
         "at exec, `prctl(PR_SET_NAME)`, a write to `/proc/PID/comm`", excludes="comm"),
     Key("cgroup", {"description": "Absolute cgroup v2 path as the kernel writes it, e.g. "
@@ -87,7 +87,7 @@ MATCH_KEYS = (
                    "x-errors": {"pattern": "must be an absolute cgroup path such as /batch or "
                                            "/system.slice/web.service: at most %d levels, no trailing "
                                            "'/', no '.' or '..' components" % abi.EBPF_OOM_MAX_CGROUP_LEVEL}},
-        abi.EBPF_OOM_M_CGROUP, "cgroup",
+        abi.EBPF_OOM_M_CGROUP, "path",
         "the task is in this cgroup v2 or in one **below** it, e.g. `/batch` matches `/batch` and "
         "`/batch/job-17`; absolute path, at most %d levels" % abi.EBPF_OOM_MAX_CGROUP_LEVEL,
         "when it is moved to another cgroup"),

@@ -39,27 +39,29 @@ def path_key(path):
     return bytes(abi.Path(path.encode("utf-8")))
 
 
-def _comm(rule, key, value, unused_i, unused_cgroup_rules):
+def _name(rule, exact, value):
     """The name's bytes, and the mask of the bytes compared: an exact name compares its
     NUL too, a prefix does not."""
     data = value.encode("ascii")
-    size = min(len(data) + (1 if key == "comm" else 0), abi.EBPF_OOM_COMM_LEN)
+    size = min(len(data) + (1 if exact else 0), abi.EBPF_OOM_COMM_LEN)
     rule.comm = data
     ctypes.memmove(ctypes.addressof(rule) + abi.Rule.comm_mask.offset,
                    b"\xff" * size + b"\x00" * (abi.EBPF_OOM_COMM_LEN - size), abi.EBPF_OOM_COMM_LEN)
 
 
-def _id(rule, key, value, unused_i, unused_cgroup_rules):
-    setattr(rule, key, value)
-
-
-def _cgroup(rule, unused_key, path, i, cgroup_rules):
+def _cgroup(rule, path, i, cgroup_rules):
     rule.cgroup_level = language.cgroup_level(path)
     cgroup_rules.setdefault(path, []).append(i)
 
 
-# Key.encoding -> how a match key's value is written into the rule
-ENCODERS = {"id": _id, "comm": _comm, "comm_prefix": _comm, "cgroup": _cgroup}
+# Key.encoding -> how a match key's value is written into the rule: an id in the rule's
+# field of the key's name, a task name (exact or a prefix), a cgroup path.
+ENCODERS = {
+    "id": lambda rule, key, value, i, paths: setattr(rule, key, value),
+    "name": lambda rule, key, value, i, paths: _name(rule, True, value),
+    "name_prefix": lambda rule, key, value, i, paths: _name(rule, False, value),
+    "path": lambda rule, key, value, i, paths: _cgroup(rule, value, i, paths),
+}
 
 
 def _ranking(node):
