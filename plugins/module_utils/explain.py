@@ -183,6 +183,20 @@ def killable(t):
     return t.points != POINTS_MIN
 
 
+def _scan(tasks, imagined):
+    """(candidates, the killable ones, those by the kernel's own points, the answer of an
+    OOM the policy leaves to the kernel): what rank() and steered() start from."""
+    candidates = [t for t in tasks if not imagined.path or t.flags & abi.EBPF_OOM_T_IN_MEMCG]
+    alive = [t for t in candidates if killable(t)]
+    kernel_order = sorted(alive, key=lambda t: -t.points)
+    out = {"candidates": len(candidates), "unkillable": len(candidates) - len(alive),
+           "kernel_victim": kernel_order[0] if kernel_order else None, "acts": False,
+           "waits_for": [t for t in candidates if t.flags & abi.EBPF_OOM_T_VICTIM],
+           "aborted_by": [], "protected": 0, "unranked": 0, "safety_net": False,
+           "order": kernel_order}
+    return candidates, alive, kernel_order, out
+
+
 def rank(tasks, config, imagined):
     """What the imagined OOM does, from the records and the policy's config (abi.Config,
     None: no policy). Mirrors the kernel's scan with the generic program on the hook:
@@ -194,16 +208,9 @@ def rank(tasks, config, imagined):
       - then the others, by the kernel's own points, protected ones never;
       - a global OOM with every killable task protected: the hook kernel's safety net
         lets its own heuristic choose (a kernel without it panics)."""
-    candidates = [t for t in tasks if not imagined.path or t.flags & abi.EBPF_OOM_T_IN_MEMCG]
-    alive = [t for t in candidates if killable(t)]
-    kernel_order = sorted(alive, key=lambda t: -t.points)
-    out = {"candidates": len(candidates), "unkillable": len(candidates) - len(alive),
-           "kernel_victim": kernel_order[0] if kernel_order else None, "acts": False,
-           "waits_for": [t for t in candidates if t.flags & abi.EBPF_OOM_T_VICTIM],
-           "aborted_by": [], "protected": 0, "unranked": 0, "safety_net": False}
+    candidates, alive, kernel_order, out = _scan(tasks, imagined)
     if config is None or not config.scope & (abi.EBPF_OOM_SCOPE_MEMCG if imagined.path
                                              else abi.EBPF_OOM_SCOPE_GLOBAL):
-        out["order"] = kernel_order
         return out
     out["acts"] = True
     act = abi
@@ -224,22 +231,18 @@ def steered(tasks, imagined, adj_of):
     score_adj backend steers: every candidate the kernel can kill, by oom_badness() with
     the oom_score_adj ``adj_of(task)`` gives it (rss + swap + page tables, plus the value
     times totalpages / 1000; -1000: never). {pid: (value, points)} is in "steered"."""
-    candidates = [t for t in tasks if not imagined.path or t.flags & abi.EBPF_OOM_T_IN_MEMCG]
-    alive = [t for t in candidates if killable(t)]
+    candidates, _alive, _kernel_order, out = _scan(tasks, imagined)
     unit = imagined.totalpages // 1000
     values = {}
     for t in candidates:
         value = adj_of(t)
         never = value == scoreadj.ADJ_MIN or t.flags & (abi.EBPF_OOM_T_REAPED | abi.EBPF_OOM_T_VFORK)
         values[t.pid] = (value, POINTS_MIN if never else t.rss + t.swap + t.pgtables + value * unit)
-    kernel_order = sorted(alive, key=lambda t: -t.points)
     order = sorted((t for t in candidates if values[t.pid][1] != POINTS_MIN), key=lambda t: -values[t.pid][1])
-    return {"candidates": len(candidates), "unkillable": len(candidates) - len(order),
-            "kernel_victim": kernel_order[0] if kernel_order else None, "acts": True,
-            "waits_for": [t for t in candidates if t.flags & abi.EBPF_OOM_T_VICTIM],
-            "aborted_by": [], "protected": sum(1 for t in candidates if t.action == abi.EBPF_OOM_ACT_PROTECT),
-            "unranked": sum(1 for t in order if t.action == abi.EBPF_OOM_ACT_KERNEL),
-            "safety_net": False, "order": order, "steered": values}
+    out.update(acts=True, order=order, steered=values, unkillable=len(candidates) - len(order),
+               protected=sum(1 for t in candidates if t.action == abi.EBPF_OOM_ACT_PROTECT),
+               unranked=sum(1 for t in order if t.action == abi.EBPF_OOM_ACT_KERNEL))
+    return out
 
 
 # ---------------------------------------------------------------- the answer
@@ -259,10 +262,10 @@ def explain(object_path, oom=None, name=None, document=None, top=5, backend=None
     if backend == scoreadj.BACKEND:
         # Loaded: the values the processes carry now (the agent wrote them); a preview:
         # each rule's band, the others keep theirs.
-        bands = scoreadj.Bands(document)
+        bands = scoreadj.Bands(document) if name is None else None
 
         def adj_of(t):
-            band = None if name is not None else bands.value(t.rule)
+            band = bands.value(t.rule) if bands is not None else None
             return t.oom_score_adj if band is None else band
 
         ranked = steered(tasks, imagined, adj_of)
