@@ -19,8 +19,11 @@
  *                                     of an imagined OOM (ebpf.oom.explain), and
  *                                     the score_adj agent's sweep
  *   ebpf_oom_adj_exec, _rename,       the score_adj backend: tell its agent when a
- *   _attach, _fork                    process's class may have changed (exec, a
- *                                     new name, another cgroup, a new process)
+ *   _attach, _fork, _creds            process's class may have changed (exec, a
+ *                                     new name, another cgroup, a new process,
+ *                                     a new uid: _creds is fexit, loaded where
+ *                                     the kernel allows it), and keep
+ *   ebpf_oom_adj_exit                 oom_adjusted to the live processes
  *
  * The verdicts of ebpf_oom_eval:
  *
@@ -288,7 +291,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, EBPF_OOM_ADJUSTED_MAX);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct ebpf_oom_adjusted);
 } oom_adjusted SEC(".maps");
 
 struct {
@@ -301,6 +304,15 @@ struct {
 static __always_inline bool adjusted(__u32 tgid)
 {
 	return bpf_map_lookup_elem(&oom_adjusted, &tgid) != NULL;
+}
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&oom_adj_lost, &zero);
+
+	if (lost)
+		__sync_fetch_and_add(lost, 1);
 }
 
 /*
@@ -316,7 +328,6 @@ static __always_inline void report(struct task_struct *task, const char *comm, _
 	struct ebpf_oom_config *cfg;
 	__u32 zero = 0, parent;
 	struct class c;
-	__u64 *lost;
 
 	if (task->pid != task->tgid || (task->flags & PF_KTHREAD) || task->tgid == 1)
 		return;
@@ -329,9 +340,7 @@ static __always_inline void report(struct task_struct *task, const char *comm, _
 		return;
 	ev = bpf_ringbuf_reserve(&oom_adj_events, sizeof(*ev), 0);
 	if (!ev) {
-		lost = bpf_map_lookup_elem(&oom_adj_lost, &zero);
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+		count_lost();
 		return;
 	}
 	ev->pid = task->tgid;
@@ -386,10 +395,58 @@ int BPF_PROG(ebpf_oom_adj_attach, struct cgroup *dst, const char *path, struct t
 	return 0;
 }
 
-/* A new process (not a thread): it inherited its parent's value. */
+/*
+ * A new process (not a thread): it inherited its parent's value. When that is
+ * one the agent wrote, the child is noted in oom_adjusted before anything is
+ * reported, so that the sweep finds it even when every event about it is lost.
+ */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(ebpf_oom_adj_fork, struct task_struct *parent, struct task_struct *child)
 {
+	struct ebpf_oom_adjusted *mark, note;
+	__u32 tgid = parent->tgid, pid = child->tgid;
+
+	mark = bpf_map_lookup_elem(&oom_adjusted, &tgid);
+	if (mark && child->pid == child->tgid &&
+	    mark->start_ns / EBPF_OOM_NS_PER_TICK ==
+		    parent->group_leader->start_boottime / EBPF_OOM_NS_PER_TICK &&
+	    mark->written == child->signal->oom_score_adj) {
+		note.start_ns = child->start_boottime;
+		note.original = mark->original;
+		note.written = mark->written;
+		if (bpf_map_update_elem(&oom_adjusted, &pid, &note, BPF_ANY))
+			count_lost();	/* full: the agent sweeps, and finds it by its parent */
+	}
 	report(child, NULL, EBPF_OOM_EV_FORK);
+	return 0;
+}
+
+/* The last thread of a process exits: it carries nothing any more. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(ebpf_oom_adj_exit, struct task_struct *task)
+{
+	__u32 tgid = task->tgid;
+
+	if (!task->signal->live.counter)
+		bpf_map_delete_elem(&oom_adjusted, &tgid);
+	return 0;
+}
+
+/*
+ * New credentials (setuid(), setresuid() and the like, also exec): a uid rule
+ * may match the process now, or no longer. After the change, so that the task
+ * is classified by its new uid; only when rules name uids. fexit: loaded only
+ * where the kernel allows tracing programs (else the sweep finds the change).
+ */
+SEC("fexit/commit_creds")
+int BPF_PROG(ebpf_oom_adj_creds, struct cred *new, int ret)
+{
+	struct ebpf_oom_config *cfg;
+	__u32 zero = 0;
+
+	cfg = bpf_map_lookup_elem(&oom_config, &zero);
+	if (!cfg || !(cfg->needs & EBPF_OOM_M_UID))
+		return 0;
+	report(bpf_get_current_task_btf(), NULL, EBPF_OOM_EV_CREDS);
 	return 0;
 }

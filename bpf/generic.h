@@ -144,21 +144,37 @@ struct ebpf_oom_task {
  * The score_adj backend: where the kernel has no hook, a policy steers the
  * kernel's own heuristic through /proc/PID/oom_score_adj. Programs on the
  * events that can change a process's class (exec, a new name, a move to
- * another cgroup, fork) tell the agent (plugins/module_utils/agent.py)
- * through the oom_adj_events ring buffer, when the class may need a write:
- * the process matches a rule, or the agent wrote its value, or its parent's
- * (oom_adjusted, which the agent fills; a child inherits the value). Events
- * the ring buffer had no room for are counted in oom_adj_lost (key 0, a
- * __u64): the agent then sweeps every process with the task iterator.
+ * another cgroup, new credentials, fork) tell the agent
+ * (plugins/module_utils/agent.py) through the oom_adj_events ring buffer,
+ * when the class may need a write: the process matches a rule, or carries a
+ * value the agent wrote, or its parent does (a child inherits the value).
+ * Events the ring buffer had no room for are counted in oom_adj_lost (key 0,
+ * a __u64): the agent then sweeps every process with the task iterator.
+ *
+ * oom_adjusted holds the live processes that carry a value the agent wrote:
+ * the agent notes the ones it writes, the fork program notes a child that
+ * inherited one (at once, so that no lost event hides it from the sweep), the
+ * exit program drops a process when its last thread exits.
  */
 #define EBPF_OOM_EVENTS_BYTES 262144	/* the ring buffer: thousands of events */
-#define EBPF_OOM_ADJUSTED_MAX 65536	/* entries of oom_adjusted: key tgid, value 1 */
+#define EBPF_OOM_ADJUSTED_MAX 65536	/* live processes in oom_adjusted */
+#define EBPF_OOM_NS_PER_TICK 10000000	/* NSEC_PER_SEC / USER_HZ: /proc/PID/stat's starttime unit */
+
+/* A value of oom_adjusted (key: the process's tgid). */
+struct ebpf_oom_adjusted {
+	__u64 start_ns;		/* its start_boottime (the agent's notes: in whole ticks),
+				 * so that a pid reused since is another process */
+	__s32 original;		/* the value it carried before the agent wrote (a child:
+				 * its parent's) */
+	__s32 written;		/* the value the agent wrote, which a child inherits */
+};
 
 /* ebpf_oom_adj_event.reason */
 #define EBPF_OOM_EV_EXEC 1	/* sched_process_exec: a new program, a new name */
 #define EBPF_OOM_EV_RENAME 2	/* task_rename: a new name (prctl, or exec) */
 #define EBPF_OOM_EV_ATTACH 3	/* cgroup_attach_task: moved to another cgroup */
 #define EBPF_OOM_EV_FORK 4	/* sched_process_fork: a new process */
+#define EBPF_OOM_EV_CREDS 5	/* commit_creds: another uid (setuid and the like) */
 
 /* One record of the oom_adj_events ring buffer. */
 struct ebpf_oom_adj_event {

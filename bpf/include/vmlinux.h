@@ -183,6 +183,7 @@ struct mm_struct {
 };
 
 struct signal_struct {
+	atomic_t live;
 	bool oom_flag_origin;
 	short oom_score_adj;
 	short oom_score_adj_min;

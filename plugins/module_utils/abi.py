@@ -129,11 +129,23 @@ EBPF_OOM_T_VICTIM = 8
 # The score_adj backend's events (oom_adj_events) and the processes it wrote (oom_adjusted).
 EBPF_OOM_EVENTS_BYTES = 262144
 EBPF_OOM_ADJUSTED_MAX = 65536
+EBPF_OOM_NS_PER_TICK = 10000000
+
+
+class Adjusted(ctypes.Structure):
+    """struct ebpf_oom_adjusted (a value of oom_adjusted)"""
+    _fields_ = [
+        ("start_ns", ctypes.c_uint64),
+        ("original", ctypes.c_int32),
+        ("written", ctypes.c_int32),
+    ]
+
 
 EBPF_OOM_EV_EXEC = 1
 EBPF_OOM_EV_RENAME = 2
 EBPF_OOM_EV_ATTACH = 3
 EBPF_OOM_EV_FORK = 4
+EBPF_OOM_EV_CREDS = 5
 
 
 class AdjEvent(ctypes.Structure):
@@ -154,7 +166,8 @@ class AdjEvent(ctypes.Structure):
 
 # C struct name -> ctypes mirror
 STRUCTS = {"ebpf_oom_rule": Rule, "ebpf_oom_config": Config, "ebpf_oom_state": State,
-           "ebpf_oom_path": Path, "ebpf_oom_task": Task, "ebpf_oom_adj_event": AdjEvent}
+           "ebpf_oom_path": Path, "ebpf_oom_task": Task, "ebpf_oom_adj_event": AdjEvent,
+           "ebpf_oom_adjusted": Adjusted}
 
 # ---- bpf/generic.bpf.c -----------------------------------------------------
 
@@ -172,7 +185,10 @@ TASKS_PROGRAM = "ebpf_oom_tasks"
 # The score_adj backend's programs on the events that can change a process's class,
 # its ring buffer, the processes its agent wrote, and the count of events lost.
 ADJ_PROGRAMS = ("ebpf_oom_adj_exec", "ebpf_oom_adj_rename", "ebpf_oom_adj_attach",
-                "ebpf_oom_adj_fork")
+                "ebpf_oom_adj_fork", "ebpf_oom_adj_exit")
+# ... and the one on new credentials: fexit, loaded where the kernel allows tracing programs.
+CREDS_PROGRAM = "ebpf_oom_adj_creds"
+CREDS_FUNC = "commit_creds"
 EVENTS_MAP = "oom_adj_events"
 ADJUSTED_MAP = "oom_adjusted"
 LOST_MAP = "oom_adj_lost"

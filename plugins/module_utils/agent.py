@@ -8,11 +8,15 @@ Layer 4 (beside the loader): imports scoreadj, the layout, the ABI, the kernel
 binding and the leaf helpers.  Standard library over the engine's ctypes libbpf.
 
 It follows the one policy whose record says backend score_adj (none: it waits for one):
-    - a sweep when it starts, when the policy changes, every SWEEP_EVERY seconds and
+    - a sweep when it starts (the records queued before are dropped: the sweep sees
+      what they say), when the policy changes, every scoreadj.SWEEP_EVERY seconds and
       when the programs lost events (the ring buffer was full): the policy's pinned
-      task iterator classifies every process, and each gets what its class says;
+      task iterator classifies every process, and each gets what its class says, as
+      does every process that carries a value written (children included: the fork
+      program notes them in oom_adjusted, so no lost event hides one);
     - between sweeps, the records the policy's programs push into its ring buffer (exec,
-      a new name, another cgroup, a new process) get the same, as they come;
+      a new name, another cgroup, new credentials, a new process) get the same, as
+      they come;
     - the values it writes over are kept in the ledger (scoreadj.py), saved before each
       write, so that a crash loses nothing: after one (SIGKILL) systemd starts it again
       and it sweeps;
@@ -36,7 +40,6 @@ from . import abi, bpffs, libbpf, scoreadj
 from .errors import BpfError, BpffsError, RenderError
 
 TICK = 0.5            # seconds: the longest wait between two looks at the policy
-SWEEP_EVERY = 30.0    # seconds between two sweeps
 LOCK_TRIES = 10       # looks at the agent's lock before giving up (0.2 s apart)
 EVENT_SIZE = ctypes.sizeof(abi.AdjEvent)
 # sd-daemon(3) priorities: journald files each line at its level.
@@ -106,7 +109,7 @@ class Followed(object):
 
 
 class Agent(object):
-    def __init__(self, root=None, out=sys.stdout, err=sys.stderr, sweep_every=SWEEP_EVERY):
+    def __init__(self, root=None, out=sys.stdout, err=sys.stderr, sweep_every=scoreadj.SWEEP_EVERY):
         self.root = root or bpffs.roots()[0]
         self.out = out
         self.err = err
@@ -156,8 +159,8 @@ class Agent(object):
     def sweep(self):
         self.next_sweep = time.monotonic() + self.sweep_every
         followed = self.followed
-        return self._with_ledger(lambda ledger: (ledger.sync_map(), scoreadj.sweep(
-            followed.layout, followed.bands, ledger))[1])
+        return self._with_ledger(lambda ledger: scoreadj.sweep(followed.layout, followed.bands,
+                                                               ledger))
 
     def handle(self, records):
         bands = self.followed.bands
@@ -173,7 +176,8 @@ class Agent(object):
 
     def follow(self):
         """Follow the score_adj policy loaded now, if any (the one followed so far was
-        let go): open its maps and sweep."""
+        let go): open its maps, drop the records queued before (the sweep sees what
+        they say, and what came since), and sweep."""
         found = find_policy(self.root)
         if found is None or identity(found[0]) == self.refused:
             return False
@@ -183,9 +187,13 @@ class Agent(object):
             self.refused = identity(found[0])  # not again until the policy is written again
             self.say(SD_ERR, "cannot follow policy %s: %s" % (found[0].name, exc))
             return False
+        # Queued while no agent read them (or before a restart): applied after the
+        # sweep they would put back what the processes were then, or write to the
+        # processes that have their pids now.
+        dropped = len(self.followed.ring.consume())
         written = self.sweep()
-        self.say(SD_INFO, "following policy %s: %d oom_score_adj value(s) written"
-                 % (found[0].name, written))
+        self.say(SD_INFO, "following policy %s: %d oom_score_adj value(s) written (%d event(s) "
+                 "queued before dropped)" % (found[0].name, written, dropped))
         return True
 
     def step(self):

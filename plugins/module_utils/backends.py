@@ -78,6 +78,10 @@ class Backend(object):
                      if not libbpf.map_type_supported(t))
         return found
 
+    def attached(self):
+        """The programs this backend loads and attaches on this host."""
+        return list(self.programs)
+
     def plan(self, document):
         """The Plan of an apply of ``document``; RenderError (every problem) when it is not
         a valid document or this backend cannot enforce it."""
@@ -96,7 +100,7 @@ class Backend(object):
 
         result = loader.apply(name, object_path, globals=rendered.globals, maps=rendered.maps,
                               check_mode=check_mode, persist=persist, document=plan.document,
-                              programs=list(self.programs), after_attach=after_attach,
+                              programs=self.attached(), after_attach=after_attach,
                               backend=self.name,
                               under_lock=lambda root, unused_obj: one_decider(root, name, True))
         if before is not None and before.name != self.name and not check_mode:
@@ -143,7 +147,7 @@ class ScoreAdj(Backend):
     programs = abi.CGROUP_PROGRAMS + abi.ADJ_PROGRAMS + (abi.TASKS_PROGRAM,)
     needs = (("bpf_iter_task", "func"), ("btf_trace_cgroup_attach_task", "typedef"),
              ("btf_trace_cgroup_mkdir", "typedef"), ("btf_trace_cgroup_rmdir", "typedef"),
-             ("btf_trace_sched_process_exec", "typedef"),
+             ("btf_trace_sched_process_exec", "typedef"), ("btf_trace_sched_process_exit", "typedef"),
              ("btf_trace_sched_process_fork", "typedef"), ("btf_trace_task_rename", "typedef"))
     map_types = (libbpf.BPF_MAP_TYPE_RINGBUF,)
 
@@ -153,10 +157,22 @@ class ScoreAdj(Backend):
         problem = scoreadj.pid_namespace_problem()
         return found + ["the initial pid namespace (%s)" % problem] if problem else found
 
+    def attached(self):
+        """Backend.attached, and the program on new credentials where the kernel allows
+        fexit programs (else a process that changes its uid is found by the sweep)."""
+        extra = [abi.CREDS_PROGRAM] if libbpf.fexit_allowed(abi.CREDS_FUNC) else []
+        return list(self.programs) + extra
+
     def plan(self, document):
         plan = super(ScoreAdj, self).plan(document)
         plan.bands = scoreadj.Bands(document)
         plan.warnings = list(plan.bands.warnings)
+        if abi.CREDS_PROGRAM not in self.attached() and any(
+                "uid" in rule["match"] for rule in language.normalize(document)["rules"]):
+            plan.warnings.append(
+                "this kernel refuses fexit programs (on %s): a process whose uid changes "
+                "(setuid) gets its uid rule's value at the agent's next sweep (every %d s), "
+                "not at once" % (abi.CREDS_FUNC, scoreadj.SWEEP_EVERY))
         return plan
 
     def apply(self, name, object_path, plan, check_mode=False, persist=True):
@@ -165,13 +181,13 @@ class ScoreAdj(Backend):
         result = super(ScoreAdj, self).apply(name, object_path, plan, check_mode, persist)
         bands = plan.bands
         facts = {"bands": [{"class": what, "oom_score_adj": value} for what, value in bands.levels],
-                 "gap": bands.gap, "written": 0, "errors": [], "agent": scoreadj.agent_running()}
+                 "gap": bands.gap, "written": 0, "errors": [], "agent": scoreadj.agent_running(),
+                 "credentials": abi.CREDS_PROGRAM in self.attached()}
         if not check_mode:
             layout = bpffs.Layout(bpffs.roots()[0], name)
             with scoreadj.Ledger.locked() as ledger, libbpf.pinned(
                     layout.map(abi.ADJUSTED_MAP)) as adjusted:
                 ledger.adjusted = adjusted
-                ledger.sync_map()
                 facts["written"] = scoreadj.sweep(layout, bands, ledger)
                 facts["errors"] = ledger.errors
                 if ledger.set_aside:

@@ -48,6 +48,7 @@ BPF_MAP_TYPE_RINGBUF = 27
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 BPF_PROG_TYPE_TRACING = 26
 BPF_TRACE_RAW_TP = 23
+BPF_TRACE_FEXIT = 25
 BPF_LINK_TYPE_RAW_TRACEPOINT = 1
 BPF_LINK_TYPE_TRACING = 2
 BPF_F_RDONLY_PROG = 1 << 7
@@ -210,6 +211,22 @@ class ObjectOpenOpts(ctypes.Structure):
     ]
 
 
+class ProgLoadOpts(ctypes.Structure):
+    """The head of struct bpf_prog_load_opts, up to attach_prog_fd (sz says so)."""
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("attempts", ctypes.c_int),
+        ("expected_attach_type", ctypes.c_int),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_int),
+    ]
+
+
 class MapCreateOpts(ctypes.Structure):
     """struct bpf_map_create_opts (bpf/bpf.h, libbpf 1.1)."""
     _fields_ = [
@@ -283,6 +300,9 @@ _SIGNATURES = {
     "bpf_map_create": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32,
                                       ctypes.c_uint32, ctypes.c_uint32,
                                       ctypes.POINTER(MapCreateOpts)]),
+    "bpf_prog_load": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, _P,
+                                     ctypes.c_size_t, ctypes.POINTER(ProgLoadOpts)]),
+    "bpf_link_create": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int, _P]),
     "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "bpf_map_update_elem": (ctypes.c_int, [ctypes.c_int, _P, _P, ctypes.c_uint64]),
     "bpf_map_delete_elem": (ctypes.c_int, [ctypes.c_int, _P]),
@@ -527,6 +547,37 @@ def vmlinux_btf():
 def vmlinux_btf_has(name, kind="func"):
     """True when the running kernel's BTF has a type ``name`` of ``kind``."""
     return vmlinux_btf().find(name, kind) is not None
+
+
+# r0 = 0; exit: a program that does nothing
+_EMPTY_PROGRAM = bytes([0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0])
+_tracing = {}
+
+
+def fexit_allowed(func):
+    """True when the running kernel loads and attaches an fexit program on ``func`` (an
+    empty one, detached at once): kernels without BTF, without the ftrace trampolines, or
+    that refuse tracing programs (lockdown) say no.  Asked once per process."""
+    if func not in _tracing:
+        _tracing[func] = False
+        try:
+            tid = vmlinux_btf().find(func, "func")
+        except BpfError:
+            tid = None
+        if tid is not None:
+            opts = ProgLoadOpts(sz=ctypes.sizeof(ProgLoadOpts), expected_attach_type=BPF_TRACE_FEXIT,
+                                attach_btf_id=tid)
+            insns = ctypes.create_string_buffer(_EMPTY_PROGRAM, len(_EMPTY_PROGRAM))
+            prog = lib().bpf_prog_load(BPF_PROG_TYPE_TRACING, b"ebpf_oom_probe", b"GPL", insns,
+                                       len(_EMPTY_PROGRAM) // 8, ctypes.byref(opts))
+            _take_messages()
+            if prog >= 0:
+                link = lib().bpf_link_create(prog, 0, BPF_TRACE_FEXIT, None)
+                _tracing[func] = link >= 0
+                if link >= 0:
+                    os.close(link)
+                os.close(prog)
+    return _tracing[func]
 
 
 def kernel_btf(btf_obj_id):

@@ -31,8 +31,11 @@ time, so that a reused pid is not mistaken for it) the value it overwrote and th
 it wrote, and the last processes that exited carrying a value it wrote (for events).
 Changed under RUN_DIR/score_adj.lock; an entry is saved before its value is written.
 A value is put back only while the process still carries what was written (another
-writer's later value stands).  The policy's oom_adjusted map holds the same pids, so
-that its programs report the processes (and the children) the agent wrote.
+writer's later value stands).  The policy's oom_adjusted map holds the same processes,
+each with its start time, original and written value, so that its programs report
+them and note a child that inherits a written value at once (with its parent's
+original); the sweep takes such a child into the ledger (Ledger.adopt) even when every
+event about it was lost.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -57,6 +60,7 @@ UNMATCHED = 0             # where the processes no rule matches are taken to be
 RUN_DIR = "/run/ebpf-oom"
 LEDGER = "score_adj.json"
 LOCK = "score_adj.lock"
+SWEEP_EVERY = 30          # seconds between two sweeps of the agent
 EXITED_KEPT = 512         # exited processes remembered (events attribute kills by them)
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -205,7 +209,7 @@ def _ints(values, count):
 
 def ticks(ns):
     """A start_boottime in ns as /proc/PID/stat's starttime (clock ticks: nsec_to_clock_t)."""
-    return ns // (1000000000 // os.sysconf("SC_CLK_TCK"))
+    return ns // abi.EBPF_OOM_NS_PER_TICK
 
 
 def read_adj(pid):
@@ -316,27 +320,53 @@ class Ledger(object):
 
     # ---- the oom_adjusted map
 
-    def _mark(self, pid):
-        if self.adjusted is not None:
-            try:
-                libbpf.map_update(self.adjusted, pid.to_bytes(4, "little"), b"\1\0\0\0")
-            except libbpf.BpfError as exc:  # full: the sweep still finds the process
-                self.errors.append("pid %d: cannot note it in %s: %s"
-                                   % (pid, abi.ADJUSTED_MAP, exc))
+    def _note(self, pid):
+        """Note the process in oom_adjusted with its entry (what a child inherits)."""
+        if self.adjusted is None:
+            return
+        start, original, written = self.tasks[pid]
+        note = abi.Adjusted(start_ns=start * abi.EBPF_OOM_NS_PER_TICK, original=original,
+                            written=written)
+        try:
+            libbpf.map_update(self.adjusted, pid.to_bytes(4, "little"), bytes(note))
+        except libbpf.BpfError as exc:  # full: the sweep still finds the process
+            self.errors.append("pid %d: cannot note it in %s: %s" % (pid, abi.ADJUSTED_MAP, exc))
 
     def _unmark(self, pid):
         if self.adjusted is not None:
             libbpf.map_delete(self.adjusted, pid.to_bytes(4, "little"))
 
-    def sync_map(self):
-        """Make oom_adjusted hold exactly the ledger's pids."""
+    def _notes(self):
+        return dict((int.from_bytes(key, "little"), abi.Adjusted.from_buffer_copy(value))
+                    for key, value in libbpf.map_items(self.adjusted, 4, ctypes.sizeof(abi.Adjusted)))
+
+    def adopt(self):
+        """Take in the children the fork program noted (they inherited a value written
+        here) that the ledger does not know yet, their events lost or not handled yet:
+        each while it still carries that value, with its parent's original."""
         if self.adjusted is None:
             return
-        keys = set(int.from_bytes(k, "little") for k in libbpf.map_keys(self.adjusted, 4))
-        for pid in keys - set(self.tasks):
+        for pid, note in self._notes().items():
+            if pid in self.tasks:
+                continue
+            start = start_time(pid)
+            if start is not None and start == ticks(note.start_ns) and read_adj(pid) == note.written:
+                self.tasks[pid] = [start, note.original, note.written]
+            else:
+                self._unmark(pid)
+
+    def sync_map(self):
+        """Make oom_adjusted hold exactly the ledger's processes, each with its entry."""
+        if self.adjusted is None:
+            return
+        notes = self._notes()
+        for pid in set(notes) - set(self.tasks):
             self._unmark(pid)
-        for pid in set(self.tasks) - keys:
-            self._mark(pid)
+        for pid, (start, original, written) in self.tasks.items():
+            note = notes.get(pid)
+            if note is None or (ticks(note.start_ns), note.original, note.written) != \
+                    (start, original, written):
+                self._note(pid)
 
     # ---- changes
 
@@ -376,6 +406,7 @@ class Ledger(object):
             start = start_time(pid)
             if start is None:
                 self.forget(pid, exited=True)
+                self._unmark(pid)  # a child noted by the fork program, gone already
                 wanted.pop(pid, None)
                 continue
             if len(change) > 3 and change[3] is not None and start != ticks(change[3]):
@@ -387,7 +418,7 @@ class Ledger(object):
             inherited = self.tasks.get(parent) if parent else None
             if entry is None and inherited is not None and current == inherited[2]:
                 entry = self.tasks[pid] = [start, inherited[1], current]
-                self._mark(pid)
+                self._note(pid)
             if value is None:
                 if entry is not None:
                     if current == entry[2]:
@@ -400,8 +431,10 @@ class Ledger(object):
                 #             the hook's prefer and select pass over too
             if entry is None:
                 entry = self.tasks[pid] = [start, current, value]
-                self._mark(pid)
-            entry[2] = value
+                self._note(pid)
+            elif entry[2] != value:
+                entry[2] = value
+                self._note(pid)
             if current != value:
                 wanted[pid] = now[pid] = value
         self.save()
@@ -461,12 +494,16 @@ def snapshot(layout):
 
 
 def sweep(layout, bands, ledger):
-    """Every process the iterator sees gets what its class says; entries of processes
-    that exited are dropped -> the number of values written."""
+    """Every process the iterator sees gets what its class says: the ones a rule
+    matches, and every one that carries a value written here (the ledger's, and the
+    children the fork program noted); entries of processes that exited are dropped
+    -> the number of values written."""
     tasks = snapshot(layout)
+    ledger.prune(alive=set(t.pid for t in tasks))
+    ledger.adopt()
+    ledger.sync_map()
     changes = [(t.pid, bands.value(t.rule), None) for t in tasks
                if t.rule >= 0 or t.pid in ledger.tasks]
-    ledger.prune(alive=set(t.pid for t in tasks))
     return ledger.apply(changes, layout.name)
 
 

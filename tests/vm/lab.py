@@ -87,6 +87,11 @@ class Scene:
         self.pids = self.lab.run("restart", self.name, name)["pids"]
         return self.pids
 
+    def adopt(self, name, pid):
+        """A process started otherwise joins the scenario as task `name`."""
+        self.pids = self.lab.run("adopt", self.name, name, pid)["pids"]
+        return self.pids
+
     def limit(self):
         """Set the memory cgroup's memory.max now, as oom() does (what the tasks hold +
         the headroom), so that a prediction sees the limit of the OOM to come."""

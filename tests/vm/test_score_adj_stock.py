@@ -211,6 +211,108 @@ def test_the_agent_killed_with_sigkill_comes_back_and_resyncs(stock_lab, policie
     killed_by(report, "job", STOCK, spared=["big", "mid"])
 
 
+KEEPER = r"""
+import ctypes, os, signal, sys, time
+libc = ctypes.CDLL(None)
+libc.prctl(15, b"sa-keeper", 0, 0, 0)
+ready, go = sys.argv[1], sys.argv[2]
+open(ready + ".tmp", "w").write("%d\n" % os.getpid())
+os.rename(ready + ".tmp", ready)
+while not os.path.exists(go):
+    time.sleep(0.1)
+pids = []
+for child in sys.argv[3:]:
+    name, cgroup, mib = child.split(":")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        libc.prctl(15, ("lab-" + name).encode(), 0, 0, 0)
+        open("/sys/fs/cgroup%s/cgroup.procs" % cgroup, "w").write("0")
+        keep = bytearray(int(mib) << 20)
+        for at in range(0, len(keep), 4096):
+            keep[at] = 1
+        os.write(w, b"r")
+        while True:
+            signal.pause()
+    os.read(r, 1)
+    pids.append("%s=%d" % (name, pid))
+open(go + ".pids.tmp", "w").write(" ".join(pids))
+os.rename(go + ".pids.tmp", go + ".pids")
+while True:
+    signal.pause()
+"""
+
+
+def wait_file(guest, path, bound=60):
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        done = guest.ssh(["cat", path], check=False)
+        if done.returncode == 0:
+            return done.stdout.strip()
+        time.sleep(0.5)
+    raise AssertionError("%s did not appear in %d s" % (path, bound))
+
+
+def test_children_forked_while_the_agent_was_down_end_with_their_own_values(stock_lab, policies):
+    """A protected process (-1000) forks two children while the agent is stopped (SIGSTOP);
+    one renames itself and moves into a cgroup no rule names, the other into tier 1's. The
+    agent is then killed (their events still queued) and systemd starts it again: it drops
+    the queued events and sweeps. The fork program noted both children (they inherited a
+    value written), so the sweep knows their -1000 was written, not theirs: the first gets
+    its own value (0) back, the second its tier's. Two OOMs: tier 1's child, then the
+    largest task (the first child, which would never die with the -1000 it inherited)."""
+    guest = policies.guest
+    ready, go = "/run/sa-keeper.ready", "/run/sa-keeper.go"
+    guest.ssh(["rm", "-f", ready, go, go + ".pids"])
+    with stock_lab.scenario("sa-fork", spec(task("mid", 30), cgroups=["free", "tier1"])) as s:
+        applied_with(policies.apply(doc(
+            "steer", {"match": {"comm": "sa-keeper"}, "action": "protect"},
+            {"match": {"cgroup": s.path("tier1")}, "action": "prefer", "tier": 1})), "steer")
+        guest.ssh(["systemd-run", "--unit", "sa-keeper", "--collect", "python3", "-c", KEEPER,
+                   ready, go, "free:%s:60" % s.path("free"), "tier:%s:10" % s.path("tier1")])
+        try:
+            keeper = int(wait_file(guest, ready))
+            assert eventually(guest, keeper, -1000) == -1000
+            stopped = agent_pid(guest)
+            guest.ssh(["kill", "-STOP", str(stopped)])
+            guest.ssh(["touch", go])
+            children = dict(c.split("=") for c in wait_file(guest, go + ".pids").split())
+            for name, pid in children.items():
+                s.adopt(name, int(pid))
+                assert adj(guest, int(pid)) == -1000  # inherited; the agent is stopped
+            guest.ssh(["kill", "-KILL", str(stopped)])
+            deadline = time.monotonic() + 60
+            while agent_pid(guest) in (0, stopped) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert agent_pid(guest) not in (0, stopped)
+            assert eventually(guest, s.pids["tier"], 1000) == 1000
+            assert eventually(guest, s.pids["free"], 0) == 0
+            first = s.oom()
+            killed_by(first, "tier", STOCK, spared=["mid"])
+            second = s.oom()
+            killed_by(second, "free", STOCK, spared=["mid"])
+        finally:
+            guest.ssh(["systemctl", "stop", "sa-keeper"], check=False)
+            guest.ssh(["rm", "-f", ready, go, go + ".pids"], check=False)
+
+
+def test_a_daemon_that_drops_to_a_uid_rules_uid_gets_its_value_at_once(stock_lab, policies):
+    """The task starts as root and calls setuid(4242) before it touches its memory, as a
+    daemon drops privileges; a select rule names uid 4242. Debian's 6.1 allows the fexit
+    program on commit_creds, so the agent hears of the new uid at once: the +1000 comes
+    within seconds of the start, while the agent's sweep (at the apply, then every 30 s)
+    is not due; the daemon, not the larger task, dies."""
+    with stock_lab.scenario("sa-uid", spec(task("big", 60),
+                                           task("daemon", 20, uid=4242, late=True))) as s:
+        applied = applied_with(policies.apply(doc("steer", {"match": {"uid": 4242},
+                                                            "action": "select"})), "steer")
+        assert applied["score_adj"]["credentials"] is True, applied
+        s.start("daemon")
+        assert eventually(policies.guest, s.pids["daemon"], 1000, bound=5) == 1000
+        report = s.oom()
+    killed_by(report, "daemon", STOCK, spared=["big"])
+
+
 def test_state_absent_puts_every_value_back(stock_lab, policies):
     guest = policies.guest
     with stock_lab.scenario("sa-absent", spec(task("a", 20, adj=100), task("b", 20, adj=-50),
