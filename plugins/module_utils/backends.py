@@ -46,7 +46,9 @@ SETTLE = 1.0  # seconds verify gives a process that just started to get its valu
 
 class Plan(object):
     """One apply, made once: the document checked and rendered, what the backend warns
-    about, and its own data (score_adj: the bands)."""
+    about, and its own data (score_adj: the bands).  ``guard``: None, or a check run with
+    the bpffs lock held before anything changes, which raises to refuse (the boot restore:
+    the kept copy is still the one it read)."""
 
     def __init__(self, backend, document, rendered, warnings, bands=None):
         self.backend = backend
@@ -54,6 +56,16 @@ class Plan(object):
         self.rendered = rendered
         self.warnings = warnings
         self.bands = bands
+        self.guard = None
+
+
+def _checks(name, guard, deciding):
+    """loader.apply's under_lock: ``guard`` (when given), then the one-decider check."""
+    def under_lock(root, obj):
+        if guard is not None:
+            guard()
+        one_decider(root, name, deciding(obj))
+    return under_lock
 
 
 class Backend(object):
@@ -102,7 +114,7 @@ class Backend(object):
                               check_mode=check_mode, persist=persist, document=plan.document,
                               programs=self.attached(), after_attach=after_attach,
                               backend=self.name,
-                              under_lock=lambda root, unused_obj: one_decider(root, name, True))
+                              under_lock=_checks(name, plan.guard, lambda unused_obj: True))
         if before is not None and before.name != self.name and not check_mode:
             # Another backend's policy of this name was swapped out by the load (its
             # programs detached only once these were attached): what it kept goes now.
@@ -328,21 +340,25 @@ def one_decider(root, name, deciding):
                else "a program on %s" % HOOK_FUNC, other, other))
 
 
-def apply_object(name, object_path, globals=None, maps=None, check_mode=False, persist=True):
+def apply_object(name, object_path, globals=None, maps=None, check_mode=False, persist=True,
+                 guard=None):
     """Load or update a C policy (an object, its globals and maps): loader.apply, with the
-    one-decider check for a program on the hook."""
+    one-decider check for a program on the hook (and ``guard``, see Plan)."""
     return loader.apply(name, object_path, globals=globals, maps=maps, check_mode=check_mode,
-                        persist=persist, under_lock=lambda root, obj: one_decider(
-                            root, name, _hook_program(p.section for p in obj.programs())))
+                        persist=persist, under_lock=_checks(name, guard, lambda obj: _hook_program(
+                            p.section for p in obj.programs())))
 
 
-def apply_record(name, object_path, record, persist=True):
-    """Apply a kept record again (the boot restore, `ebpf-oom on`)."""
+def apply_record(name, object_path, record, persist=True, guard=None):
+    """Apply a kept record again (the boot restore, `ebpf-oom on`); ``guard``: see Plan."""
     backend = of_record(record)
     if backend is None:
         return apply_object(name, object_path, globals=record.get("globals"),
-                            maps=record_entries(record.get("maps") or {}), persist=persist)
-    return backend.apply(name, object_path, backend.plan(record["document"]), persist=persist)
+                            maps=record_entries(record.get("maps") or {}), persist=persist,
+                            guard=guard)
+    plan = backend.plan(record["document"])
+    plan.guard = guard
+    return backend.apply(name, object_path, plan, persist=persist)
 
 
 def remove(name, check_mode=False):

@@ -3,15 +3,18 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Explain before it happens: which task an OOM would kill now, and why, with nothing killed.
 
-Layer 5 (above the loader): imports cgrouprules, maps, pins, the score_adj bands, the
-layout, the renderer, the kernel binding and the leaf helpers.
+Layer 5 (above the loader): imports the loader (its trusted open), cgrouprules, maps,
+pins, the score_adj bands, the layout, the renderer, the kernel binding and the leaf
+helpers.
 
 The generic program's task iterator (ebpf_oom_tasks in bpf/generic.bpf.c) walks every
 task and classifies each candidate of the imagined OOM with the same code and the same
 rule maps the victim-selection program uses (bpf/classify.h), and computes its points
 as oom_badness() does with the imagined OOM's totalpages. It runs from a private load
-of the object (nothing is pinned, nothing attached stays): over a loaded policy's own
-pinned maps (`name`), or over a private copy rendered from a document. It needs BTF
+of the object (nothing is pinned, nothing attached stays), trusted as the loader trusts
+one (owned by root, writable by no one else: a loaded policy's maps are bound in,
+writable): over a loaded policy's own pinned maps (`name`), or over a private copy
+rendered from a document. It needs BTF
 and task iterators only, no hook, so a document can be previewed on a stock kernel.
 
 explain(object_path, oom=None, name=None, document=None, top=5, backend=None) -> dict
@@ -35,7 +38,7 @@ import ctypes
 import json
 import os
 
-from . import abi, bpffs, cgroups, cgrouprules, language, libbpf, pins, renderer, scoreadj
+from . import abi, bpffs, cgroups, cgrouprules, language, libbpf, loader, pins, renderer, scoreadj
 from .errors import BpfError, ExplainError
 from .maps import map_spec, sync_map
 
@@ -113,7 +116,7 @@ def _read_limit(path):
 def iterator(object_path, imagined, name=None, document=None):
     """The generic program's task iterator, loaded privately over a loaded policy's maps or
     a document's, as a link (link.read_iter() runs it); unloaded at the end."""
-    obj = _open(object_path)
+    obj = loader.open_object(object_path, ExplainError)
     link = None
     try:
         obj.select([abi.TASKS_PROGRAM])
@@ -146,15 +149,6 @@ def snapshot(object_path, imagined, name=None, document=None):
     size = ctypes.sizeof(abi.Task)
     return [abi.Task.from_buffer_copy(data[at:at + size])
             for at in range(0, len(data) - size + 1, size)]
-
-
-def _open(object_path):
-    try:
-        return libbpf.Object(object_path)
-    except (IOError, OSError) as exc:
-        raise ExplainError("cannot read the object %s: %s" % (object_path, exc))
-    except BpfError as exc:
-        raise ExplainError(exc.message, exc.log_tail)
 
 
 def _reuse_policy_maps(obj, name):

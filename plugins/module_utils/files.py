@@ -16,8 +16,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import hashlib
 import os
+import shutil
 import stat
 import tempfile
 
@@ -104,6 +106,37 @@ def read_trusted(path, error=OSError, follow=True):
     finally:
         os.close(fd)
     raise error(problem)
+
+
+@contextlib.contextmanager
+def sent_copy(path, sha256, error=OSError):
+    """``path`` itself while ``sha256`` is None; else, for the time of the block, a copy of
+    it made by this process (its user's, mode 0600, in a directory of its own) once its
+    bytes are checked against ``sha256``: a file the controller sent is trusted by its
+    content, whoever owns it (one copied by the connecting user stays that user's when
+    the module runs with become).  ``error``: the exception class raised on a mismatch."""
+    if sha256 is None or path is None:
+        yield path
+        return
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError as exc:
+        raise error("%s: %s" % (path, exc.strerror))
+    try:
+        data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+    finally:
+        os.close(fd)
+    found = hashlib.sha256(data).hexdigest()
+    if found != sha256.lower():
+        raise error("refusing to load %s: its sha256 is %s, not the %s of the file sent"
+                    % (path, found, sha256.lower()))
+    base = tempfile.mkdtemp(prefix="ebpf-oom-")
+    try:
+        copy = os.path.join(base, os.path.basename(path))
+        write_atomic(copy, data, 0o600)
+        yield copy
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def sha256_file(path):

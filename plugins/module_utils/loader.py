@@ -159,24 +159,22 @@ class Plan(object):
 
 # ---------------------------------------------------------------- before any change
 
-class _Untrusted(LoaderError):
-    def __init__(self, problem):
-        super(_Untrusted, self).__init__("refusing to load the object: %s" % problem)
-
-
-def _open(object_path):
+def open_object(object_path, error=LoaderError):
     """The object, opened by libbpf, if it is trusted (files.read_trusted: owned by root,
-    writable by no one else) and libbpf read the very bytes that were checked."""
-    checked = hashlib.sha256(read_trusted(object_path, _Untrusted)).hexdigest()
+    writable by no one else) and libbpf read the very bytes that were checked; else
+    ``error`` (LoaderError or a subclass) saying why.  Everything that loads an object
+    into the kernel opens it here (the loader, explain)."""
+    checked = hashlib.sha256(read_trusted(
+        object_path, lambda problem: error("refusing to load the object: %s" % problem))).hexdigest()
     try:
         obj = libbpf.Object(object_path)
     except (IOError, OSError) as exc:
-        raise LoaderError("cannot read the object %s: %s" % (object_path, exc.strerror or exc))
+        raise error("cannot read the object %s: %s" % (object_path, exc.strerror or exc))
     except BpfError as exc:
-        raise LoaderError(exc.message, exc.log_tail)
+        raise error(exc.message, exc.log_tail)
     if obj.sha256 != checked:
         obj.close()
-        raise LoaderError("the object %s changed while it was read; nothing was loaded" % object_path)
+        raise error("the object %s changed while it was read; nothing was loaded" % object_path)
     return obj
 
 
@@ -232,7 +230,7 @@ def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=
     changes (backends.one_decider); it raises to refuse."""
     check_name(name, LoaderError)
     globals_ = normalize_globals(globals)
-    obj = _open(object_path)
+    obj = open_object(object_path)
     try:
         specs = _prepare(obj, name, globals_, maps, programs)
         root = _root(check_mode)
@@ -259,12 +257,11 @@ def remove(name, check_mode=False):
     check_name(name, LoaderError)
     root = bpffs.mounted_root()
     layout = bpffs.Layout(root or bpffs.roots()[0], name)
-    kept = state.saved(name)
-    if root is None or not layout.exists():
-        if kept:
-            state.unpersist(name, check_mode)
-        return {"changed": kept, "diff": {"before": {}, "after": {}}}
-    with bpffs.locked(root):
+    if root is None:
+        return _unpersist(name, check_mode)
+    with bpffs.locked(root):  # also when only the copy is left: a boot restore may be reading it
+        if not layout.exists():
+            return _unpersist(name, check_mode)
         old = pins.read_record(layout) or {}
         if not check_mode:
             pinned = _pinned_ids(layout, layout.entries())  # the record's, and any leftovers
@@ -275,6 +272,14 @@ def remove(name, check_mode=False):
             state.unpersist(name, False)
             _wait_gone(_ids(old) | pinned)
     return {"changed": True, "diff": {"before": old, "after": {}}}
+
+
+def _unpersist(name, check_mode):
+    """remove() of a policy that is not loaded: its STATE_DIR copy, if any."""
+    kept = state.saved(name)
+    if kept:
+        state.unpersist(name, check_mode)
+    return {"changed": kept, "diff": {"before": {}, "after": {}}}
 
 
 # ---------------------------------------------------------------- apply's steps

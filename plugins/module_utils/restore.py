@@ -33,11 +33,32 @@ from .observer import OBSERVER_NAME
 OFF_MARKER = "off"  # in STATE_DIR: the host is switched off
 
 
+class Superseded(LoaderError):
+    """The kept copy changed or went while it was being restored: that change stands."""
+
+
 def restore_one(name):
-    """Re-apply the kept policy ``name``; raises whatever stops it."""
+    """Re-apply the kept policy ``name``; raises whatever stops it (Superseded: an apply
+    or a removal of the policy came first, and is kept)."""
     check_name(name, LoaderError)
     obj_path, record = state.load(name)
-    backends.apply_record(name, obj_path, record, persist=True)
+
+    def still_kept():  # with the bpffs lock held, under which applies write the copy
+        try:
+            now = state.load(name)[1]
+        except LoaderError:
+            now = None
+        if now != record:
+            raise Superseded("policy %s: its kept copy changed while it was being restored; "
+                             "the change stands" % name)
+
+    try:
+        backends.apply_record(name, obj_path, record, persist=True, guard=still_kept)
+    except Superseded:
+        raise
+    except LoaderError:
+        still_kept()  # a failure because the copy changed or went (before the lock): Superseded
+        raise
 
 
 def restore_all():
@@ -47,7 +68,9 @@ def restore_all():
     One policy's failure, whatever it is (a malformed record raises anything from a
     KeyError to a TypeError), is reported under its name and the others are restored:
     a bad record must not cost the host its other policies.  While the host is switched
-    off, policies are not restored (held() names them): only the OOM observer."""
+    off, policies are not restored (held() names them): only the OOM observer.  A policy
+    applied or removed while it was being restored keeps what that did (Superseded):
+    the kept copy is read again with the lock held that every apply takes."""
     ok, failed = [], {}
     held_back = held()
     for name in state.saved_names():
@@ -56,6 +79,8 @@ def restore_all():
         try:
             restore_one(name)
             ok.append(name)
+        except Superseded:
+            ok.append(name)  # applied or removed meanwhile, by what the operator ran
         except Exception as exc:  # pylint: disable=broad-except
             failed[name] = _error_text(exc)
     return ok, failed

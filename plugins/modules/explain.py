@@ -68,6 +68,7 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ebpf.oom.attributes.info
+  - ebpf.oom.sent_object
 """
 
 EXAMPLES = r"""
@@ -143,6 +144,7 @@ oom:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ebpf.oom.plugins.module_utils import backends, explain
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, RenderError
+from ansible_collections.ebpf.oom.plugins.module_utils.files import sent_copy
 
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
@@ -151,6 +153,7 @@ ARGUMENT_SPEC = dict(
     top=dict(type="int", default=5),
     backend=dict(type="str", choices=list(backends.CHOICES), default=backends.AUTO),
     object=dict(type="path"),
+    object_sha256=dict(type="str"),
 )
 SPEC_KWARGS = dict(mutually_exclusive=[("name", "policy")], required_one_of=[("name", "policy")])
 
@@ -174,8 +177,9 @@ def main():
         module.fail_json(msg="object is needed (the action plugin sends the generic program)")
     try:
         backend = backends.choose(p["backend"]).name if p["policy"] is not None else None
-        result = explain.explain(p["object"], oom=memcg_of(p["oom"]), name=p["name"],
-                                 document=p["policy"], top=p["top"], backend=backend)
+        with sent_copy(p["object"], p["object_sha256"], LoaderError) as object_path:
+            result = explain.explain(object_path, oom=memcg_of(p["oom"]), name=p["name"],
+                                     document=p["policy"], top=p["top"], backend=backend)
     except (ValueError, RenderError) as e:
         module.fail_json(msg=str(e))
     except LoaderError as e:

@@ -138,6 +138,7 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ebpf.oom.attributes
+  - ebpf.oom.sent_object
 """
 
 EXAMPLES = r"""
@@ -254,6 +255,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ebpf.oom.plugins.module_utils import backends, explain, probe
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import (ExplainError, LoaderError, RenderError,
                                                                       UnsupportedKernel)
+from ansible_collections.ebpf.oom.plugins.module_utils.files import sent_copy
 
 # A maps key or value: a decimal integer, or raw bytes in hex.
 DECIMAL_RE = re.compile(r"^[+-]?[0-9]+$")
@@ -263,6 +265,7 @@ BYTES_RE = re.compile(r"^[0-9a-fA-F]{2}(?:[\s:]+[0-9a-fA-F]{2})+$")
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
     object=dict(type="path"),
+    object_sha256=dict(type="str"),
     policy=dict(type="raw"),
     strict=dict(type="bool", default=False),
     state=dict(type="str", choices=["present", "absent"], default="present"),
@@ -381,23 +384,24 @@ def main():
     if not p["name"]:
         p["name"] = p["policy"].get("name")
     try:
-        if p["state"] == "absent":
-            result = backends.remove(p["name"], check_mode=module.check_mode)
-            result["action"] = "removed" if result["changed"] else "absent"
-        else:
-            result = present(module, p)
+        with sent_copy(p["object"], p["object_sha256"], LoaderError) as p["object"]:
+            if p["state"] == "absent":
+                result = backends.remove(p["name"], check_mode=module.check_mode)
+                result["action"] = "removed" if result["changed"] else "absent"
+            else:
+                result = present(module, p)
+            diff = result.pop("diff", None)
+            if diff is not None and module._diff:
+                if module.check_mode and p["policy"] is not None and p["state"] == "present":
+                    try:
+                        diff["prepared"] = global_oom_victims(p)
+                    except (ExplainError, RenderError) as e:  # a warning, never text of the diff
+                        module.warn("no prediction of the next global OOM: %s" % e)
+                result["diff"] = diff
     except ValueError as e:
         module.fail_json(msg=str(e))
     except LoaderError as e:
         module.fail_json(msg=str(e), log_tail=e.log_tail)
-    diff = result.pop("diff", None)
-    if diff is not None and module._diff:
-        if module.check_mode and p["policy"] is not None and p["state"] == "present":
-            try:
-                diff["prepared"] = global_oom_victims(p)
-            except (ExplainError, RenderError) as e:  # a warning, never text of the diff
-                module.warn("no prediction of the next global OOM: %s" % e)
-        result["diff"] = diff
     module.exit_json(**result)
 
 

@@ -15,6 +15,7 @@ from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import PolicyError
+from ansible_collections.ebpf.oom.plugins.module_utils.files import sha256_file
 from ansible_collections.ebpf.oom.plugins.plugin_utils import documents
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 
@@ -63,9 +64,13 @@ class ModuleAction(ActionBase):
 
     def send_generic(self, args):
         """Compile the collection's generic program here (once, cached), copy it to the host
-        and point the module's `object` at it, unless the task names an object."""
+        and point the module's `object` at it, with its sha256 (`object_sha256`: the copy
+        is the connecting user's, also when the module runs with become), unless the task
+        names an object."""
         if not args.get("object"):
+            compiled = compile_generic()
             remote = self._connection._shell.join_path(self._make_tmp_path(), "generic.bpf.o")
-            self._transfer_file(compile_generic(), remote)
+            self._transfer_file(compiled, remote)
             self._fixup_perms2((self._connection._shell.tmpdir, remote))
             args["object"] = remote
+            args["object_sha256"] = sha256_file(compiled)

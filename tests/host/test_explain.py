@@ -148,6 +148,25 @@ def test_a_c_policy_or_an_unknown_name_is_refused_clearly(generic, private_roots
         explain.explain(generic, name="nosuch")
 
 
+def test_an_object_anyone_may_write_is_refused_before_anything_is_loaded(generic, cgroup_v2,
+                                                                         private_roots, tmp_path):
+    """explain loads the object as root with a loaded policy's maps bound in, writable: it
+    trusts an object only as the loader does (owned by root, writable by no one else), also
+    through the host command's --object."""
+    point, top = cgroup_v2
+    swapped = tmp_path / "generic.bpf.o"
+    shutil.copy(generic, str(swapped))
+    os.chmod(str(swapped), 0o666)
+    before = kernel_objects()
+    with pytest.raises(explain.ExplainError, match=r"refusing to load the object: .* is world-writable"):
+        explain.explain(str(swapped), oom=top, document=document(top))
+    doc = tmp_path / "doc.json"
+    doc.write_text(json.dumps(document(top)))
+    done = host_command(tmp_path, "explain", "--document", str(doc), "--object", str(swapped))
+    assert done.returncode == 1 and "is world-writable" in done.stderr, done.stderr
+    assert left_behind(before) == (set(), set(), set())
+
+
 def test_the_module_explains_a_document_through_ansible(generic, cgroup_v2, holders, tmp_path):
     point, top = cgroup_v2
     play = [{"hosts": "localhost", "gather_facts": False, "connection": "local",

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from ansible_collections.ebpf.oom.plugins.module_utils import (
-    bpffs, cgroups, libbpf, loader, pins, restore, verify)
+    backends, bpffs, cgroups, libbpf, loader, pins, restore, state, verify)
 from ansible_collections.ebpf.oom.plugins.module_utils.common import COLLECTION_VERSION, META_PREFIX
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, UnsupportedKernel
 from hosthelpers import (COLLECTIONS, SETTLE_TIMEOUT, added_since, bpftool, engine,  # noqa: F401  # pylint: disable=unused-import
@@ -407,6 +407,35 @@ def test_restore_all_reports_a_corrupt_object_and_restores_the_rest(engine, obje
     ok, failed = restore.restore_all()
     assert ok == ["q"] and list(failed) == ["p"]
     assert "does not match the recorded object sha256" in failed["p"]
+
+
+@pytest.mark.parametrize("meanwhile", ["applied", "removed"])
+def test_a_policy_changed_while_the_boot_restore_reads_it_keeps_the_change(engine, objects,
+                                                                            monkeypatch, meanwhile):
+    """The restore reads the kept copy (globals target_pid 4), then a playbook applies the
+    policy with target_pid 9, or removes it, before the restore loads: the restore sees
+    the copy changed (it reads it again with the lock held that every apply and removal
+    takes) and keeps the change, live and on disk (it used to put the old one back)."""
+    loader.apply("p", objects["counter"], globals={"target_pid": 4})
+    subprocess.run(["umount", engine.mount], check=True)   # a reboot: only the copy is left
+    real = backends.apply_record
+
+    def playbook_first(*args, **kwargs):
+        if meanwhile == "applied":
+            loader.apply("p", objects["counter"], globals={"target_pid": 9})
+        else:
+            loader.remove("p")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backends, "apply_record", playbook_first)
+    ok, failed = restore.restore_all()
+    assert (ok, failed) == (["p"], {})
+    if meanwhile == "applied":
+        live = bpffs.read_record(bpffs.Layout(engine.root, "p").record)
+        assert live["globals"] == {"target_pid": 9}
+        assert state.load("p")[1]["globals"] == {"target_pid": 9}
+    else:
+        assert pins.list_policies() == [] and not state.saved("p")
 
 
 MALFORMED_RECORDS = {  # what a record.json may hold after a bad copy, an edit or a bug

@@ -4,6 +4,7 @@ do not follow a symbolic link, reads of trusted files, sha256."""
 import hashlib
 import os
 import stat
+import tempfile
 
 import pytest
 
@@ -93,3 +94,37 @@ def test_read_trusted_refuses_a_directory_a_fifo_and_a_link_when_asked(tmp_path)
     assert files.read_trusted(str(tmp_path / "link")) == b"x"
     with pytest.raises(ValueError, match="link"):
         files.read_trusted(str(tmp_path / "link"), ValueError, follow=False)
+
+
+def test_sent_copy_of_a_file_anyone_owns_is_a_private_copy_of_the_bytes_checked(tmp_path):
+    """A file the controller sent, owned by another user and writable by all: with its sha256
+    the block gets a copy of this process's own, mode 0600, that read_trusted accepts; the
+    copy is gone after the block."""
+    sent = tmp_path / "generic.bpf.o"
+    sent.write_bytes(b"\x7fELF object")
+    os.chown(str(sent), 4242, 4242)
+    os.chmod(str(sent), 0o666)
+    digest = hashlib.sha256(b"\x7fELF object").hexdigest()
+    with files.sent_copy(str(sent), digest.upper()) as copy:
+        assert copy != str(sent)
+        st = os.stat(copy)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), 0o600)
+        assert files.read_trusted(copy) == b"\x7fELF object"
+        held = os.path.dirname(copy)
+    assert not os.path.exists(held)
+
+
+def test_sent_copy_refuses_bytes_that_are_not_the_ones_sent_and_makes_no_copy(tmp_path):
+    sent = tmp_path / "generic.bpf.o"
+    sent.write_bytes(b"swapped")
+    before = set(os.listdir(tempfile.gettempdir()))
+    with pytest.raises(ValueError, match=r"refusing to load .*generic.bpf.o: its sha256 is [0-9a-f]{64}, "
+                                         r"not the 0{64} of the file sent"):
+        with files.sent_copy(str(sent), "0" * 64, ValueError):
+            raise AssertionError("the block ran")
+    assert set(os.listdir(tempfile.gettempdir())) == before
+
+
+def test_sent_copy_without_a_sha256_is_the_path_itself(tmp_path):
+    with files.sent_copy(str(tmp_path / "x.o"), None) as path:
+        assert path == str(tmp_path / "x.o")

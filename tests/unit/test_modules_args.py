@@ -1,16 +1,33 @@
 """Module arguments: validation rules, documentation agreeing with argument_spec, and the
 conversion of the policy module's `maps` option into what loader.apply takes."""
 
+import importlib
+
 import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.ebpf.oom.plugins.module_utils import common, probe
 from ansible_collections.ebpf.oom.plugins.modules import compile as compile_mod
-from ansible_collections.ebpf.oom.plugins.modules import events_info, kernel_info, observer, policy, verify
+from ansible_collections.ebpf.oom.plugins.modules import (events_info, explain, kernel_info, observer, policy,
+                                                          verify)
 
-WITH_SPEC = {"compile": compile_mod, "events_info": events_info, "observer": observer, "policy": policy,
-             "verify": verify}
+WITH_SPEC = {"compile": compile_mod, "events_info": events_info, "explain": explain, "observer": observer,
+             "policy": policy, "verify": verify}
+
+
+def documented_options(mod):
+    """The module's options as ansible-doc shows them: its own and its ebpf.oom fragments'."""
+    doc = yaml.safe_load(mod.DOCUMENTATION)
+    options = dict(doc.get("options") or {})
+    for fragment in doc.get("extends_documentation_fragment", []):
+        parts = fragment.split(".")
+        if parts[:2] != ["ebpf", "oom"]:
+            continue
+        module = importlib.import_module("ansible_collections.ebpf.oom.plugins.doc_fragments." + parts[2])
+        text = getattr(module.ModuleDocFragment, parts[3].upper() if len(parts) > 3 else "DOCUMENTATION")
+        options.update(yaml.safe_load(text).get("options") or {})
+    return options
 
 
 def validate(mod, params):
@@ -22,7 +39,7 @@ def validate(mod, params):
 def test_documented_options_match_argument_spec(name, mod):
     """Every option but the internal ones (a leading '_', set by the action plugin) is
     documented as the argument_spec has it; the internal ones are not documented."""
-    options = yaml.safe_load(mod.DOCUMENTATION)["options"]
+    options = documented_options(mod)
     public = dict((o, spec) for o, spec in mod.ARGUMENT_SPEC.items() if not o.startswith("_"))
     assert sorted(options) == sorted(public), name
     for opt, spec in public.items():
