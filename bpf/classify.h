@@ -72,28 +72,29 @@ struct facts {
 	__u32 uid;
 };
 
-/* The cgroup ids of cgrp and its ancestors, by level. */
+/* The id of cgrp's ancestor at level (0: the root; cgrp->level: cgrp itself;
+ * the caller checks the range), or 0. Read through bpf_probe_read_kernel: the
+ * index is a variable, which a direct load of a BTF pointer may not have. */
+static __always_inline __u64 ebpf_oom_cgroup_ancestor_id(struct cgroup *cgrp, int level)
+{
+	struct cgroup *ancestor = NULL;
+
+	bpf_probe_read_kernel(&ancestor, sizeof(ancestor), &cgrp->ancestors[level]);
+	return ancestor ? BPF_CORE_READ(ancestor, kn, id) : 0;
+}
+
+/* The cgroup ids of cgrp and its ancestors, by level, as deep as a rule may
+ * name (cgrp->ancestors: no walk, so a task nested however deep is matched). */
 static __always_inline void read_cgroups(struct cgroup *cgrp, struct facts *f)
 {
-	struct kernfs_node *kn;
-	int level, i, l;
+	int level, l;
 
 	if (!cgrp)
 		return;
 	level = cgrp->level;
-	kn = cgrp->kn;
-	for (i = 0; i < EBPF_OOM_CGROUP_WALK; i++) {
-		l = level - i;
-		if (l < 0 || !kn)
-			break;
-		if (l <= EBPF_OOM_MAX_CGROUP_LEVEL)
-			f->ancestor[slot(l)] = kn->id;
-		if (l == 0) {	/* the root reached: every level is known */
-			f->level = level;
-			break;
-		}
-		kn = ebpf_oom_kn_parent(kn);
-	}
+	for (l = 0; l <= EBPF_OOM_MAX_CGROUP_LEVEL && l <= level; l++)
+		f->ancestor[slot(l)] = ebpf_oom_cgroup_ancestor_id(cgrp, l);
+	f->level = level;
 }
 
 /* The task's pid, uid and name, as far as the rules look at them; comm, when

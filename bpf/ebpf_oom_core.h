@@ -95,43 +95,21 @@ struct mm_struct___bitmap {
 	} flags;
 } __attribute__((preserve_access_index));
 
-/* The first word of mm->flags (the MMF_* bits), for a BTF-typed mm. */
+/*
+ * The first word of mm->flags (the MMF_* bits), for a BTF-typed mm. The
+ * barrier()s in both branches keep the compiler from loading both fields'
+ * offsets and picking one: the offset of the field this kernel lacks is an
+ * instruction libbpf poisons (its relocation failed), which the verifier
+ * refuses once reached.
+ */
 static __always_inline unsigned long ebpf_oom_mm_flags(struct mm_struct *mm)
 {
 	if (bpf_core_field_exists(((struct mm_struct___bitmap *)mm)->flags.__mm_flags)) {
-		barrier();	/* see ebpf_oom_kn_parent() */
+		barrier();
 		return ((struct mm_struct___bitmap *)mm)->flags.__mm_flags[0];
 	}
 	barrier();
 	return ((struct mm_struct___word *)mm)->flags;
-}
-
-/* ---- kernfs_node.parent ------------------------------------------------- */
-
-/* Linux 6.15 renamed kernfs_node.parent to __parent (an RCU pointer). */
-struct kernfs_node___old {
-	struct kernfs_node *parent;
-} __attribute__((preserve_access_index));
-
-struct kernfs_node___new {
-	struct kernfs_node *__parent;
-} __attribute__((preserve_access_index));
-
-/*
- * Not inlined, and barrier()s in both branches: the compiler would otherwise
- * hoist both fields' offsets out of the caller's loop (or load both and pick
- * one), and the offset of the field this kernel lacks is an instruction libbpf
- * poisons (its relocation failed), which the verifier refuses once reached.
- * (unused: not every program that includes this header walks cgroup paths.)
- */
-static __noinline __attribute__((unused)) struct kernfs_node *ebpf_oom_kn_parent(struct kernfs_node *kn)
-{
-	if (bpf_core_field_exists(((struct kernfs_node___old *)kn)->parent)) {
-		barrier();
-		return ((struct kernfs_node___old *)kn)->parent;
-	}
-	barrier();
-	return ((struct kernfs_node___new *)kn)->__parent;
 }
 
 /* ---- The oom/mark_victim tracepoint's arguments ------------------------- */

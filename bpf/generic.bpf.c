@@ -223,14 +223,10 @@ int BPF_PROG(ebpf_oom_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 /* Is the task's cgroup the imagined OOM's memory cgroup or below it? */
 static __always_inline bool in_memcg(struct cgroup *cgrp)
 {
-	struct kernfs_node *kn = cgrp->kn;
-	int i, steps = cgrp->level - (int)ebpf_oom_iter_memcg_level;
+	int level = ebpf_oom_iter_memcg_level;
 
-	if (steps < 0)
-		return false;
-	for (i = 0; i < EBPF_OOM_CGROUP_WALK && i < steps && kn; i++)
-		kn = ebpf_oom_kn_parent(kn);
-	return i == steps && kn && kn->id == ebpf_oom_iter_memcg_id;
+	return cgrp->level >= level &&
+	       ebpf_oom_cgroup_ancestor_id(cgrp, level) == ebpf_oom_iter_memcg_id;
 }
 
 SEC("iter/task")

@@ -18,9 +18,6 @@
 #define EBPF_OOM_COMM_LEN 16
 /* Deepest cgroup a rule may name (the root is level 0). */
 #define EBPF_OOM_MAX_CGROUP_LEVEL 16
-/* Cgroup ancestry steps walked per task: a task in a cgroup nested deeper
- * than this matches no cgroup rule. */
-#define EBPF_OOM_CGROUP_WALK 64
 /* A cgroup rule's path as the kernel writes it ("/system.slice/x.service"),
  * NUL padded: the key of oom_cgroup_paths. Paths of 255 bytes or more never
  * match (the schema allows 254). */

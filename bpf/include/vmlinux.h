@@ -261,6 +261,7 @@ struct cgroup {
 	int level;
 	struct kernfs_node *kn;
 	struct cgroup_root *root;
+	struct cgroup *ancestors[];	/* by level, itself at its own (Linux 6.0) */
 };
 
 struct css_set {

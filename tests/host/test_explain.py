@@ -167,6 +167,41 @@ def test_an_object_anyone_may_write_is_refused_before_anything_is_loaded(generic
     assert left_behind(before) == (set(), set(), set())
 
 
+def test_a_task_nested_far_below_a_rules_cgroup_is_ranked_by_that_rule(generic, cgroup_v2, holders):
+    """70 cgroup levels below the cgroup a prefer rule names (a user's own delegated
+    subtree has no depth limit): the task is that rule's, and in the memory cgroup's OOM
+    (it used to match no cgroup rule past 64 levels, and count as outside the memcg)."""
+    point, top = cgroup_v2
+    deep = os.path.join(point, top.lstrip("/"), "ex-deep", *(["d"] * 70))
+    os.makedirs(deep)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, deep, "ex-deep", "2"], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(1) == b"r"
+        result = explain.explain(generic, oom=top, document={"name": "preview", "rules": [
+            {"match": {"cgroup": top + "/ex-deep"}, "action": "prefer", "tier": 1}]}, top=5)
+        victim = result["victim"]
+        assert (victim["pid"], victim["action"], victim["rule"]["index"]) == (proc.pid, "prefer", 0)
+        assert result["counts"]["candidates"] == 4, result["counts"]
+    finally:
+        proc.kill()
+        proc.wait()
+        for level in range(70, -1, -1):
+            remove_when_empty(os.path.join(point, top.lstrip("/"), "ex-deep", *(["d"] * level)))
+
+
+def remove_when_empty(path, bound=10.0):
+    """rmdir a cgroup once the kernel has let its last process go."""
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_the_module_explains_a_document_through_ansible(generic, cgroup_v2, holders, tmp_path):
     point, top = cgroup_v2
     play = [{"hosts": "localhost", "gather_facts": False, "connection": "local",

@@ -1,7 +1,7 @@
 """Cgroup rules stay true over time, with real OOMs in the session's hook guest: a rule
 names a path and decides for whatever cgroup lives there, made after the policy, removed
-and made again, or made anew by a service restart; verify says when a path matches
-nothing; and one policy per host judges OOM victims.
+and made again, or made anew by a service restart, or nested however deep below it;
+verify says when a path matches nothing; and one policy per host judges OOM victims.
 
 tests/host/test_cgroup_rules.py shows the tracepoint mechanics on the machine's own
 kernel; here the victim the kernel kills is the proof.
@@ -23,6 +23,17 @@ def test_a_rule_for_a_cgroup_made_after_the_policy_decides_the_next_oom(hook_lab
         s.start("job")  # makes late/ and late/job
         report = s.oom()
     killed_by(report, "job", "rules", spared=["big", "mid"])
+
+
+def test_a_task_nested_70_levels_below_a_rules_cgroup_is_decided_for(hook_lab, hook_policies):
+    """A user may nest cgroups without limit below their own delegated subtree: the task
+    70 levels below the rule's cgroup is the rule's, and dies before a larger task (it
+    used to match no cgroup rule past 64 levels, and lived)."""
+    nested = "deep/" + "/".join(["d"] * 70)
+    with hook_lab.scenario("deep-cgroup", spec(task("big", 60), task("job", 20, cgroup=nested))) as s:
+        hook_policies.apply(doc("rules", prefer(s.path("deep"))))
+        report = s.oom()
+    killed_by(report, "job", "rules", spared=["big"])
 
 
 def test_a_cgroup_removed_and_made_again_is_still_decided_for(hook_vm, hook_lab, hook_policies):
