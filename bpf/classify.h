@@ -233,32 +233,24 @@ static __always_inline void classify(struct task_struct *task, const struct ebpf
 	c->by = cfg->fallback_by;
 }
 
-/* The kernel never kills it: oom_score_adj -1000, already reaped, or in vfork. */
-static __always_inline bool unkillable(struct task_struct *task, struct mm_struct *mm)
-{
-	return task->signal->oom_score_adj == EBPF_OOM_SCORE_ADJ_MIN || ebpf_oom_mm_skip(mm) ||
-	       ebpf_oom_in_vfork(task);
-}
-
 /*
  * oom_badness() as the kernel computes it (rss + swap entries + page-table
  * pages + oom_score_adj * totalpages / 1000), or the resident pages only for
- * EBPF_OOM_BY_RSS; EBPF_OOM_POINTS_MIN for a task the kernel never kills.
- * The caller checked that the task has an mm.
+ * EBPF_OOM_BY_RSS, from the process's memory m; EBPF_OOM_POINTS_MIN for a
+ * task the kernel never kills (oom_score_adj -1000, reaped, in vfork).
  */
-static __always_inline long task_points(struct task_struct *task, struct mm_struct *mm,
+static __always_inline long task_points(struct task_struct *task, const struct ebpf_oom_memory *m,
 					__u64 totalpages, __u32 by)
 {
-	__u64 rss, swap, pgtables, pages;
-	long adj;
+	long adj = task->signal->oom_score_adj;
+	__u64 pages;
 
-	if (unkillable(task, mm))
+	if (adj == EBPF_OOM_SCORE_ADJ_MIN || m->reaped || ebpf_oom_in_vfork(task))
 		return EBPF_OOM_POINTS_MIN;
-	pages = ebpf_oom_mm_pages(mm, &rss, &swap, &pgtables);
 	if (by == EBPF_OOM_BY_RSS)
-		return rss;
-	adj = task->signal->oom_score_adj;
-	if (adj)	/* spares the common case a load and a division */
+		return m->rss;
+	pages = m->rss + m->swap + m->pgtables;
+	if (adj)	/* spares the common case a division */
 		pages += adj * (long)(totalpages / 1000);
 	return pages;
 }

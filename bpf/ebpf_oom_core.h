@@ -112,6 +112,18 @@ static __always_inline unsigned long ebpf_oom_mm_flags(struct mm_struct *mm)
 	return ((struct mm_struct___word *)mm)->flags;
 }
 
+/* The same word through bpf_probe_read_kernel, for an mm pointer the verifier
+ * does not type (one found by walking a process's threads). */
+static __always_inline unsigned long ebpf_oom_mm_flags_read(struct mm_struct *mm)
+{
+	if (bpf_core_field_exists(((struct mm_struct___bitmap *)mm)->flags.__mm_flags)) {
+		barrier();
+		return BPF_CORE_READ((struct mm_struct___bitmap *)mm, flags.__mm_flags[0]);
+	}
+	barrier();
+	return BPF_CORE_READ((struct mm_struct___word *)mm, flags);
+}
+
 /* ---- The oom/mark_victim tracepoint's arguments ------------------------- */
 
 /*

@@ -119,7 +119,7 @@ static __always_inline int evaluate(struct task_struct *task, struct oom_control
 	__u32 zero = 0;
 	struct ebpf_oom_config *cfg = bpf_map_lookup_elem(&oom_config, &zero);
 	struct ebpf_oom_state *st = bpf_map_lookup_elem(&oom_state, &zero);
-	struct mm_struct *mm;
+	struct ebpf_oom_memory m;
 	struct class c;
 	long points;
 
@@ -142,10 +142,9 @@ static __always_inline int evaluate(struct task_struct *task, struct oom_control
 		break;	/* the renderer allows abort with scope memcg only */
 	case EBPF_OOM_ACT_PREFER:
 	case EBPF_OOM_ACT_SELECT:
-		mm = task->mm;
-		if (!mm)
+		if (!ebpf_oom_process_memory(task, &m))
 			return BPF_EVAL_NEXT;
-		points = task_points(task, mm, oc->totalpages, c.by);
+		points = task_points(task, &m, oc->totalpages, c.by);
 		if (points == EBPF_OOM_POINTS_MIN)
 			return BPF_EVAL_NEXT;
 		if (st->have && (c.tier > st->tier || (c.tier == st->tier && points < st->points)))
@@ -236,16 +235,15 @@ int ebpf_oom_tasks(struct bpf_iter__task *ctx)
 	struct ebpf_oom_config *cfg;
 	struct cgroup *cgrp;
 	struct ebpf_oom_task rec = {};
-	struct mm_struct *mm;
+	struct ebpf_oom_memory m;
 	struct class c;
 	__u32 zero = 0;
 
 	/* oom_unkillable_task(): kernel threads and init; and the leaders only */
 	if (!task || task->pid != task->tgid || (task->flags & PF_KTHREAD) || task->tgid == 1)
 		return 0;
-	mm = task->mm;
 	cfg = bpf_map_lookup_elem(&oom_config, &zero);
-	if (!mm || !cfg)
+	if (!cfg || !ebpf_oom_process_memory(task, &m))
 		return 0;
 	classify(task, cfg, NULL, NULL, &c);
 	rec.pid = task->tgid;
@@ -257,9 +255,11 @@ int ebpf_oom_tasks(struct bpf_iter__task *ctx)
 	rec.oom_score_adj = task->signal->oom_score_adj;
 	cgrp = task->cgroups->dfl_cgrp;
 	rec.cgroup_id = cgrp->kn->id;
-	ebpf_oom_mm_pages(mm, &rec.rss, &rec.swap, &rec.pgtables);
-	rec.points = task_points(task, mm, ebpf_oom_iter_totalpages, EBPF_OOM_BY_BADNESS);
-	if (ebpf_oom_mm_skip(mm))
+	rec.rss = m.rss;
+	rec.swap = m.swap;
+	rec.pgtables = m.pgtables;
+	rec.points = task_points(task, &m, ebpf_oom_iter_totalpages, EBPF_OOM_BY_BADNESS);
+	if (m.reaped)
 		rec.flags |= EBPF_OOM_T_REAPED;
 	if (ebpf_oom_in_vfork(task))
 		rec.flags |= EBPF_OOM_T_VFORK;

@@ -182,8 +182,14 @@ struct mm_struct {
 	unsigned long total_vm;
 };
 
+struct list_head {
+	struct list_head *next;
+	struct list_head *prev;
+};
+
 struct signal_struct {
 	atomic_t live;
+	struct list_head thread_head;	/* the threads, by task_struct.thread_node */
 	bool oom_flag_origin;
 	short oom_score_adj;
 	short oom_score_adj_min;
@@ -211,6 +217,7 @@ struct task_struct {
 	struct completion *vfork_done;
 	struct css_set *cgroups;
 	u64 start_boottime;
+	struct list_head thread_node;
 };
 
 /* ---- Control groups ---------------------------------------------------- */

@@ -167,6 +167,54 @@ def test_an_object_anyone_may_write_is_refused_before_anything_is_loaded(generic
     assert left_behind(before) == (set(), set(), set())
 
 
+LEADERLESS = r"""
+import ctypes, os, signal, sys, threading
+open(os.path.join(sys.argv[1], "cgroup.procs"), "w").write("0")
+ctypes.CDLL(None).prctl(15, b"ex-leaderless", 0, 0, 0)
+def hold():
+    keep = b"\x5a" * (int(sys.argv[2]) << 20)
+    os.write(1, b"r")
+    os.close(1)
+    while keep:
+        signal.pause()
+threading.Thread(target=hold).start()
+ctypes.CDLL(None).pthread_exit(None)   # the leader exits; the process lives on in its thread
+"""
+
+
+def leader_exited(pid, bound=10.0):
+    """True once the process's leader is a zombie (its thread lives on)."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        with open("/proc/%d/stat" % pid) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_process_whose_leader_exited_is_ranked_with_its_threads_memory(generic, cgroup_v2, holders):
+    """The leader called pthread_exit() while a thread holds 40 MiB: the kernel reads the
+    process's memory through a live thread (find_lock_task_mm), and so does the program
+    (it used to skip such a process: the leader has no mm)."""
+    point, top = cgroup_v2
+    path = os.path.join(point, top.lstrip("/"), "ex-leaderless")
+    os.mkdir(path)
+    proc = subprocess.Popen([sys.executable, "-c", LEADERLESS, path, "40"], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(1) == b"r"
+        assert leader_exited(proc.pid)
+        result = explain.explain(generic, oom=top, document={"name": "preview", "rules": [
+            {"match": {"comm": "ex-leaderless"}, "action": "prefer", "tier": 1}]}, top=5)
+        victim = result["victim"]
+        assert (victim["pid"], victim["action"]) == (proc.pid, "prefer"), result
+        assert victim["rss_kb"] >= 40 * 1024, victim
+    finally:
+        proc.kill()
+        proc.wait()
+        remove_when_empty(path)
+
+
 def test_a_task_nested_far_below_a_rules_cgroup_is_ranked_by_that_rule(generic, cgroup_v2, holders):
     """70 cgroup levels below the cgroup a prefer rule names (a user's own delegated
     subtree has no depth limit): the task is that rule's, and in the memory cgroup's OOM

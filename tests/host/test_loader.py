@@ -410,8 +410,8 @@ def test_restore_all_reports_a_corrupt_object_and_restores_the_rest(engine, obje
 
 
 @pytest.mark.parametrize("meanwhile", ["applied", "removed"])
-def test_a_policy_changed_while_the_boot_restore_reads_it_keeps_the_change(engine, objects,
-                                                                            monkeypatch, meanwhile):
+def test_a_policy_changed_while_the_boot_restore_reads_it_keeps_the_change(
+        engine, objects, monkeypatch, meanwhile):
     """The restore reads the kept copy (globals target_pid 4), then a playbook applies the
     policy with target_pid 9, or removes it, before the restore loads: the restore sees
     the copy changed (it reads it again with the lock held that every apply and removal

@@ -142,6 +142,21 @@ def test_prefer_cgroup_tiers_die_in_order(hook_lab, hook_policies):
     predicted(explained, first, second)
 
 
+def test_a_process_whose_leader_exited_dies_in_its_tier(hook_lab, hook_policies):
+    """Its leader called pthread_exit() while a thread holds 60 MiB: the kernel reads the
+    process's memory through the thread, and so does the policy; the process dies first,
+    as tier 1, before the larger tier 2 task (it used to be skipped: it outlived it)."""
+    with hook_lab.scenario("leaderless", spec(task("zombie", 60, cgroup="tier1", leader_exits=True),
+                                              task("web", 70, cgroup="tier2"))) as s:
+        explained = apply(hook_policies, s, doc(
+            "lang",
+            {"match": {"cgroup": s.path("tier1")}, "action": "prefer", "tier": 1},
+            {"match": {"cgroup": s.path("tier2")}, "action": "prefer", "tier": 2}))
+        report = s.oom()
+    killed_by(report, "zombie", "lang", spared=["web"])
+    predicted(explained, report)
+
+
 @pytest.mark.parametrize("by,victim", [("rss", "w2"), ("badness", "w1")])
 def test_prefer_by_comm_prefix_ranks_a_tier_by_the_flag(hook_lab, hook_policies, by, victim):
     """w2 holds more memory, but oom_score_adj -900 gives it less badness than w1."""
