@@ -28,7 +28,8 @@ author:
 options:
   path:
     description:
-      - Where the archive goes; its directory must exist.
+      - Where the archive goes; its directory must exist, except in check mode (where an earlier task
+        would make it).
     type: path
     default: /usr/lib/ebpf-oom/ebpf_oom_engine.zip
   state:
@@ -109,7 +110,8 @@ def main():
         except (TypeError, ValueError) as e:
             module.fail_json(msg="archive is not base64: %s" % e)
         after_sha = hashlib.sha256(data).hexdigest()
-        if not os.path.isdir(os.path.dirname(path)):
+        # In check mode the directory may be one that an earlier task would make.
+        if not os.path.isdir(os.path.dirname(path)) and not module.check_mode:
             module.fail_json(msg="path: the directory %s does not exist" % os.path.dirname(path))
         wanted = (after_sha, 0o644, 0)
         if before != wanted and not module.check_mode:

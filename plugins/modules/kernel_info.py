@@ -136,7 +136,8 @@ reasons:
   sample: ["bpf_oom_evaluate_task is not in the kernel's BTF: the kernel lacks the OOM policy hook"]
 policies:
   description: The loaded policies' records (name, object_sha256, source_sha256, collection_version,
-    policy_name, loaded_at, globals, maps, programs).
+    policy_name, loaded_at, globals, maps, programs); the record of a policy document also has the C(document)
+    and the C(backend) that enforces it (C(evaluate_task) or C(score_adj)).
   returned: when O(policies=true)
   type: list
   elements: dict

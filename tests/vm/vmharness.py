@@ -214,9 +214,10 @@ class PlayResult:
         return "\n".join(lines) + ("\n" + self.stderr if self.stderr.strip() else "")
 
 
-def play(guest, tasks, tmp_path, extra_vars=None, check=True, become=False):
+def play(guest, tasks, tmp_path, extra_vars=None, check=True, become=False, check_mode=False):
     """Run tasks (a list of task dicts) on the guest in one playbook; a PlayResult.
-    Raises when a task failed and check is true (ignore_errors tasks do not count)."""
+    Raises when a task failed and check is true (ignore_errors tasks do not count).
+    check_mode: ansible-playbook --check."""
     book = os.path.join(str(tmp_path), "play-%d.json" % next(_plays))
     with open(book, "w") as handle:
         json.dump([{"hosts": "all", "gather_facts": False, "become": become,
@@ -224,6 +225,8 @@ def play(guest, tasks, tmp_path, extra_vars=None, check=True, become=False):
     argv = [venv_tool("ansible-playbook"), "-i", guest.inventory(tmp_path), book]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
+    if check_mode:
+        argv.append("--check")
     env = dict(ansible_env(), ANSIBLE_STDOUT_CALLBACK="results_json",
                ANSIBLE_CALLBACK_PLUGINS=CALLBACKS, ANSIBLE_PIPELINING="True")
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -261,11 +264,26 @@ def loaded(guest, tmp_path):
     return sorted(p["name"] for p in found["policies"])
 
 
-def documented_task(name):
-    """The task called `name` in docs/operations.md: a test runs what the docs show."""
+def documented_plays():
+    """The plays of docs/operations.md's yaml blocks."""
     with open(os.path.join(REPO, "docs", "operations.md")) as handle:
         blocks = re.findall(r"^```yaml\n(.*?)^```", handle.read(), re.M | re.S)
-    found = [t for block in blocks for p in yaml.safe_load(block) if isinstance(p, dict)
-             for t in p.get("tasks", []) if t.get("name") == name]
+    return [p for block in blocks for p in yaml.safe_load(block) if isinstance(p, dict)]
+
+
+def documented_task(name):
+    """The task called `name` in docs/operations.md: a test runs what the docs show."""
+    found = [t for p in documented_plays() for t in p.get("tasks", []) if t.get("name") == name]
     assert len(found) == 1, "docs/operations.md has no single task %r" % name
     return found[0]
+
+
+def documented_play(name):
+    """The play called `name` in docs/operations.md as tasks for play(), in the play's
+    order: its pre_tasks, its roles (each with its variables), its tasks, its post_tasks."""
+    found = [p for p in documented_plays() if p.get("name") == name]
+    assert len(found) == 1, "docs/operations.md has no single play %r" % name
+    roles = [{"name": "role " + r["role"], "ansible.builtin.include_role": {"name": r["role"]},
+              "vars": r.get("vars", {})} for r in found[0].get("roles", [])]
+    return (found[0].get("pre_tasks", []) + roles + found[0].get("tasks", [])
+            + found[0].get("post_tasks", []))

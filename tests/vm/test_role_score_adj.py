@@ -1,0 +1,200 @@
+"""The score_adj agent's life under the role, on the stock guest (Debian's own kernel, no
+hook: backend auto takes score_adj there).
+
+batch_worker, first in check mode (it fails nothing and starts no agent on a guest without
+the role's units), then converged with the metrics timer on: its document is applied with
+score_adj and the agent (ebpf-oom-agent.service) is active and enabled. Its rules, plus two
+naming the lab's cgroups the way its defaults name a preemptible job's slice and a job
+agent's unit, steer a real memory cgroup OOM: the job dies, though a task no rule matches
+and the agent-tier task are larger; the agent-tier task, the largest, is spared. The
+stock kernel's report names no policy.
+
+Then the uninstall of docs/operations.md, as written, twice: the first run stops the
+agent after the policies are gone, disables it and removes its unit; the values it wrote
+are back; no unit and no file of the collection is left. The second run changes nothing
+of the agent.
+"""
+
+import pytest
+
+from lab import adj, killed_by, spec, task
+from vmharness import documented_play, play, result_of
+
+AGENT_UNIT = "ebpf-oom-agent.service"
+RESTORE_UNIT = "ebpf-oom-restore.service"
+UNINSTALL = "Remove ebpf.oom from the hosts"
+STOCK = None  # a stock kernel's OOM report names no policy
+POLICY = "batch"  # batch_worker_policy_name's default
+
+LAB = "role-sa"
+# The kernel alone would kill agentd (the largest), then other; the job dies first.
+SPEC = spec(task("job", 20, cgroup="jobs/job"), task("other", 45),
+            task("agentd", 70, adj=7))
+EXTRA_RULES = [
+    {"match": {"cgroup": "/oomlab/%s/jobs" % LAB}, "action": "prefer", "tier": 1},
+    {"match": {"cgroup": "/oomlab/%s/agentd" % LAB, "comm": "lab-agentd"},
+     "action": "prefer", "tier": 1000},
+]
+BATCH_WORKER = {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.batch_worker"},
+                "vars": {"bpf_oom_install_packages": False, "bpf_oom_metrics": True,
+                         "batch_worker_extra_rules": EXTRA_RULES}}
+
+# What the role puts on a host that the uninstall must take away. (The guest image has a
+# unit of its own named ebpf-oom-*: the tests' SSH host keys.)
+UNITS = [AGENT_UNIT, RESTORE_UNIT, "ebpf-oom-metrics.timer", "ebpf-oom-metrics.service"]
+PATHS = ["/etc/systemd/system/" + unit for unit in UNITS] + [
+    "/usr/lib/ebpf-oom", "/var/lib/ebpf-oom", "/var/cache/ebpf-oom", "/run/ebpf-oom",
+    "/var/lib/prometheus/node-exporter/ebpf_oom.prom"]
+
+AGENT_TASKS = ("Install the score_adj agent's service", "Run the score_adj agent",
+               "Take the score_adj agent off a host where no score_adj policy is left")
+STOP = "Stop and disable the unit"
+PURGE = "Remove the collection's policies that are no longer listed"
+
+
+def unit_state(guest, unit=AGENT_UNIT):
+    """(LoadState, ActiveState, UnitFileState) of a unit, as systemd sees it."""
+    keys = ("LoadState", "ActiveState", "UnitFileState")
+    shown = guest.ssh(["systemctl", "show", "--property=" + ",".join(keys), unit]).stdout
+    found = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+    return tuple(found.get(key) for key in keys)
+
+
+def values(guest, scene, *names):
+    return [adj(guest, scene.pids[name]) for name in names]
+
+
+def existing(guest, paths):
+    done = guest.ssh(["ls", "-d", "--"] + paths, check=False)
+    return done.stdout.split()
+
+
+def leftovers(guest):
+    """The role's units systemd still knows, its paths still there, and what is still
+    pinned under the collection's bpffs directory."""
+    units = guest.ssh(["systemctl", "list-units", "--all", "--plain", "--no-legend"] + UNITS,
+                      check=False).stdout.split("\n")
+    files = guest.ssh(["systemctl", "list-unit-files", "--no-legend"] + UNITS,
+                      check=False).stdout.split("\n")
+    pinned = guest.ssh(["ls", "-A", "/sys/fs/bpf/ebpf_oom"], check=False).stdout.split()
+    return [line for line in units + files if line.strip()], existing(guest, PATHS), pinned
+
+
+def stops(played, unit=AGENT_UNIT):
+    """(position, result) of each run of the role's stop task on this unit."""
+    return [(i, r) for i, (name, r) in enumerate(played.tasks)
+            if name.endswith(" : " + STOP) and r.get("name") == unit]
+
+
+def undo(guest, tmp_path):
+    """Whatever the tests left when they failed before the uninstall (after it: nothing),
+    so that later tests of the session guest start clean: the policy (its values put back),
+    the observer, the agent, the metrics timer, the boot restore enabled."""
+    try:
+        play(guest, [{"name": "remove", "ebpf.oom.policy": {"name": POLICY, "state": "absent"}},
+                     {"name": "observer", "ebpf.oom.observer": {"state": "absent"}}],
+             tmp_path, check=False)
+    finally:
+        for unit in (AGENT_UNIT, "ebpf-oom-metrics.timer", RESTORE_UNIT):
+            guest.ssh(["systemctl", "disable", "--now", unit], check=False)
+        guest.ssh(["rm", "-f", "/etc/systemd/system/" + AGENT_UNIT,
+                   "/etc/systemd/system/ebpf-oom-metrics.timer",
+                   "/etc/systemd/system/ebpf-oom-metrics.service"], check=False)
+        guest.ssh(["systemctl", "daemon-reload"], check=False)
+
+
+@pytest.fixture(scope="module")
+def scene(stock_lab):
+    """The lab's tasks, alive from before the role's first run to after the uninstall."""
+    with stock_lab.scenario(LAB, SPEC) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def converged(stock_vm, scene, tmp_path_factory):
+    """batch_worker in check mode, then converged; the boot restore started, as it is on a
+    host since its boot. Everything it left is undone at the end, failed or not."""
+    tmp = tmp_path_factory.mktemp("role-score-adj")
+    try:
+        before = unit_state(stock_vm)
+        checked = play(stock_vm, [BATCH_WORKER], tmp, check_mode=True)
+        after_check = unit_state(stock_vm)
+        converge = play(stock_vm, [BATCH_WORKER], tmp)
+        stock_vm.ssh(["systemctl", "start", RESTORE_UNIT])
+        yield dict(tmp=tmp, before=before, checked=checked, after_check=after_check,
+                   converge=converge, agent=unit_state(stock_vm),
+                   steered=values(stock_vm, scene, "job", "other", "agentd"))
+    finally:
+        undo(stock_vm, tmp)
+
+
+@pytest.fixture(scope="module")
+def uninstalled(stock_vm, scene, converged):
+    """The uninstall of docs/operations.md, run twice."""
+    guest, tmp = stock_vm, converged["tmp"]
+    first = play(guest, documented_play(UNINSTALL), tmp)
+    state = dict(first=first, agent=unit_state(guest), values=values(guest, scene, "other", "agentd"),
+                 leftovers=leftovers(guest))
+    state["second"] = play(guest, documented_play(UNINSTALL), tmp)
+    state["leftovers_again"] = leftovers(guest)
+    return state
+
+
+@pytest.mark.timeout(2400)
+def test_a_check_run_fails_nothing_and_starts_no_agent_on_a_guest_without_the_role(converged):
+    checked = converged["checked"]
+    assert not checked.failed, checked
+    assert result_of(checked, "Run the score_adj agent").get("skipped"), checked
+    assert converged["before"] == converged["after_check"] == ("not-found", "inactive", ""), converged
+
+
+def test_batch_worker_on_the_stock_guest_runs_the_agent_enabled(converged):
+    played = converged["converge"]
+    facts = result_of(played, "Record whether this host can run OOM policies, and with which backend")[
+        "ansible_facts"]
+    assert facts["bpf_oom_backend_used"] == "score_adj", facts
+    applied = result_of(played, "Apply the listed policies")["results"]
+    assert [(r["item"]["name"], r["backend"]) for r in applied] == [(POLICY, "score_adj")], applied
+    assert result_of(played, "Run the score_adj agent")["changed"], played
+    assert converged["agent"] == ("loaded", "active", "enabled"), converged["agent"]
+    # job: tier 1 (+1000); other: the fallback tier 500 (0); agentd: tier 1000 (-999)
+    assert converged["steered"] == [1000, 0, -999], converged["steered"]
+
+
+@pytest.mark.timeout(1200)
+def test_a_batch_job_dies_before_a_larger_task_no_rule_matches_and_the_agent_tier_is_spared(
+        scene, converged):
+    report = scene.oom()
+    killed_by(report, "job", STOCK, spared=["other", "agentd"])
+
+
+@pytest.mark.timeout(2400)
+def test_the_uninstall_stops_disables_and_removes_the_agent_once_the_policies_are_gone(uninstalled):
+    first = uninstalled["first"]
+    [(at, stopped)] = stops(first)
+    purged = [i for i, (name, _r) in enumerate(first.tasks) if name.endswith(" : " + PURGE)]
+    assert purged and purged[-1] < at, first
+    assert result_of(first, PURGE)["changed"], first
+    assert stopped["changed"] and stopped["state"] == "stopped" and not stopped["enabled"], stopped
+    assert uninstalled["agent"] == ("not-found", "inactive", ""), uninstalled["agent"]
+
+
+def test_the_uninstall_puts_back_the_values_the_agent_wrote(uninstalled):
+    assert uninstalled["values"] == [0, 7], uninstalled["values"]
+
+
+def test_the_uninstall_leaves_no_unit_no_file_and_no_pin_of_the_collection(uninstalled):
+    first = uninstalled["first"]
+    assert result_of(first, "Stop the boot restore (active since boot)")["changed"], first
+    timer = [(r["changed"], r["state"], r["enabled"]) for _i, r in stops(first, "ebpf-oom-metrics.timer")]
+    assert timer == [(True, "stopped", False)], first
+    assert uninstalled["leftovers"] == ([], [], []), uninstalled["leftovers"]
+    assert uninstalled["leftovers_again"] == ([], [], []), uninstalled["leftovers_again"]
+
+
+def test_a_second_uninstall_changes_nothing_of_the_agent(uninstalled):
+    second = uninstalled["second"]
+    for name in AGENT_TASKS:
+        result = result_of(second, name)
+        assert result.get("skipped") and not result.get("changed"), (name, result)
+    assert stops(second) == [], second
