@@ -257,7 +257,7 @@ def remove(name, check_mode=False):
     check_name(name, LoaderError)
     root = bpffs.mounted_root()
     layout = bpffs.Layout(root or bpffs.roots()[0], name)
-    if root is None:
+    if root is None or not os.path.isdir(root):  # nothing was ever loaded here
         return _unpersist(name, check_mode)
     with bpffs.locked(root):  # also when only the copy is left: a boot restore may be reading it
         if not layout.exists():

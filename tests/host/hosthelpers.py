@@ -100,6 +100,19 @@ def new_objects(before):
         time.sleep(0.05)
 
 
+def remove_cgroup(path, bound=SETTLE_TIMEOUT):
+    """rmdir a cgroup once the kernel has let its last process go (bounded wait)."""
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 # ---------------------------------------------------------------- a real memcg OOM
 
 HOG_LIMIT_MIB = 64

@@ -20,6 +20,7 @@ import pytest
 from ansible_collections.ebpf.oom.plugins.module_utils import abi, cgrouprules, explain, loader, renderer
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 from conftest import REPO
+from hosthelpers import remove_cgroup
 from support import venv_tool
 
 HOLD = r"""
@@ -212,7 +213,7 @@ def test_a_process_whose_leader_exited_is_ranked_with_its_threads_memory(generic
     finally:
         proc.kill()
         proc.wait()
-        remove_when_empty(path)
+        remove_cgroup(path)
 
 
 def test_a_task_nested_far_below_a_rules_cgroup_is_ranked_by_that_rule(generic, cgroup_v2, holders):
@@ -234,20 +235,7 @@ def test_a_task_nested_far_below_a_rules_cgroup_is_ranked_by_that_rule(generic, 
         proc.kill()
         proc.wait()
         for level in range(70, -1, -1):
-            remove_when_empty(os.path.join(point, top.lstrip("/"), "ex-deep", *(["d"] * level)))
-
-
-def remove_when_empty(path, bound=10.0):
-    """rmdir a cgroup once the kernel has let its last process go."""
-    deadline = time.monotonic() + bound
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            remove_cgroup(os.path.join(point, top.lstrip("/"), "ex-deep", *(["d"] * level)))
 
 
 def test_the_module_explains_a_document_through_ansible(generic, cgroup_v2, holders, tmp_path):

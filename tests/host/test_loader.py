@@ -12,7 +12,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,8 +19,8 @@ from ansible_collections.ebpf.oom.plugins.module_utils import (
     backends, bpffs, cgroups, libbpf, loader, pins, restore, state, verify)
 from ansible_collections.ebpf.oom.plugins.module_utils.common import COLLECTION_VERSION, META_PREFIX
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError, UnsupportedKernel
-from hosthelpers import (COLLECTIONS, SETTLE_TIMEOUT, added_since, bpftool, engine,  # noqa: F401  # pylint: disable=unused-import
-                         kernel_objects, new_objects, objects)
+from hosthelpers import (COLLECTIONS, added_since, bpftool, engine,  # noqa: F401  # pylint: disable=unused-import
+                         kernel_objects, new_objects, objects, remove_cgroup)
 
 KILLS, ADJ_WRITES, VARIANT_SEEN = 0, 1, 2   # counters indexes in counter.bpf.c
 MEMCG_V1 = "/sys/fs/cgroup/memory"
@@ -531,15 +530,7 @@ def memcg():
                     handle.write(str(value))
         yield path
     finally:
-        deadline = time.monotonic() + SETTLE_TIMEOUT
-        while True:
-            try:
-                os.rmdir(path)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        remove_cgroup(path)
 
 
 def test_mark_victim_program_fires_on_a_real_memcg_oom(engine, objects, memcg):

@@ -25,6 +25,13 @@ def memcg(scene):
     return {"memcg": scene.spec["memcg"]}
 
 
+def two_tiers(scene, first, second):
+    """The document whose tier 1 is cgroup `first` of the scenario, tier 2 `second`."""
+    return doc("lang",
+               {"match": {"cgroup": scene.path(first)}, "action": "prefer", "tier": 1},
+               {"match": {"cgroup": scene.path(second)}, "action": "prefer", "tier": 2})
+
+
 def apply(policies, scene, document):
     """Apply the document and explain it; explain's answer."""
     return policies.apply(document, explain=memcg(scene))["explain"]
@@ -119,10 +126,7 @@ def test_prefer_cgroup_tier_one_dies_first_even_in_a_cgroup_created_later(hook_l
     with hook_lab.scenario("prefer-cgroup", spec(task("web", 35), task("other", 60),
                                                  task("batch", 25, cgroup="batch/job1", late=True),
                                                  cgroups=["batch"])) as s:
-        hook_policies.apply(doc(
-            "lang",
-            {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
-            {"match": {"cgroup": s.path("web")}, "action": "prefer", "tier": 2}))
+        hook_policies.apply(two_tiers(s, "batch", "web"))
         s.start("batch")  # batch existed when the policy was applied, batch/job1 did not
         report = s.oom()
     killed_by(report, "batch", "lang", spared=["web", "other"])
@@ -131,10 +135,7 @@ def test_prefer_cgroup_tier_one_dies_first_even_in_a_cgroup_created_later(hook_l
 def test_prefer_cgroup_tiers_die_in_order(hook_lab, hook_policies):
     with hook_lab.scenario("prefer-tiers", spec(task("other", 70), task("web", 40),
                                                 task("batch", 20, cgroup="batch/job"))) as s:
-        explained = apply(hook_policies, s, doc(
-            "lang",
-            {"match": {"cgroup": s.path("batch")}, "action": "prefer", "tier": 1},
-            {"match": {"cgroup": s.path("web")}, "action": "prefer", "tier": 2}))
+        explained = apply(hook_policies, s, two_tiers(s, "batch", "web"))
         first = s.oom()
         killed_by(first, "batch", "lang", spared=["web", "other"])
         second = s.oom()
@@ -148,10 +149,7 @@ def test_a_process_whose_leader_exited_dies_in_its_tier(hook_lab, hook_policies)
     as tier 1, before the larger tier 2 task (it used to be skipped: it outlived it)."""
     with hook_lab.scenario("leaderless", spec(task("zombie", 60, cgroup="tier1", leader_exits=True),
                                               task("web", 70, cgroup="tier2"))) as s:
-        explained = apply(hook_policies, s, doc(
-            "lang",
-            {"match": {"cgroup": s.path("tier1")}, "action": "prefer", "tier": 1},
-            {"match": {"cgroup": s.path("tier2")}, "action": "prefer", "tier": 2}))
+        explained = apply(hook_policies, s, two_tiers(s, "tier1", "tier2"))
         report = s.oom()
     killed_by(report, "zombie", "lang", spared=["web"])
     predicted(explained, report)
