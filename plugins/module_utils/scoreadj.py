@@ -189,13 +189,16 @@ def _proc(pid, name):
     return "/proc/%d/%s" % (pid, name)
 
 
-def start_time(pid):
-    """The process's start time (clock ticks after boot, /proc/PID/stat), or None when gone."""
-    data = read_file(_proc(pid, "stat"))
+def _start_of(stat):
     try:
-        return int(data.rsplit(b")", 1)[1].split()[19])
+        return int(stat.rsplit(b")", 1)[1].split()[19])
     except (AttributeError, IndexError, ValueError):
         return None
+
+
+def start_time(pid):
+    """The process's start time (clock ticks after boot, /proc/PID/stat), or None when gone."""
+    return _start_of(read_file(_proc(pid, "stat")))
 
 
 class LedgerError(ValueError):
@@ -221,19 +224,33 @@ def read_adj(pid):
         return None
 
 
-def write_adj(pid, value):
-    """Write the process's oom_score_adj; None, or the errno when the kernel refused
-    (ESRCH/ENOENT: it is gone; EACCES: lowering it needs CAP_SYS_RESOURCE)."""
+def write_adj(pid, value, start):
+    """Write the oom_score_adj of the process at ``pid`` that started at ``start`` (clock
+    ticks, as start_time()); None, or the errno when the kernel refused (ESRCH/ENOENT: it
+    is gone; EACCES: lowering it needs CAP_SYS_RESOURCE).  Its /proc directory is opened
+    once, and both its start and the value go through it: a pid reused in between names
+    another directory, and the old one answers ESRCH."""
     try:
-        fd = os.open(_proc(pid, "oom_score_adj"), os.O_WRONLY | os.O_CLOEXEC)
+        proc = os.open("/proc/%d" % pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         return exc.errno
     try:
-        os.write(fd, str(value).encode("ascii"))
+        fd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        if _start_of(stat) != start:
+            return errno.ESRCH  # another process has the pid now
+        fd = os.open("oom_score_adj", os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc)
+        try:
+            os.write(fd, str(value).encode("ascii"))
+        finally:
+            os.close(fd)
     except OSError as exc:
         return exc.errno
     finally:
-        os.close(fd)
+        os.close(proc)
     return None
 
 
@@ -400,7 +417,7 @@ class Ledger(object):
         self.policy = policy
         self.errors = []
         now = {}        # pid -> the value it will carry when the writes are done
-        wanted = {}     # pid -> the value to write
+        wanted = {}     # pid -> (the value to write, the start of the process it is for)
         for change in changes:
             pid, value, parent = change[:3]
             start = start_time(pid)
@@ -422,7 +439,8 @@ class Ledger(object):
             if value is None:
                 if entry is not None:
                     if current == entry[2]:
-                        wanted[pid] = now[pid] = entry[1]
+                        now[pid] = entry[1]
+                        wanted[pid] = (entry[1], start)
                     self._held[str(pid)] = entry
                     self.forget(pid)
                 continue
@@ -436,11 +454,12 @@ class Ledger(object):
                 entry[2] = value
                 self._note(pid)
             if current != value:
-                wanted[pid] = now[pid] = value
+                now[pid] = value
+                wanted[pid] = (value, start)
         self.save()
         written = 0
-        for pid, value in wanted.items():
-            err = write_adj(pid, value)
+        for pid, (value, start) in wanted.items():
+            err = write_adj(pid, value, start)
             if err is None:
                 written += 1
                 continue

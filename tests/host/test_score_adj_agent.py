@@ -12,6 +12,7 @@ dir and a run dir (the ledger, the agent's lock) of its own.
 """
 
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -492,6 +493,18 @@ def test_the_one_decider_check_runs_with_the_bpffs_lock_held(host, generic, monk
     monkeypatch.setattr(backends, "one_decider", spy)
     apply(generic, doc(prefer(1, comm="sa-lock")))
     assert seen == ["held"]
+
+
+def test_a_value_goes_only_to_the_process_that_started_when_the_agent_looked(host):
+    """write_adj opens the process's /proc directory once and reads its start and writes
+    the value through it: given another start (the pid was taken by a new process since
+    the look), it writes nothing and says the process is gone."""
+    proc = host.hold("sa-exact", adj=10)
+    start = scoreadj.start_time(proc.pid)
+    assert scoreadj.write_adj(proc.pid, 300, start + 1) == errno.ESRCH
+    assert adj(proc) == 10
+    assert scoreadj.write_adj(proc.pid, 300, start) is None
+    assert adj(proc) == 300
 
 
 def test_an_event_carries_the_start_of_its_process_as_proc_shows_it(host, generic):

@@ -171,8 +171,8 @@ class Procs(object):
         monkeypatch.setattr(scoreadj, "write_adj", self.write)
         monkeypatch.setattr(scoreadj, "comm", lambda pid: "proc%d" % pid)
 
-    def write(self, pid, value):
-        if pid not in self.table:
+    def write(self, pid, value, start):
+        if pid not in self.table or self.table[pid][0] != start:
             return errno.ESRCH
         if pid in self.refuse:
             return self.refuse[pid]
@@ -324,3 +324,18 @@ def test_a_ledger_that_is_not_one_is_moved_aside_and_a_new_one_starts(monkeypatc
         assert ledger.tasks == {} and ledger.apply([(10, 1000, None)], "p") == 1
     assert aside and open(aside, "rb").read() == content
     assert json.loads(procs.path.read_text())["tasks"] == {"10": [100, 0, 1000]}
+
+
+def test_a_pid_taken_by_another_process_after_the_look_gets_no_write(monkeypatch, tmp_path):
+    """The ledger hands the write the start it saw: a process that has the pid by the time
+    of the write (the first one exited) is not written, and its entry is dropped."""
+    procs = Procs(monkeypatch, tmp_path, p10=(100, 0))
+    save = scoreadj.Ledger.save
+
+    def save_then_reuse(ledger):
+        save(ledger)
+        procs.table[10] = [999, 0]  # pid 10 is another process now
+
+    monkeypatch.setattr(scoreadj.Ledger, "save", save_then_reuse)
+    written, tasks, errors = apply([(10, 500, None)])
+    assert (written, procs.adj(), tasks, errors) == (0, {10: 0}, {}, [])
