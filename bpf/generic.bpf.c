@@ -9,8 +9,9 @@
  * (bpf/classify.h); schemas/README.md states the semantics. Its programs, of
  * which each user loads the ones it needs:
  *
- *   ebpf_oom_name, ebpf_oom_eval      the hook backend: name the policy in the
- *                                     OOM report, and judge each candidate
+ *   ebpf_oom_name, ebpf_oom_eval,     the hook backend: name the policy in the
+ *   ebpf_oom_done                     OOM report, judge each candidate, and end
+ *                                     the OOM (the hand-over, generic.h)
  *   ebpf_oom_cgroup_mkdir, _rmdir     keep oom_rule_cgroups current: a cgroup
  *                                     rule matches whatever cgroup lives at its
  *                                     path now (made before or after the
@@ -58,6 +59,9 @@ char LICENSE[] SEC("license") = "GPL";
 /* The policy name in the OOM report; the loader sets it (the document's name). */
 const volatile char bpf_metadata_ebpf_oom_policy[EBPF_OOM_NAME_LEN] = "generic";
 
+/* This instance's token (generic.h: the hand-over); the loader sets it. */
+const volatile __u64 ebpf_oom_token = 0;
+
 /* The OOM the task iterator imagines: its totalpages (machine RAM + swap, or
  * the memory cgroup's limit) and, for a memcg OOM, the memory cgroup (id and
  * level; id 0: a global OOM). Set before load. */
@@ -75,6 +79,37 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ebpf_oom_state);
 } oom_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} oom_decider SEC(".maps");
+
+/* At the start of an OOM: latch the token of the instance that decides it. Every
+ * instance attached does it, in attach order; they latch the same token unless
+ * the loader writes a new one in between, and then the last one latched counts. */
+static __always_inline bool latch_decider(void)
+{
+	__u32 next = EBPF_OOM_DECIDER_NEXT, scan = EBPF_OOM_DECIDER_SCAN;
+	__u64 *token = bpf_map_lookup_elem(&oom_decider, &next);
+	__u64 *latched = bpf_map_lookup_elem(&oom_decider, &scan);
+
+	if (!token || !latched)
+		return false;
+	*latched = *token;
+	return *latched == ebpf_oom_token;
+}
+
+/* Does this instance decide the OOM in progress? */
+static __always_inline bool deciding(void)
+{
+	__u32 scan = EBPF_OOM_DECIDER_SCAN;
+	__u64 *latched = bpf_map_lookup_elem(&oom_decider, &scan);
+
+	return latched && *latched == ebpf_oom_token;
+}
 
 static __always_inline bool in_scope(const struct ebpf_oom_config *cfg, struct oom_control *oc)
 {
@@ -106,10 +141,22 @@ int BPF_PROG(ebpf_oom_name, struct oom_control *oc)
 	if (!cfg || !st)
 		return 0;
 	new_scan(st, oc);
-	if (!in_scope(cfg, oc))
+	if (!latch_decider() || !in_scope(cfg, oc))
 		return 0;
 	st->scans++;
 	EBPF_OOM_SET_NAME_FROM(oc, bpf_metadata_ebpf_oom_policy);
+	return 0;
+}
+
+/* The OOM is over (a kill, or none): no instance is deciding one now. */
+SEC("fexit/out_of_memory")
+int BPF_PROG(ebpf_oom_done, struct oom_control *oc, bool ret)
+{
+	__u32 scan = EBPF_OOM_DECIDER_SCAN;
+	__u64 *latched = bpf_map_lookup_elem(&oom_decider, &scan);
+
+	if (latched)
+		*latched = 0;
 	return 0;
 }
 
@@ -123,7 +170,7 @@ static __always_inline int evaluate(struct task_struct *task, struct oom_control
 	struct class c;
 	long points;
 
-	if (!cfg || !st || !in_scope(cfg, oc))
+	if (!cfg || !st || !in_scope(cfg, oc) || !deciding())
 		return NO_BPF_POLICY;
 	if (st->oc != (__u64)oc)	/* a scan the name program did not see start */
 		new_scan(st, oc);

@@ -91,6 +91,21 @@ struct ebpf_oom_config {
 	__u32 needs;		/* union of the rules' match bits: what to read per task */
 };
 
+/*
+ * The hand-over between two instances of a policy (a new document, a new
+ * object): the new one is loaded with its own rule maps and attached beside
+ * the old one, which keeps deciding until the loader writes the new one's
+ * token (the global ebpf_oom_token) into the oom_decider array map, which
+ * both share. Each OOM is decided by the instance whose token was there when
+ * it started: the name program latches it, the program at out_of_memory()'s
+ * exit clears it. So one OOM is judged by one rule set, never a mixture, and
+ * the loader waits for an OOM still judged by the old one before it unpins it.
+ */
+#define EBPF_OOM_DECIDER_NEXT 0	/* key: the token of the instance that decides the
+				 * OOMs that start from now on (written by the loader) */
+#define EBPF_OOM_DECIDER_SCAN 1	/* key: the token of the instance deciding the OOM in
+				 * progress, 0: none in progress */
+
 /* The single entry (key 0) of the oom_state array map: the scan in progress.
  * OOM scans are serialized by the kernel's oom_lock. */
 struct ebpf_oom_state {

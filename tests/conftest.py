@@ -85,17 +85,22 @@ def area(item):
 
 
 # With workers (pytest-xdist, --dist loadgroup: tests/run), the tests of one guest run on
-# one worker, in order, and each worker boots only the guests its tests use. Four groups
-# go to whichever worker is free: the hook guest's tests, the stock guest's, the Molecule
-# scenarios (guests of their own) and the host tests (one at a time: they count the
-# kernel's BPF objects and OOM kills).
+# one worker, in order, and each worker boots only the guests its tests use. The groups
+# go to whichever worker is free: the hook guest's tests, the stock guest's, each
+# Molecule scenario (guests of its own) and the host tests (one at a time: they count
+# the kernel's BPF objects and OOM kills). They are handed out longest first
+# (FIRST, with tests/run's --no-loadscope-reorder; each worker starts with two), so that
+# the two workers end close together: Molecule's default scenario and the stock guest's
+# tests on one, the hook guest's and the rest on the other.
 GUEST_GROUPS = (("hook", {"hook_vm", "hook_lab", "hook_policies", "global_vm"}),
                 ("stock", {"stock_vm", "stock_lab", "vm_factory", "vm_factory_module"}))
+FIRST = ("molecule/default", "hook", "stock", "molecule/stock_kernel", "host")
 
 
 def guest_group(item):
     if area(item) == "molecule":  # guests of their own: beside either worker's guest
-        return "molecule"
+        callspec = getattr(item, "callspec", None)
+        return "molecule/" + callspec.id if callspec is not None else "molecule"
     if area(item) == "host":
         return "host"
     used = set(getattr(item, "fixturenames", ()))
@@ -116,6 +121,8 @@ def pytest_collection_modifyitems(config, items):
         group = guest_group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    rank = dict((group, number) for number, group in enumerate(FIRST))
+    items.sort(key=lambda item: rank.get(guest_group(item), len(FIRST)))  # stable
 
 
 _spent = {}  # area -> [seconds, tests]

@@ -37,6 +37,9 @@ EBPF_OOM_ACT_PREFER = 2
 EBPF_OOM_ACT_SELECT = 3
 EBPF_OOM_ACT_ABORT = 4
 
+EBPF_OOM_DECIDER_NEXT = 0
+EBPF_OOM_DECIDER_SCAN = 1
+
 EBPF_OOM_BY_BADNESS = 0
 EBPF_OOM_BY_RSS = 1
 
@@ -176,6 +179,11 @@ CONFIG_MAP = "oom_config"
 STATE_MAP = "oom_state"
 PATHS_MAP = "oom_cgroup_paths"    # rule paths -> the rules naming them (written here)
 LIVE_MAP = "oom_rule_cgroups"     # rule index -> id of the cgroup at its path now (kept live)
+# The hand-over between two instances of a policy: the map both share, the global that
+# names each instance (its token), the program that ends an OOM's latch.
+DECIDER_MAP = "oom_decider"
+TOKEN_GLOBAL = "ebpf_oom_token"
+DONE_PROGRAM = "ebpf_oom_done"
 # The programs: the hook backend's two, the two that follow cgroups by path, the iterator.
 NAME_PROGRAM = "ebpf_oom_name"
 EVAL_PROGRAM = "ebpf_oom_eval"

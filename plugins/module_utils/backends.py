@@ -113,7 +113,7 @@ class Backend(object):
         result = loader.apply(name, object_path, globals=rendered.globals, maps=rendered.maps,
                               check_mode=check_mode, persist=persist, document=plan.document,
                               programs=self.attached(), after_attach=after_attach,
-                              backend=self.name,
+                              backend=self.name, derived=(abi.LIVE_MAP,),
                               under_lock=_checks(name, plan.guard, lambda unused_obj: True))
         if before is not None and before.name != self.name and not check_mode:
             # Another backend's policy of this name was swapped out by the load (its
@@ -145,8 +145,9 @@ class EvaluateTask(Backend):
     """The kernel's victim selection asks the policy about each candidate."""
 
     name = "evaluate_task"
-    programs = (abi.NAME_PROGRAM, abi.EVAL_PROGRAM) + abi.CGROUP_PROGRAMS
-    needs = ((HOOK_FUNC, "func"), (NAME_FUNC, "func"), ("btf_trace_cgroup_mkdir", "typedef"),
+    programs = (abi.NAME_PROGRAM, abi.EVAL_PROGRAM, abi.DONE_PROGRAM) + abi.CGROUP_PROGRAMS
+    needs = ((HOOK_FUNC, "func"), (NAME_FUNC, "func"), ("out_of_memory", "func"),
+             ("btf_trace_cgroup_mkdir", "typedef"),
              ("btf_trace_cgroup_rmdir", "typedef"))
 
 

@@ -29,6 +29,7 @@ import ctypes
 import errno
 import hashlib
 import os
+import time
 
 from .errors import BpfError
 
@@ -1084,6 +1085,21 @@ def map_create(map_type, key_size, value_size, max_entries, name, flags=0):
 def map_freeze(fd):
     """Make a map read-only for user space from now on."""
     _check(lib().bpf_map_freeze(fd), "cannot freeze map")
+
+
+# membarrier(2): MEMBARRIER_CMD_GLOBAL waits for an RCU grace period (synchronize_rcu).
+_NR_MEMBARRIER = {"x86_64": 324, "aarch64": 283}
+MEMBARRIER_CMD_GLOBAL = 1
+
+
+def wait_for_programs():
+    """Wait until every tracing program running now has returned: such programs run
+    inside an RCU read-side section, and MEMBARRIER_CMD_GLOBAL waits for a grace period.
+    Where membarrier is not there (or nohz_full refuses it), a short sleep instead."""
+    nr = _NR_MEMBARRIER.get(os.uname().machine)
+    lib()
+    if nr is None or _libc.syscall(nr, MEMBARRIER_CMD_GLOBAL, 0) != 0:
+        time.sleep(0.05)
 
 
 def map_type_supported(map_type):

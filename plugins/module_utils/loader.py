@@ -26,6 +26,8 @@ apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True
     that keeps them), with map_fd(name) -> the fd of one of the policy's maps, to fill
     what the programs then keep current (cgrouprules.sync); not in check mode.
     ``backend``: how the policy is enforced, kept in the record (backends.py).
+    ``derived``: maps that after_attach fills from the named ones (the live ids of cgroup
+    rules' paths): in an object that hands over (below) they are new with the rules.
     ``under_lock(root, obj)``: a check run with the bpffs lock held before anything
     changes; backends.one_decider refuses a second policy that decides OOMs this way.
     Raises LoaderError(message, log_tail) / UnsupportedKernel(missing), before any
@@ -38,7 +40,14 @@ apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True
     attached is gone), list_policies() lists such a directory, remove() removes it.  A reload or
     replace pins the new links in <dir>/staging, renames them over the old pins, then
     waits (bounded) until the kernel freed the old programs.  Maps are reused (data
-    kept) when the object is the same.  Pins set by libbpf's own `pinning` are off.
+    kept) when the object is the same.  An object with the hand-over map
+    (abi.DECIDER_MAP: the generic one) never has its named or derived maps written while
+    its programs run: a change of their entries loads the object again (action
+    'reloaded') with new ones, written whole, attached beside the running programs,
+    which keep deciding until the new ones' token is written into the map both share
+    (one write; each OOM is decided by the programs whose token was there when it
+    started: generic.h); the loader then waits for an OOM the old ones still decide
+    before it unpins them.  Pins set by libbpf's own `pinning` are off.
 remove(name, check_mode=False) -> dict(changed, diff); waits (bounded) until the
     kernel freed the policy's links, programs and maps.
 policy_dir(name) -> the bpffs directory of a policy
@@ -64,7 +73,7 @@ import hashlib
 import os
 import time
 
-from . import bpffs, libbpf, pins, state
+from . import abi, bpffs, libbpf, pins, state
 from .common import COLLECTION_VERSION, META_POLICY, META_SOURCE_SHA256
 from .errors import BpfError, BpffsError, LoaderError, UnsupportedKernel
 from .files import read_trusted
@@ -72,6 +81,7 @@ from .maps import fresh_contents, map_changes_out, map_spec, plan_map, record_ma
 from .names import check_name
 
 GONE_TIMEOUT = 5.0       # seconds remove() waits for the kernel to free what it unpinned
+HANDOVER_TIMEOUT = 10.0  # seconds a hand-over waits for an OOM the old programs decide
 
 
 def normalize_globals(values):
@@ -101,7 +111,7 @@ class Plan(object):
     with it), and the record of what runs now (``old``, None when nothing does)."""
 
     def __init__(self, layout, obj, globals_, specs, persist, document, old, after_attach=None,
-                 backend=None):
+                 backend=None, derived=()):
         self.layout = layout
         self.obj = obj
         self.globals = globals_
@@ -111,6 +121,7 @@ class Plan(object):
         self.old = old
         self.after_attach = after_attach
         self.backend = backend
+        self.derived = tuple(derived)
 
     @property
     def same_object(self):
@@ -124,6 +135,23 @@ class Plan(object):
         return self.same_object and self.old.get("globals") == self.globals and \
             sorted(p.get("name") for p in self.old.get("programs", [])) == \
             sorted(p.name for p in self.obj.programs())
+
+    @property
+    def hands_over(self):
+        """The object's programs hand the decision over through the decider map (generic.h)."""
+        return self.obj.map(abi.DECIDER_MAP) is not None and \
+            abi.TOKEN_GLOBAL in self.obj.globals()
+
+    def shares(self, map_name):
+        """Whether the new programs use the running ones' pinned map ``map_name``: the
+        decider map always; for the same object every map (data kept) except, where the
+        programs hand over, the ones that hold the rules, which are new and written whole
+        before the new programs decide."""
+        if map_name == abi.DECIDER_MAP:
+            return True
+        if not self.same_object:
+            return False
+        return not (self.hands_over and (map_name in self.specs or map_name in self.derived))
 
     @property
     def action(self):
@@ -224,7 +252,8 @@ def _root(check_mode):
 # ---------------------------------------------------------------- entry points
 
 def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=True,
-          document=None, programs=None, after_attach=None, backend=None, under_lock=None):
+          document=None, programs=None, after_attach=None, backend=None, under_lock=None,
+          derived=()):
     """Make policy ``name`` run ``object_path`` with ``globals`` and ``maps`` (see above).
     ``under_lock(root, obj)``: a check run with the bpffs lock held, before anything
     changes (backends.one_decider); it raises to refuse."""
@@ -243,7 +272,7 @@ def apply(name, object_path, globals=None, maps=None, check_mode=False, persist=
                 under_lock(root, obj)
             layout = bpffs.Layout(root, name)
             plan = Plan(layout, obj, globals_, specs, persist, document, pins.read_record(layout),
-                        after_attach, backend)
+                        after_attach, backend, derived)
             return _apply(plan, check_mode)
     except (BpfError, BpffsError, OSError) as exc:
         raise LoaderError("policy %s: %s" % (name, getattr(exc, "message", exc)),
@@ -288,7 +317,9 @@ def _apply(plan, check_mode):
     old = plan.old
     if plan.same_program and not pins.link_problems(plan.layout, old) \
             and not pins.map_pin_problems(old) and not _leftovers(plan.layout, old):
-        return _apply_same(plan, check_mode)
+        changes = _pinned_map_changes(plan.layout, plan.specs, write=False)
+        if not (changes and plan.hands_over):  # else new rule maps, handed over
+            return _apply_same(plan, check_mode, changes)
     record = plan.new_record()
     if check_mode:
         record["programs"] = _planned_programs(plan.layout, plan.obj)
@@ -310,10 +341,10 @@ def _apply(plan, check_mode):
             "diff": {"before": old or {}, "after": record}, "map_changes": changes}
 
 
-def _apply_same(plan, check_mode):
-    """Same object and globals, links alive: maybe map entries, maybe the state copy."""
+def _apply_same(plan, check_mode, changes):
+    """Same object and globals, links alive: maybe map entries (``changes``: to make, in an
+    object that does not hand over), maybe the state copy."""
     old = plan.old
-    changes = _pinned_map_changes(plan.layout, plan.specs, write=False)
     record = plan.with_maps(dict(old))
     action = "unchanged"
     if changes or record != old:
@@ -373,11 +404,14 @@ def _swap(plan, record, stale):
     layout = plan.layout
     bpffs.remove_tree(layout.staging)
     own = [m for m in plan.obj.maps() if not m.internal]
-    if plan.same_object:
-        _reuse_pinned_maps(layout, own)
+    # The same object: the changes to the running programs' entries, which are reported.
+    reported = _pinned_map_changes(layout, plan.specs, write=False) if plan.same_object else None
+    _reuse_pinned_maps(layout, [m for m in own if plan.shares(m.name)])
+    token = _name_instance(plan, record)
     _load(plan)
     changes = [c for n, s in plan.specs.items() for c in sync_map(plan.obj.map(n).fd, n, s)]
     links = []
+    previous = None
     try:
         bpffs.make_dir(layout.dir)
         bpffs.make_dir(layout.staging)
@@ -385,6 +419,7 @@ def _swap(plan, record, stale):
         _pin_maps(layout, own, record)
         if plan.after_attach:
             plan.after_attach(lambda map_name: plan.obj.map(map_name).fd)
+        previous = _hand_over(plan, token)
         record["loaded_at"] = _now()
         bpffs.write_record(os.path.join(layout.staging, bpffs.RECORD), record)
         _promote_staging(layout)
@@ -392,12 +427,54 @@ def _swap(plan, record, stale):
         # programs are gone, so only the new policy runs once apply returns.
         _wait_gone(((_ids(plan.old) if plan.old else set()) | stale) - _ids(record))
     except BaseException:
+        if previous is not None:  # the old programs decide again
+            _write_decider(plan, abi.EBPF_OOM_DECIDER_NEXT, previous)
         bpffs.remove_tree(layout.staging if plan.old else layout.dir)
         raise
     finally:
         for link in links:
             link.close()
-    return changes
+    return changes if reported is None else reported
+
+
+# ---------------------------------------------------------------- the hand-over (generic.h)
+
+def _name_instance(plan, record):
+    """Give the programs about to load a token of their own (kept in the record), or
+    None when the object does not hand over."""
+    if not plan.hands_over:
+        return None
+    token = (int.from_bytes(os.urandom(8), "little") >> 1) | 1
+    plan.obj.set_global(abi.TOKEN_GLOBAL, token)
+    record["token"] = token
+    return token
+
+
+def _read_decider(plan, key):
+    fd = plan.obj.map(abi.DECIDER_MAP).fd
+    return int.from_bytes(libbpf.map_lookup(fd, key.to_bytes(4, "little"), 8), "little")
+
+
+def _write_decider(plan, key, token):
+    fd = plan.obj.map(abi.DECIDER_MAP).fd
+    libbpf.map_update(fd, key.to_bytes(4, "little"), token.to_bytes(8, "little"))
+
+
+def _hand_over(plan, token):
+    """The new programs decide the OOMs that start from now on: one write. Then wait
+    (bounded) while an OOM that started before is still decided by the old ones, whose
+    programs must stay attached until it ends. Returns the token replaced (0: none), or
+    None when the object does not hand over."""
+    if token is None:
+        return None
+    previous = _read_decider(plan, abi.EBPF_OOM_DECIDER_NEXT)
+    _write_decider(plan, abi.EBPF_OOM_DECIDER_NEXT, token)
+    libbpf.wait_for_programs()  # a name program that read the old token has latched it
+    deadline = time.monotonic() + HANDOVER_TIMEOUT
+    while previous and _read_decider(plan, abi.EBPF_OOM_DECIDER_SCAN) == previous \
+            and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return previous
 
 
 @contextlib.contextmanager

@@ -73,6 +73,7 @@ def _verify_one(layout, object_sha256, policy_name, extra=None):
         problems.extend(found)
     for pmap in record.get("pinned_maps", []):
         problems.extend(_verify_map(record, pmap))
+    problems.extend(_verify_decider(layout, record))
     if object_sha256 and record.get("object_sha256") != object_sha256:
         problems.append("policy %s runs object sha256 %s, expected %s"
                         % (layout.name, record.get("object_sha256"), object_sha256))
@@ -142,6 +143,23 @@ def _verify_program(layout, record, prog):
         problems.append("program %s: reports policy name %r, recorded %r"
                         % (prog["name"], meta.get(META_POLICY_KEY), record["policy_name"]))
     return fact, problems
+
+
+def _verify_decider(layout, record):
+    """Problems of the hand-over (loader.py): the programs the record names decide."""
+    if not record.get("token") or not os.path.lexists(layout.map(abi.DECIDER_MAP)):
+        return []  # not a policy that hands over (or its pin is gone: listed already)
+    try:
+        with libbpf.pinned(layout.map(abi.DECIDER_MAP)) as fd:
+            key = abi.EBPF_OOM_DECIDER_NEXT.to_bytes(4, "little")
+            token = int.from_bytes(libbpf.map_lookup(fd, key, 8), "little")
+    except BpfError as exc:
+        return ["map %s: %s" % (abi.DECIDER_MAP, exc)]
+    if token != record["token"]:
+        return ["policy %s: its OOMs are handed to programs with token %d, not to the ones "
+                "its record names (token %d): an apply did not finish; apply it again"
+                % (layout.name, token, record["token"])]
+    return []
 
 
 def _verify_map(record, pmap):

@@ -55,8 +55,11 @@ options:
         policy was applied, or made again (a restarted service, a kubelet that started later); the
         program follows cgroups as the kernel makes and removes them. RV(cgroups) shows what each
         path matches now.
-      - A change of rules, scope or fallback only rewrites map entries (RV(action=maps_updated),
-        same program ids); RV(map_changes) lists them.
+      - A change of rules, scope or fallback loads the program again with the new rules in maps of
+        their own (RV(action=reloaded)); the old program decides every OOM until the new one is
+        complete and hands over in one write, so no OOM is judged by half of each document.
+        RV(map_changes) lists the entries that changed. A C policy's changed O(maps) are written in
+        place (RV(action=maps_updated)).
       - Only one policy per host judges OOM victims (has a program on C(bpf_oom_evaluate_task));
         applying a second one under another name fails, naming the first.
       - In check mode with diff, a document's diff also says which process a global OOM would kill

@@ -16,7 +16,8 @@ import uuid
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import abi, bpffs, cgrouprules, libbpf, loader, renderer
+from ansible_collections.ebpf.oom.plugins.module_utils import (
+    abi, bpffs, cgrouprules, libbpf, loader, renderer, verify)
 from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 
 POLICY = "cgrules"
@@ -41,17 +42,19 @@ def v2(cgroup_v2):
 class Followed:
     """The policy's rules as the kernel keeps them: rule index -> live cgroup id."""
 
-    def __init__(self, generic, document):
+    def __init__(self, generic, document, also=None):
         self.rendered = renderer.render(document)
         rules = self.rendered.cgroup_rules
 
         def after_attach(map_fd):
             cgrouprules.sync(map_fd(abi.LIVE_MAP), rules)
+            if also is not None:
+                also(map_fd)
 
         self.result = loader.apply(POLICY, generic, globals=self.rendered.globals,
                                    maps=self.rendered.maps, persist=False,
                                    programs=list(abi.CGROUP_PROGRAMS),
-                                   after_attach=after_attach)
+                                   after_attach=after_attach, derived=(abi.LIVE_MAP,))
         self.pin = bpffs.Layout(bpffs.roots()[0], POLICY).map(abi.LIVE_MAP)
 
     def live(self):
@@ -167,8 +170,8 @@ def test_two_hundred_mkdir_rmdir_cycles_leave_the_map_at_its_live_size(roots, ge
 
 
 def test_a_changed_document_sweeps_again_for_its_new_paths(roots, generic, v2):
-    """A data-only update (same programs) moves rule indexes and paths: the sweep
-    after the update fills what exists under the new paths and clears the old ones."""
+    """A change of rules moves rule indexes and paths: the sweep after the update fills
+    what exists under the new paths, and the old ones match nothing."""
     point, top = v2
     a, b = top + "/a", top + "/b"
     for path in (a, b):
@@ -177,9 +180,76 @@ def test_a_changed_document_sweeps_again_for_its_new_paths(roots, generic, v2):
         first = Followed(generic, doc(a))
         assert first.entries() == {0: ino(point, a)}
         second = Followed(generic, doc(top + "/none", b))
-        assert second.result["action"] == "maps_updated"
+        assert second.result["action"] == "reloaded"
         assert second.entries() == {1: ino(point, b)}
         assert second.live() == {top + "/none": [], b: [ino(point, b)]}
+    finally:
+        for path in (a, b):
+            os.rmdir(os.path.join(point, path.lstrip("/")))
+
+
+def decider(fd, key):
+    return int.from_bytes(libbpf.map_lookup(fd, key.to_bytes(4, "little"), 8), "little")
+
+
+def pinned_ids(record):
+    return dict((m["name"], m["map_id"]) for m in record["pinned_maps"])
+
+
+def test_a_changed_document_never_writes_the_running_rules_and_hands_over_once_filled(
+        roots, generic, v2):
+    """The rules the running programs read are never written (an OOM while they changed
+    would meet half of each document): a new document gets new rule maps, written whole
+    and their cgroups filled in while the old programs still decide; then one write of
+    the new programs' token into the map both share hands the decision over."""
+    point, top = v2
+    a, b = top + "/a", top + "/b"
+    for path in (a, b):
+        os.mkdir(os.path.join(point, path.lstrip("/")))
+    layout = bpffs.Layout(bpffs.roots()[0], POLICY)
+    seen = {}
+    try:
+        first = Followed(generic, doc(a))
+        old = first.result["record"]
+        held = dict((name, libbpf.obj_get(layout.map(name)))
+                    for name in (abi.RULES_MAP, abi.CONFIG_MAP, abi.PATHS_MAP, abi.LIVE_MAP))
+        try:
+            before = dict((name, dict(libbpf.map_items(fd))) for name, fd in held.items())
+            with libbpf.pinned(layout.map(abi.DECIDER_MAP)) as fd:
+                assert decider(fd, abi.EBPF_OOM_DECIDER_NEXT) == old["token"] != 0
+
+            def handing_over(map_fd):
+                seen["token"] = decider(map_fd(abi.DECIDER_MAP), abi.EBPF_OOM_DECIDER_NEXT)
+                seen["live"] = dict(libbpf.map_items(map_fd(abi.LIVE_MAP)))
+
+            second = Followed(generic, doc(top + "/none", b), also=handing_over)
+            new = second.result["record"]
+            assert second.result["action"] == "reloaded"
+            assert dict((name, dict(libbpf.map_items(fd))) for name, fd in held.items()) == before
+        finally:
+            for fd in held.values():
+                os.close(fd)
+        assert seen["token"] == old["token"]
+        assert seen["live"][(1).to_bytes(4, "little")] == ino(point, b).to_bytes(8, "little")
+        with libbpf.pinned(layout.map(abi.DECIDER_MAP)) as fd:
+            assert decider(fd, abi.EBPF_OOM_DECIDER_NEXT) == new["token"]
+        assert new["token"] not in (0, old["token"])
+        ids, old_ids = pinned_ids(new), pinned_ids(old)
+        assert ids[abi.DECIDER_MAP] == old_ids[abi.DECIDER_MAP]
+        assert ids[abi.STATE_MAP] == old_ids[abi.STATE_MAP]
+        for name in (abi.RULES_MAP, abi.CONFIG_MAP, abi.PATHS_MAP, abi.LIVE_MAP):
+            assert ids[name] != old_ids[name], name
+        assert set(p["prog_id"] for p in new["programs"]).isdisjoint(
+            p["prog_id"] for p in old["programs"])
+        assert second.entries() == {1: ino(point, b)}
+        again = Followed(generic, doc(top + "/none", b))
+        assert (again.result["action"], again.result["record"]["token"]) == ("unchanged", new["token"])
+        assert verify.verify(POLICY)["problems"] == []
+        with libbpf.pinned(layout.map(abi.DECIDER_MAP)) as fd:  # as if an apply stopped halfway
+            libbpf.map_update(fd, (0).to_bytes(4, "little"), (12345).to_bytes(8, "little"))
+        assert verify.verify(POLICY)["problems"] == [
+            "policy %s: its OOMs are handed to programs with token 12345, not to the ones its "
+            "record names (token %d): an apply did not finish; apply it again" % (POLICY, new["token"])]
     finally:
         for path in (a, b):
             os.rmdir(os.path.join(point, path.lstrip("/")))

@@ -573,14 +573,15 @@ def test_a_backend_switch_that_fails_keeps_the_old_policy_live_and_at_boot(host,
     assert adj(held) == 1000 and state.saved(POLICY)
 
 
-def test_a_changed_document_rewrites_values_without_a_reload(host, generic):
+def test_a_changed_document_rewrites_values_with_new_rules_and_the_same_ledger(host, generic):
     a = host.hold("sa-a", adj=0)
     b = host.hold("sa-b", adj=0)
     first = apply(generic, doc(prefer(1, comm="sa-a"), prefer(2, comm="sa-b")))
     assert (adj(a), adj(b)) == (1000, 500)
     second = apply(generic, doc(prefer(1, comm="sa-b")))
-    assert second["action"] == "maps_updated"
-    assert [p["prog_id"] for p in second["record"]["programs"]] == \
-        [p["prog_id"] for p in first["record"]["programs"]]
+    assert second["action"] == "reloaded"  # new rule maps, written whole (loader: hand-over)
+    maps = [dict((m["name"], m["map_id"]) for m in r["record"]["pinned_maps"]) for r in (first, second)]
+    assert maps[1][abi.ADJUSTED_MAP] == maps[0][abi.ADJUSTED_MAP]
+    assert maps[1][abi.RULES_MAP] != maps[0][abi.RULES_MAP]
     assert (adj(a), adj(b)) == (0, 1000)
     json.dumps(second["score_adj"])  # plain data for the module's result

@@ -37,6 +37,16 @@ one JSON object as its last line.
   protect NAME                     oom_score_adj -1000 for every process named
                                    NAME (sshd: the guest stays reachable
                                    through a global OOM)
+  handover GENERIC CGROUP HEADROOM_MIB FIRST SECOND
+                                   apply document FIRST with the engine's hook
+                                   backend, then SECOND, with an OOM in CGROUP
+                                   while SECOND's programs are attached but do
+                                   not decide yet, and one after (see there)
+  churn GENERIC CGROUP HEADROOM_MIB ROUNDS FIRST SECOND NAME:MIB...
+                                   the holders, then FIRST and SECOND applied
+                                   in turn while OOMs follow one another (see
+                                   there)
+  applies GENERIC ROUNDS DOC...    apply the documents in turn (churn's)
   status CGROUP                    memory.events and the pids in CGROUP
   kill PID                         SIGKILL PID and wait until it is gone
   cleanup CGROUP                   kill everything in CGROUP and remove it
@@ -168,6 +178,12 @@ def btf_has(*names):
 
 def spawn(cgroup, *specs):
     """The holders: oomlab's, one detached process each, ready once its memory is touched."""
+    state = holders(cgroup, specs)
+    emit({"pids": dict((name, pid) for name, (pid, _started) in state["pids"].items())})
+
+
+def holders(cgroup, specs):
+    """Start the holders (NAME:MIB) in a new memory cgroup; oomlab's state of them."""
     oomlab.enable_memory(cgroup)
     os.mkdir(oomlab.cg(cgroup), 0o755)
     swap_max = os.path.join(oomlab.cg(cgroup), "memory.swap.max")
@@ -176,7 +192,7 @@ def spawn(cgroup, *specs):
     tasks = [dict(zip(("name", "mb"), spec.split(":")), cgroup=cgroup) for spec in specs]
     state = {"spec": {"tasks": tasks}, "pids": {}}
     oomlab.start_tasks(state, [task["name"] for task in tasks])
-    emit({"pids": dict((name, pid) for name, (pid, _started) in state["pids"].items())})
+    return state
 
 
 def limit(cgroup, headroom_mib):
@@ -192,7 +208,11 @@ def grow(cgroup, oom_score_adj="0"):
 
 
 def push(cgroup, *options):
-    options = list(options)
+    emit(pushed(cgroup, list(options)))
+
+
+def pushed(cgroup, options):
+    """What push answers: the pusher's OOM, who died, the kernel's reports."""
     stall = int(options[options.index("--stall") + 1]) if "--stall" in options else None
     adj = oomlab.OOM_SCORE_ADJ_MIN if "--unkillable" in options else 0
     marker = "kern-smoke: push %s %d" % (cgroup, time.monotonic_ns())
@@ -221,7 +241,108 @@ def push(cgroup, *options):
     result["events"] = oomlab.read_memory_events(cgroup)
     result["kmsg"] = oomlab.kernel_log_since(marker)
     result["reports"] = oomlab.oom_reports(result["kmsg"])
-    emit(result)
+    return result
+
+
+def policy_engine():
+    """The engine's backends, bpffs, cgrouprules and loader, on a bpffs root and a state
+    dir of their own (the session's policies are not touched)."""
+    os.environ["EBPF_OOM_BPFFS_ROOT"] = BPFFS + "/kern-smoke-policies"
+    os.environ["EBPF_OOM_STATE_DIR"] = "/run/kern-smoke-policies"
+    sys.path.insert(0, HERE)
+    from ebpf_oom_engine import backends, bpffs, cgrouprules, loader  # noqa: E402
+    return backends, bpffs, cgrouprules, loader
+
+
+def churn(generic, cgroup, headroom_mib, rounds, first, second, *specs):
+    """Start the holders (NAME:MIB) in CGROUP, apply document FIRST (JSON) with the
+    engine's hook backend, then SECOND and FIRST in turn, ROUNDS applies, in a process
+    of its own (`applies`: a holder forked here must not inherit the bpffs lock), while
+    OOMs are pushed into CGROUP one after another; a holder killed is started again.
+    The answer: each OOM's kills [[pid, comm, policy]], the actions of the applies, and
+    the holders' pids at the end. Removes the policy at the end."""
+    _backends, _bpffs, _cgrouprules, loader = policy_engine()
+    out = {"ooms": []}
+    state = holders(cgroup, specs)
+    try:
+        applies = subprocess.Popen([sys.executable, __file__, "applies", generic, "1", first],
+                                   stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        out["first"] = json.loads(applies.communicate(timeout=WAIT_LIMIT)[0].splitlines()[-1])
+        applies = subprocess.Popen([sys.executable, __file__, "applies", generic, rounds,
+                                    second, first], stdout=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL)
+        try:
+            while applies.poll() is None:
+                oomlab.set_headroom(cgroup, int(headroom_mib))
+                report = pushed(cgroup, [])
+                out["ooms"].append([[pid, comm, found["policy"]] for found in report["reports"]
+                                    for pid, comm in found["kills"]])
+                dead = [name for name, (pid, _start) in state["pids"].items()
+                        if pid in report["gone"]]
+                oomlab.start_tasks(state, dead)
+        finally:
+            answer = applies.communicate(timeout=WAIT_LIMIT)[0]
+        out.update(json.loads(answer.splitlines()[-1]))
+    except Exception as exc:  # the answer says what failed
+        out["error"] = "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        loader.remove("churn")
+    out["pids"] = dict((name, pid) for name, (pid, _started) in state["pids"].items())
+    emit(out, 2 if "error" in out else 0)
+
+
+def applies(generic, rounds, *documents):
+    """Apply the documents (JSON) in turn as policy churn, ROUNDS applies, with the
+    engine's hook backend; the actions, in order (`applied`)."""
+    backends, _bpffs, _cgrouprules, _loader = policy_engine()
+    hook = backends.EvaluateTask()
+    out = {"applied": []}
+    try:
+        for turn in range(int(rounds)):
+            document = json.loads(documents[turn % len(documents)])
+            out["applied"].append(hook.apply("churn", generic, hook.plan(document),
+                                             persist=False)["action"])
+    except Exception as exc:  # the answer says what failed
+        out["error"] = "%s: %s" % (type(exc).__name__, exc)
+    emit(out)
+
+
+def handover(generic, cgroup, headroom_mib, first, second):
+    """Apply document FIRST (JSON) with the hook backend (the engine's, as the module
+    does, on a bpffs root of its own), then SECOND; while SECOND's programs are attached
+    and their rule cgroups filled, before they decide, push CGROUP into OOM (the
+    `during` report, and what the policy's staging directory held then), and once more
+    after the apply (`after`). Removes the policy at the end."""
+    backends, bpffs, cgrouprules, loader = policy_engine()
+    hook = backends.EvaluateTask()
+    staging = bpffs.Layout(bpffs.roots()[0], "handover").staging
+    sync, out = cgrouprules.sync, {}
+
+    def push_now():
+        oomlab.set_headroom(cgroup, int(headroom_mib))
+        return pushed(cgroup, [])
+
+    def sync_then_oom(fd, rules, mount=None):
+        found = sync(fd, rules, mount)
+        out["staged"] = sorted(os.listdir(staging)) if os.path.isdir(staging) else []
+        out["during"] = push_now()
+        return found
+
+    try:
+        out["first"] = hook.apply("handover", generic, hook.plan(json.loads(first)),
+                                  persist=False)["action"]
+        cgrouprules.sync = sync_then_oom
+        try:
+            out["second"] = hook.apply("handover", generic, hook.plan(json.loads(second)),
+                                       persist=False)["action"]
+        finally:
+            cgrouprules.sync = sync
+        out["after"] = push_now()
+    except Exception as exc:  # the answer says what failed; the policy goes all the same
+        out["error"] = "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        loader.remove("handover")
+    emit(out, 2 if "error" in out else 0)
 
 
 def status(cgroup):
@@ -255,7 +376,8 @@ def cleanup(cgroup):
 
 COMMANDS = {
     "attach": attach, "detach": detach, "runs": runs, "stats": stats, "btf-has": btf_has,
-    "spawn": spawn, "limit": limit, "push": push, "grow": grow,
+    "spawn": spawn, "limit": limit, "push": push, "grow": grow, "handover": handover,
+    "churn": churn, "applies": applies,
     "status": status, "kill": kill, "protect": protect, "cleanup": cleanup,
 }
 

@@ -27,7 +27,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ebpf.oom.plugins.module_utils import common, compiler
+from ansible_collections.ebpf.oom.plugins.module_utils import abi, bpffs, common, compiler
+from ansible_collections.ebpf.oom.plugins.plugin_utils.bundled import compile_generic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -242,6 +243,14 @@ def open_scene(lab, request, suffix=""):
         current.close()
 
 
+@pytest.fixture(scope="module")
+def generic_object(hook_lab, tmp_path_factory):
+    """The generic policy object (CO-RE: compiled on the host) in the guest's lab dir."""
+    built = compile_generic(cache_dir=str(tmp_path_factory.mktemp("generic")))
+    hook_lab.guest.put(built, GUEST_DIR + "/generic.bpf.o")
+    return GUEST_DIR + "/generic.bpf.o"
+
+
 @pytest.fixture
 def scene(hook_lab, request):
     with open_scene(hook_lab, request) as current:
@@ -446,3 +455,54 @@ def test_group_select_kills_one_task_per_global_oom(global_lab, request):
     lines, good = group_select_runs(global_lab, request, Scene.global_oom, "global")
     assert good == GROUP_REPEATS, "%d of %d global OOMs did not kill exactly one job:\n%s" % (
         GROUP_REPEATS - good, GROUP_REPEATS, "\n".join(lines))
+
+
+def document(name, comm, action):
+    return {"name": name, "rules": [{"match": {"comm": comm}, "action": action}]}
+
+
+def test_a_new_document_decides_only_once_handed_over(scene, generic_object):
+    """A document applied over another (the same object: new rule maps, the loader's
+    hand-over): the new programs are attached and their rules complete while the old
+    ones still decide. The old document protects the largest holder and leaves the rest
+    to the kernel (the medium one dies); the new one selects the smallest. An OOM in
+    that window is the old document's alone: the new programs, asked about every task
+    the old ones have no opinion on, must not choose; the next OOM is the new
+    document's. The engine's hook backend drives it in the guest, with the OOM pushed
+    from inside the apply, right after the new programs' cgroups are filled in."""
+    pids = scene.start()
+    answer = scene.lab.run("handover", generic_object, scene.cgroup, HEADROOM_MIB,
+                           json.dumps(document("handover", LARGE, "protect")),
+                           json.dumps(document("handover", TARGET, "select")))
+    assert (answer["first"], answer["second"]) == ("created", "reloaded"), answer
+    assert bpffs.LINK_PREFIX + abi.EVAL_PROGRAM in answer["staged"], answer
+    during, after = OomReport(answer["during"]), OomReport(answer["after"])
+    assert during.named_kills == {pids[MEDIUM]: "handover"}, during
+    assert during.gone == [pids[MEDIUM]], during
+    assert after.named_kills == {pids[TARGET]: "handover"}, after
+    assert after.gone == [pids[TARGET]] and pids[LARGE] in after.alive, after
+
+
+CHURN_ROUNDS = 6
+
+
+def test_alternating_documents_while_ooms_follow_each_other(scene, generic_object):
+    """The two documents above applied in turn, in a loop, while OOMs follow one another
+    in the same memory cgroup: every OOM kills exactly one task, the one of the two
+    documents' choices (the medium holder: the kernel's, under the first; the smallest:
+    the second's), with the policy's name; never the largest, which the first protects
+    and the second does not rank, and which only a mixture (a rule set half written, a
+    zeroed rule, two programs deciding) could kill."""
+    answer = scene.lab.run("churn", generic_object, scene.cgroup, HEADROOM_MIB, CHURN_ROUNDS,
+                           json.dumps(document("churn", LARGE, "protect")),
+                           json.dumps(document("churn", TARGET, "select")),
+                           *["%s:%d" % item for item in HOLDERS.items()])
+    assert answer["first"]["applied"] == ["created"], answer
+    assert answer["applied"] == ["reloaded"] * CHURN_ROUNDS, answer
+    ooms = answer["ooms"]
+    assert len(ooms) >= 3, answer  # OOMs happened while the applies ran
+    for kills in ooms:
+        assert len(kills) == 1, answer
+        _pid, comm, policy = kills[0]
+        assert comm in (MEDIUM, TARGET) and policy == "churn", answer
+    assert answer["pids"][LARGE] in scene.lab.run("status", scene.cgroup)["procs"], answer

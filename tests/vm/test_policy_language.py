@@ -260,16 +260,17 @@ def test_story_kills_batch_then_web_never_postgres(hook_lab, hook_policies):
 
 # ------------------------------------------------------------------ changes
 
-def test_data_only_change_updates_maps_in_place_and_the_next_oom_follows_it(hook_lab,
-                                                                            hook_policies):
+def test_a_rules_change_hands_over_to_new_programs_and_the_next_oom_follows_it(
+        hook_lab, hook_policies):
     with hook_lab.scenario("data-change", spec(task("a", 30), task("b", 30), task("c", 15))) as s:
         first = hook_policies.apply(doc("lang", {"match": {"comm": "lab-a"}, "action": "select"}))
         second = hook_policies.apply(doc("lang", {"match": {"comm": "lab-b"}, "action": "select"}))
         report = s.oom()
     before, after = first["apply lang"], second["apply lang"]
-    assert after["action"] == "maps_updated", after
+    assert after["action"] == "reloaded", after  # new rule maps, handed over (loader)
     ids = [p["prog_id"] for p in after["record"]["programs"]]
-    assert ids == [p["prog_id"] for p in before["record"]["programs"]] and ids
+    assert ids and set(ids).isdisjoint(p["prog_id"] for p in before["record"]["programs"])
+    assert after["record"]["token"] != before["record"]["token"]
     assert [(c["map"], c["key"]) for c in after["map_changes"]] == [("oom_rules", "00000000")]
     killed_by(report, "b", "lang", spared=["a", "c"])
 
