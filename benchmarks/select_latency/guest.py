@@ -148,8 +148,9 @@ def main():
             mode = modes[i % len(modes)]
             loader.remove(POLICY)
             if mode == "generic":
-                backends.EvaluateTask().apply(POLICY, os.path.join(HERE, "generic.bpf.o"), DOCUMENT,
-                                              persist=False)
+                hook = backends.EvaluateTask()
+                hook.apply(POLICY, os.path.join(HERE, "generic.bpf.o"), hook.plan(DOCUMENT),
+                           persist=False)
             elif mode == "baseline":
                 apply_baseline(base)
             elif mode == "floor":
