@@ -62,12 +62,13 @@ const volatile char bpf_metadata_ebpf_oom_policy[EBPF_OOM_NAME_LEN] = "generic";
 /* This instance's token (generic.h: the hand-over); the loader sets it. */
 const volatile __u64 ebpf_oom_token = 0;
 
-/* The OOM the task iterator imagines: its totalpages (machine RAM + swap, or
- * the memory cgroup's limit) and, for a memcg OOM, the memory cgroup (id and
- * level; id 0: a global OOM). Set before load. */
-const volatile __u64 ebpf_oom_iter_totalpages = 1;
-const volatile __u64 ebpf_oom_iter_memcg_id = 0;
-const volatile __u32 ebpf_oom_iter_memcg_level = 0;
+/* The OOM the task iterator imagines (generic.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ebpf_oom_imagined);
+} oom_imagined SEC(".maps");
 
 /* The task iterator's record, named here so that it is in the object's BTF, where
  * tests/unit/test_renderer.py compares it with the Python side's layout. */
@@ -267,18 +268,20 @@ int BPF_PROG(ebpf_oom_cgroup_rmdir, struct cgroup *cgrp, const char *path)
 /* ---- the candidates of an imagined OOM --------------------------------- */
 
 /* Is the task's cgroup the imagined OOM's memory cgroup or below it? */
-static __always_inline bool in_memcg(struct cgroup *cgrp)
+static __always_inline bool in_memcg(struct cgroup *cgrp, const struct ebpf_oom_imagined *oom)
 {
-	int level = ebpf_oom_iter_memcg_level;
+	__u32 level = oom->memcg_level;	/* a path explain takes: at most the deepest rule's */
 
-	return cgrp->level >= level &&
-	       ebpf_oom_cgroup_ancestor_id(cgrp, level) == ebpf_oom_iter_memcg_id;
+	if (level > EBPF_OOM_MAX_CGROUP_LEVEL || cgrp->level < (int)level)
+		return false;
+	return ebpf_oom_cgroup_ancestor_id(cgrp, slot(level)) == oom->memcg_id;
 }
 
 SEC("iter/task")
 int ebpf_oom_tasks(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
+	struct ebpf_oom_imagined *oom;
 	struct ebpf_oom_config *cfg;
 	struct cgroup *cgrp;
 	struct ebpf_oom_task rec = {};
@@ -290,7 +293,8 @@ int ebpf_oom_tasks(struct bpf_iter__task *ctx)
 	if (!task || task->pid != task->tgid || (task->flags & PF_KTHREAD) || task->tgid == 1)
 		return 0;
 	cfg = bpf_map_lookup_elem(&oom_config, &zero);
-	if (!cfg || !ebpf_oom_process_memory(task, &m))
+	oom = bpf_map_lookup_elem(&oom_imagined, &zero);
+	if (!cfg || !oom || !ebpf_oom_process_memory(task, &m))
 		return 0;
 	classify(task, cfg, NULL, NULL, &c);
 	rec.pid = task->tgid;
@@ -305,14 +309,14 @@ int ebpf_oom_tasks(struct bpf_iter__task *ctx)
 	rec.rss = m.rss;
 	rec.swap = m.swap;
 	rec.pgtables = m.pgtables;
-	rec.points = task_points(task, &m, ebpf_oom_iter_totalpages, EBPF_OOM_BY_BADNESS);
+	rec.points = task_points(task, &m, oom->totalpages, EBPF_OOM_BY_BADNESS);
 	if (m.reaped)
 		rec.flags |= EBPF_OOM_T_REAPED;
 	if (ebpf_oom_in_vfork(task))
 		rec.flags |= EBPF_OOM_T_VFORK;
 	if (task->signal->oom_mm)
 		rec.flags |= EBPF_OOM_T_VICTIM;
-	if (ebpf_oom_iter_memcg_id && in_memcg(cgrp))
+	if (oom->memcg_id && in_memcg(cgrp, oom))
 		rec.flags |= EBPF_OOM_T_IN_MEMCG;
 	*(__u64 *)&rec.comm[0] = *(__u64 *)__builtin_preserve_access_index(&task->comm[0]);
 	*(__u64 *)&rec.comm[8] = *(__u64 *)__builtin_preserve_access_index(&task->comm[8]);

@@ -124,6 +124,16 @@ struct ebpf_oom_state {
 	__u32 pad;
 };
 
+/* The single entry (key 0) of the oom_imagined array map: the OOM the task
+ * iterator imagines, written before each run (ebpf.oom.explain). A pinned
+ * iterator is run again with new values, nothing loaded. */
+struct ebpf_oom_imagined {
+	__u64 totalpages;	/* machine RAM + swap, or the memory cgroup's limit */
+	__u64 memcg_id;		/* a memcg OOM: the memory cgroup's id; 0: a global OOM */
+	__u32 memcg_level;	/* its level */
+	__u32 pad;
+};
+
 /* ebpf_oom_task.flags */
 #define EBPF_OOM_T_IN_MEMCG 1	/* in the subtree of the imagined OOM's memory cgroup */
 #define EBPF_OOM_T_REAPED 2	/* MMF_OOM_SKIP: reaped already, the kernel skips it */

@@ -134,6 +134,16 @@ EBPF_OOM_ADJUSTED_MAX = 65536
 EBPF_OOM_NS_PER_TICK = 10000000
 
 
+class Imagined(ctypes.Structure):
+    """struct ebpf_oom_imagined (the value of oom_imagined)"""
+    _fields_ = [
+        ("totalpages", ctypes.c_uint64),
+        ("memcg_id", ctypes.c_uint64),
+        ("memcg_level", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
 class Adjusted(ctypes.Structure):
     """struct ebpf_oom_adjusted (a value of oom_adjusted)"""
     _fields_ = [
@@ -169,7 +179,7 @@ class AdjEvent(ctypes.Structure):
 # C struct name -> ctypes mirror
 STRUCTS = {"ebpf_oom_rule": Rule, "ebpf_oom_config": Config, "ebpf_oom_state": State,
            "ebpf_oom_path": Path, "ebpf_oom_task": Task, "ebpf_oom_adj_event": AdjEvent,
-           "ebpf_oom_adjusted": Adjusted}
+           "ebpf_oom_adjusted": Adjusted, "ebpf_oom_imagined": Imagined}
 
 # ---- bpf/generic.bpf.c -----------------------------------------------------
 
@@ -199,10 +209,8 @@ CREDS_FUNC = "commit_creds"
 EVENTS_MAP = "oom_adj_events"
 ADJUSTED_MAP = "oom_adjusted"
 LOST_MAP = "oom_adj_lost"
-# Globals of the task iterator: the OOM it imagines.
-ITER_TOTALPAGES = "ebpf_oom_iter_totalpages"
-ITER_MEMCG_ID = "ebpf_oom_iter_memcg_id"
-ITER_MEMCG_LEVEL = "ebpf_oom_iter_memcg_level"
+# The OOM the task iterator imagines (struct ebpf_oom_imagined, key 0).
+IMAGINED_MAP = "oom_imagined"
 # The longest cgroup path a rule may name: a longer one could not be told from a
 # path the kernel cuts to EBPF_OOM_PATH_LEN - 1 bytes.
 CGROUP_PATH_MAX = EBPF_OOM_PATH_LEN - 2

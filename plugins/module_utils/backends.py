@@ -145,9 +145,10 @@ class EvaluateTask(Backend):
     """The kernel's victim selection asks the policy about each candidate."""
 
     name = "evaluate_task"
-    programs = (abi.NAME_PROGRAM, abi.EVAL_PROGRAM, abi.DONE_PROGRAM) + abi.CGROUP_PROGRAMS
+    programs = (abi.NAME_PROGRAM, abi.EVAL_PROGRAM, abi.DONE_PROGRAM) + abi.CGROUP_PROGRAMS + \
+        (abi.TASKS_PROGRAM,)  # explain runs the policy's own iterator: nothing to load
     needs = ((HOOK_FUNC, "func"), (NAME_FUNC, "func"), ("out_of_memory", "func"),
-             ("btf_trace_cgroup_mkdir", "typedef"),
+             ("bpf_iter_task", "func"), ("btf_trace_cgroup_mkdir", "typedef"),
              ("btf_trace_cgroup_rmdir", "typedef"))
 
 

@@ -10,11 +10,13 @@ helpers.
 The generic program's task iterator (ebpf_oom_tasks in bpf/generic.bpf.c) walks every
 task and classifies each candidate of the imagined OOM with the same code and the same
 rule maps the victim-selection program uses (bpf/classify.h), and computes its points
-as oom_badness() does with the imagined OOM's totalpages. It runs from a private load
-of the object (nothing is pinned, nothing attached stays), trusted as the loader trusts
-one (owned by root, writable by no one else: a loaded policy's maps are bound in,
-writable): over a loaded policy's own pinned maps (`name`), or over a private copy
-rendered from a document. It needs BTF
+as oom_badness() does with the imagined OOM's totalpages (written into its map
+oom_imagined before each run). A loaded policy (`name`) is explained by its own
+iterator, pinned with it: nothing is loaded. Otherwise (a document, or a policy loaded
+by an older collection version) it runs from a private load of the object (nothing is
+pinned, nothing attached stays), trusted as the loader trusts one (owned by root,
+writable by no one else: a loaded policy's maps are bound in, writable), over the
+policy's own pinned maps or over a private copy rendered from a document. It needs BTF
 and task iterators only, no hook, so a document can be previewed on a stock kernel.
 
 explain(object_path, oom=None, name=None, document=None, top=5, backend=None) -> dict
@@ -48,6 +50,7 @@ SHARED_MAPS = (abi.RULES_MAP, abi.CONFIG_MAP, abi.PATHS_MAP, abi.LIVE_MAP)
 ACTION_NAMES = dict((a.number, a.name) for a in language.ACTIONS)
 BY_NAMES = dict((v, k) for k, v in language.BY.items())
 POINTS_MIN = -(1 << 63)
+ZERO_KEY = (0).to_bytes(4, "little")
 
 
 class Imagined(object):
@@ -112,6 +115,14 @@ def _read_limit(path):
 
 # ---------------------------------------------------------------- the iterator
 
+def _imagined(imagined):
+    """The oom_imagined value of an Imagined OOM."""
+    value = abi.Imagined()
+    value.totalpages, value.memcg_id, value.memcg_level = \
+        imagined.totalpages, imagined.memcg_id, imagined.level
+    return bytes(value)
+
+
 @contextlib.contextmanager
 def iterator(object_path, imagined, name=None, document=None):
     """The generic program's task iterator, loaded privately over a loaded policy's maps or
@@ -120,15 +131,13 @@ def iterator(object_path, imagined, name=None, document=None):
     link = None
     try:
         obj.select([abi.TASKS_PROGRAM])
-        obj.set_global(abi.ITER_TOTALPAGES, imagined.totalpages)
-        obj.set_global(abi.ITER_MEMCG_ID, imagined.memcg_id)
-        obj.set_global(abi.ITER_MEMCG_LEVEL, imagined.level)
         rendered = None
         if name is not None:
             _reuse_policy_maps(obj, name)
         else:
             rendered = renderer.render(document)
         obj.load()
+        libbpf.map_update(obj.map(abi.IMAGINED_MAP).fd, ZERO_KEY, _imagined(imagined))
         if rendered is not None:
             _fill(obj, rendered)
         (program,) = obj.programs()
@@ -142,10 +151,34 @@ def iterator(object_path, imagined, name=None, document=None):
         obj.close()
 
 
+def pinned_records(name, imagined):
+    """The bytes a loaded policy's own pinned task iterator writes for the imagined OOM
+    (backends pin it with the policy): nothing is loaded. None when the policy has no
+    such iterator (loaded by an older collection version). One imagined OOM at a time:
+    the value is written and the iterator run under the bpffs lock."""
+    root = bpffs.mounted_root()
+    layout = bpffs.Layout(root or bpffs.roots()[0], name)
+    link, value = layout.link(abi.TASKS_PROGRAM), layout.map(abi.IMAGINED_MAP)
+    if root is None or not (os.path.lexists(link) and os.path.lexists(value)):
+        return None
+    try:
+        with bpffs.locked(root):
+            with libbpf.pinned(value) as fd:
+                libbpf.map_update(fd, ZERO_KEY, _imagined(imagined))
+            with libbpf.pinned(link) as fd:
+                return libbpf.iter_read(fd, abi.TASKS_PROGRAM)
+    except BpfError as exc:
+        raise ExplainError("the task iterator of policy %s did not run: %s" % (name, exc.message),
+                           exc.log_tail)
+
+
 def snapshot(object_path, imagined, name=None, document=None):
-    """The iterator's records (abi.Task) over a loaded policy's maps or a document's."""
-    with iterator(object_path, imagined, name, document) as link:
-        data = link.read_iter()
+    """The iterator's records (abi.Task) over a loaded policy's maps (its own pinned
+    iterator when it has one) or a document's."""
+    data = pinned_records(name, imagined) if name is not None else None
+    if data is None:
+        with iterator(object_path, imagined, name, document) as link:
+            data = link.read_iter()
     size = ctypes.sizeof(abi.Task)
     return [abi.Task.from_buffer_copy(data[at:at + size])
             for at in range(0, len(data) - size + 1, size)]

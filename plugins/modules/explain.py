@@ -20,8 +20,11 @@ description:
     maps as the policy's victim-selection program, from a BPF task iterator (C(iter/task)) and
     points computed as the kernel's C(oom_badness()) does. It needs kernel BTF and task
     iterators, not the OOM hook, so a document can be previewed on a stock kernel.
-  - Nothing on the host changes. With O(name) the loaded policy's own maps are read as they
-    are; with O(policy) the document is rendered into a private, unpinned copy of the maps.
+  - Nothing on the host changes but the imagined OOM, written into the policy's map
+    C(oom_imagined) that only its task iterator reads. With O(name) the loaded policy's own
+    iterator, pinned with it, runs over its own maps, and nothing is loaded (a policy loaded by
+    an older collection version is read by a private load of the program); with O(policy) the
+    document is rendered into a private, unpinned copy of the maps.
   - It cannot predict processes that start, grow or shrink before the OOM, nor the kernel's
     cpuset and memory-policy eligibility checks. C policies (their own BPF program) are refused,
     as only the shared classification can be replayed.

@@ -144,6 +144,41 @@ def test_a_loaded_policy_is_explained_from_its_own_maps(generic, cgroup_v2, hold
     assert result["victim"]["comm"] == "ex-small" and result["policy"] == "preview"
 
 
+def test_a_policy_with_its_own_iterator_is_explained_without_loading_anything(
+        generic, cgroup_v2, holders, private_roots, monkeypatch):
+    """Loaded as the backends load it, with its task iterator pinned: explain by name runs
+    that iterator for each imagined OOM (memcg, global, memcg again) and opens no object;
+    the answers are those of a private load over a policy loaded without the iterator."""
+    point, top = cgroup_v2
+    rendered = renderer.render(document(top))
+
+    def load(name, programs):
+        loader.apply(name, generic, globals=rendered.globals, maps=rendered.maps, persist=False,
+                     document=document(top), programs=programs,
+                     after_attach=lambda map_fd: cgrouprules.sync(map_fd(abi.LIVE_MAP),
+                                                                  rendered.cgroup_rules))
+
+    def gist(result):
+        return ([row["pid"] for row in result["ranking"]], result["victim"]["pid"],
+                result["counts"]["candidates"])
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("explain opened an object for a policy with its own iterator")
+
+    load("own", list(abi.CGROUP_PROGRAMS) + [abi.TASKS_PROGRAM])
+    load("private", list(abi.CGROUP_PROGRAMS))
+    try:
+        private = explain.explain(generic, oom=top, name="private")
+        monkeypatch.setattr(loader, "open_object", refuse)
+        own = [explain.explain(generic, oom=oom, name="own") for oom in (top, None, top)]
+    finally:
+        loader.remove("own")
+        loader.remove("private")
+    assert gist(own[0]) == gist(own[2]) == gist(private)
+    assert [row["comm"] for row in own[0]["ranking"]][:1] == ["ex-small"]
+    assert own[0]["counts"]["candidates"] == len(SIZES) < own[1]["counts"]["candidates"]
+
+
 def test_a_c_policy_or_an_unknown_name_is_refused_clearly(generic, private_roots):
     with pytest.raises(explain.ExplainError, match="no policy nosuch is loaded"):
         explain.explain(generic, name="nosuch")
