@@ -7,9 +7,12 @@ Prints, in this order:
   with recursive_finder: zipped bytes and the engine files in it), beside ansible.builtin.stat;
 - policy: the wall time of a no-op rerun of a compile + pin + verify play, divided by a
   bare ansible.builtin.ping play (goal <= 1.5), and three pings over one for scale;
-- with --role: a no-op converge of the role ebpf.oom.bpf_oom (the OOM observer, the
-  metrics timer, and on a hook kernel a declarative policy and a C policy), divided by a
-  play of as many ansible.builtin.stat tasks as the converge ran (goal <= 1.25);
+- with --role [NAME]: a no-op converge of the role ebpf.oom.NAME (default bpf_oom: the OOM
+  observer, the metrics timer, and on a hook kernel a declarative policy and a C policy;
+  a host-class role such as database_server: its own policy), the number of its tasks that
+  reached the host (controller-only tasks such as assert and set_fact aside, counted as the
+  VM tests count them), and its time divided by a play of as many ansible.builtin.stat
+  tasks, run alternately (goal <= 1.25);
 - with --fleet 1,10,50: the same role play over that many inventory aliases of the first
   host, one cold compiler cache each: the wall time per host, and how often clang ran
   (a counting clang first on PATH) against the number of distinct objects (each policy
@@ -39,6 +42,10 @@ import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path[:0] = [os.path.join(REPO, "tests"), os.path.join(REPO, "tests", "vm")]
+import vmharness  # noqa: E402  (the tests' count of the tasks that reach a host)
+
+CALLBACKS = os.path.join(REPO, "tests", "vm", "callback_plugins")
 NAME = "bench_noop"
 GOAL = 1.5
 ROLE_GOAL = 1.25
@@ -73,17 +80,22 @@ def policy_tasks(src, globals_):
     ]
 
 
-def role_play(hosts, policies):
-    return [{"hosts": hosts, "gather_facts": False, "roles": [{"role": "ebpf.oom.bpf_oom", "vars": {
-        "bpf_oom_policies": policies, "bpf_oom_on_unsupported": "skip", "bpf_oom_metrics": True,
-        "bpf_oom_metrics_file": "/var/lib/ebpf-oom-bench/ebpf_oom.prom"}}]}]
+def role_play(hosts, policies, role="bpf_oom"):
+    """The role's play; a host-class role (role != bpf_oom) brings its own policies."""
+    settings = {"bpf_oom_on_unsupported": "skip", "bpf_oom_metrics": True,
+                "bpf_oom_metrics_file": "/var/lib/ebpf-oom-bench/ebpf_oom.prom"}
+    if role == "bpf_oom":
+        settings["bpf_oom_policies"] = policies
+    return [{"hosts": hosts, "gather_facts": False, "roles": [{"role": "ebpf.oom." + role, "vars": settings}]}]
 
 
 def role_policies(absent=False):
-    """The role's policies: a document and a C source."""
+    """The role's policies: a document and a C source (and, to remove, the host-class
+    roles' own)."""
     entries = [{"name": DOCUMENT["name"], "policy": DOCUMENT},
                {"name": "bench_src", "src": PROGRAM}]
-    return [{"name": e["name"], "state": "absent"} for e in entries] if absent else entries
+    names = [e["name"] for e in entries] + ["database", "batch", "containers"]
+    return [{"name": name, "state": "absent"} for name in names] if absent else entries
 
 
 def role_cleanup(hosts):
@@ -103,6 +115,19 @@ def collections_path():
     os.makedirs(os.path.join(root, "ansible_collections", "ebpf"))
     os.symlink(REPO, os.path.join(root, "ansible_collections", "ebpf", "oom"))
     return root
+
+
+def counted(argv, env):
+    """(seconds, changed tasks, tasks that reached a host) of one playbook run, read through
+    the tests' results_json callback."""
+    env = dict(env, ANSIBLE_STDOUT_CALLBACK="results_json", ANSIBLE_CALLBACK_PLUGINS=CALLBACKS)
+    start = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    elapsed = time.monotonic() - start
+    if done.returncode != 0:
+        sys.exit("noop_rerun: %s failed:\n%s%s" % (" ".join(argv), done.stdout, done.stderr))
+    played = vmharness.PlayResult(done, argv)
+    return elapsed, len(played.changed), len(vmharness.host_tasks(played))
 
 
 def run(argv, env):
@@ -218,7 +243,8 @@ def main():
     ap.add_argument("--global", dest="globals_", action="append", default=[], metavar="NAME=INT",
                     help="a const volatile global of the program (repeatable)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs of each play (default 5)")
-    ap.add_argument("--role", action="store_true", help="also time a no-op converge of ebpf.oom.bpf_oom")
+    ap.add_argument("--role", nargs="?", const="bpf_oom", metavar="NAME",
+                    help="also time a no-op converge of ebpf.oom.NAME (default bpf_oom)")
     ap.add_argument("--no-policy", action="store_true", help="skip the compile + pin + verify play")
     ap.add_argument("--fleet", help="also time the role play over these numbers of aliases (1,10,50)")
     ap.add_argument("--forks", type=int, default=5, help="Ansible forks for --fleet (default 5)")
@@ -278,11 +304,12 @@ def main():
 
     if not (args.role or args.fleet):
         return
-    book("role", role_play(hosts, role_policies()))
+    name = args.role or "bpf_oom"
+    book("role", role_play(hosts, role_policies(), name))
     book("role_cleanup", role_cleanup(hosts))
     try:
-        first, changed, ran = run(cmd("role"), env)
-        print("role, first converge: %.2f s, %d tasks ran, %d changed" % (first, ran, changed))
+        first, changed, ran = counted(cmd("role"), env)
+        print("role %s, first converge: %.2f s, %d tasks reached the host, %d changed" % (name, first, ran, changed))
         if args.role:
             role_ratio(args, cmd, book, hosts, env)
         if args.fleet:
@@ -296,7 +323,7 @@ def role_ratio(args, cmd, book, hosts, env):
     """The no-op converge against as many ansible.builtin.stat tasks, alternately."""
     noop, stat, changed_total, ran = [], [], 0, None
     for _i in range(args.runs):
-        elapsed, changed, tasks = run(cmd("role"), env)
+        elapsed, changed, tasks = counted(cmd("role"), env)
         noop.append(elapsed)
         changed_total += changed
         if ran is None:
@@ -306,8 +333,8 @@ def role_ratio(args, cmd, book, hosts, env):
         stat.append(run(cmd("stat"), env)[0])
     noop_s, stat_s = statistics.median(noop), statistics.median(stat)
     ratio = noop_s / stat_s
-    print("role, no-op converge: median %.2f s of %d runs, %d tasks ran, %d changed in total"
-          % (noop_s, args.runs, ran, changed_total))
+    print("role %s, no-op converge: median %.2f s of %d runs, %d tasks reached the host, %d changed in total"
+          % (args.role, noop_s, args.runs, ran, changed_total))
     print("%d ansible.builtin.stat tasks: median %.2f s of %d runs" % (ran, stat_s, args.runs))
     print("role ratio: %.2f (goal <= %.2f: %s)" % (ratio, ROLE_GOAL, "met" if ratio <= ROLE_GOAL else "NOT met"))
 
@@ -317,8 +344,11 @@ def fleet(args, cmd, book, hosts, env, work):
     hostvars = host_vars(args.inventory, hosts, env) if args.inventory else \
         {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
     shim_dir, log = clang_shim(work)
-    book("fleet", role_play("all", role_policies()))
-    distinct = 2 + 2  # two policies (the generic program, counter.bpf.c) + the observer's two builds
+    name = args.role or "bpf_oom"
+    book("fleet", role_play("all", role_policies(), name))
+    # the policies (the generic program, counter.bpf.c; a host-class role: the generic program)
+    # and the observer's two builds
+    distinct = (2 if name == "bpf_oom" else 1) + 2
     print("fleet (the role play over N aliases of one host, forks %d, a cold compiler cache each):"
           % args.forks)
     per_host = []

@@ -33,6 +33,7 @@ import ctypes
 import fcntl
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -235,9 +236,30 @@ class Agent(object):
             self.stopping = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
+        ready = False
         while not self.stopping:
             self.step()
+            if not ready:  # the first step swept: systemctl start returns now (Type=notify)
+                notify("READY=1")
+                ready = True
+        notify("STOPPING=1")
         self.stop()
+
+
+def notify(state):
+    """sd_notify(3): tell systemd ``state`` when it started this process with a
+    NOTIFY_SOCKET (the agent's unit is Type=notify); nothing otherwise."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path or path[0] not in "/@":
+        return
+    if path[0] == "@":  # an abstract socket
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(path)
+            sock.sendall(state.encode("ascii"))
+    except OSError:  # systemd went away: nothing to tell
+        pass
 
 
 def main(argv=None, out=sys.stdout, err=sys.stderr):

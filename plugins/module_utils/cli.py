@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The host command `ebpf-oom` (installed by the role ebpf.oom.bpf_oom; see USAGE).
 
-Layer 7 (the host command): imports the callers below it.  It runs the same
+Layer 8 (the host command): imports the callers below it.  It runs the same
 engine as the modules, without Ansible, so there is no second loader to drift
 from the first.
 

@@ -76,7 +76,8 @@ import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils.files import sha256_file, write_atomic
+from ansible_collections.ebpf.oom.plugins.module_utils.files import write_atomic
+from ansible_collections.ebpf.oom.plugins.module_utils.units import held
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", default="/usr/lib/ebpf-oom/ebpf_oom_engine.zip"),
@@ -85,21 +86,12 @@ ARGUMENT_SPEC = dict(
 )
 
 
-def installed(path):
-    """(sha256, mode, owner uid) of the file at path, or None."""
-    try:
-        st = os.lstat(path)
-        return sha256_file(path), st.st_mode & 0o7777, st.st_uid
-    except OSError:
-        return None
-
-
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                            required_if=[("state", "present", ("archive",))])
     p = module.params
     path = p["path"]
-    before = installed(path)
+    before = held(path)
     if p["state"] == "absent":
         after_sha = wanted = None
         if before and not module.check_mode:

@@ -251,19 +251,11 @@ log_tail:
   sample: "R1 invalid mem access 'scalar'"
 """
 
-import os
-import re
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import backends, explain, probe
+from ansible_collections.ebpf.oom.plugins.module_utils import backends, converge, explain
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import (ExplainError, LoaderError, RenderError,
                                                                       UnsupportedKernel)
 from ansible_collections.ebpf.oom.plugins.module_utils.files import sent_copy
-
-# A maps key or value: a decimal integer, or raw bytes in hex.
-DECIMAL_RE = re.compile(r"^[+-]?[0-9]+$")
-HEX_RE = re.compile(r"^0[xX]((?:[0-9a-fA-F]{2})+)$")
-BYTES_RE = re.compile(r"^[0-9a-fA-F]{2}(?:[\s:]+[0-9a-fA-F]{2})+$")
 
 ARGUMENT_SPEC = dict(
     name=dict(type="str"),
@@ -281,62 +273,6 @@ ARGUMENT_SPEC = dict(
 )
 SPEC_KWARGS = dict(required_if=[("state", "present", ("object", "policy"), True)],
                    required_one_of=[("name", "policy")])
-
-
-def map_value(value, where):
-    """An int (packed by the loader to the map's size) or raw bytes, from a maps key or value."""
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if DECIMAL_RE.match(text):
-            return int(text, 10)
-        m = HEX_RE.match(text)
-        if m:
-            return bytes.fromhex(m.group(1))
-        if BYTES_RE.match(text):
-            return bytes.fromhex(re.sub(r"[\s:]", "", text))
-    raise ValueError("%s: %r is neither an integer nor hex bytes ('0x0a000000' or '0a 00 00 00')"
-                     % (where, value))
-
-
-def map_entries(maps):
-    """The maps option as loader.apply wants it: {map: [(key, value), ...]}."""
-    out = {}
-    for name, entries in (maps or {}).items():
-        if not isinstance(entries, dict):
-            raise ValueError("maps.%s must be a dict of key: value" % name)
-        out[name] = [(map_value(k, "maps.%s key %r" % (name, k)),
-                      map_value(v, "maps.%s[%r]" % (name, k)))
-                     for k, v in entries.items()]
-    return out
-
-
-def apply(module, p):
-    """The result for the task: an object with its globals and maps, or a `policy:`
-    document (validated by the action plugin on the controller, which also sends the
-    generic object), planned once here (checked, rendered) and applied by its backend."""
-    if p["policy"] is None:
-        if p["backend"] not in (backends.AUTO, backends.EvaluateTask.name):
-            module.fail_json(msg="backend %s enforces policy documents (policy:), not a BPF object"
-                             % p["backend"])
-        return backends.apply_object(p["name"], p["object"], globals=p["globals"],
-                                     maps=map_entries(p["maps"]), check_mode=module.check_mode,
-                                     persist=p["persist"])
-    if p["globals"] or p["maps"]:
-        module.fail_json(msg="policy sets the generic program's globals and maps; drop globals and maps")
-    backend = backends.choose(p["backend"])
-    try:
-        plan = backend.plan(p["policy"])
-    except RenderError as e:
-        msg = "policy: backend %s%s cannot enforce this document:\n%s" % (
-            backend.name, " (the best this host has)" if p["backend"] == backends.AUTO else "", e)
-        if p["backend"] == backends.AUTO and p["on_unsupported"] == "skip" and backend.name != backends.ORDER[0]:
-            return dict(changed=False, skipped=True, action="skipped", msg=msg, backend=backend.name)
-        module.fail_json(msg=msg)
-    return backend.apply(p["name"], p["object"], plan, check_mode=module.check_mode, persist=p["persist"])
 
 
 def who(victim):
@@ -358,25 +294,9 @@ def global_oom_victims(p):
 
 
 def present(module, p):
-    """Load or keep the policy; returns the result dict (the caller exits)."""
-    if not os.path.isfile(p["object"]):
-        if module.check_mode:  # an earlier task (ebpf.oom.compile) would have made it
-            return dict(changed=True, action="pending",
-                        msg="object %s does not exist yet; check mode assumes an earlier task makes it" % p["object"])
-        module.fail_json(msg="object %s does not exist or is not a file" % p["object"])
-    if p["require_hook"] == "always":
-        problem = probe.hook_program_problem(p["object"])
-        if problem:
-            module.fail_json(msg=problem)
-    try:
-        if not probe.btf_present():
-            raise UnsupportedKernel(["BTF (%s)" % probe.BTF_VMLINUX])
-        return apply(module, p)
-    except UnsupportedKernel as e:
-        msg = probe.unsupported_message(e.missing)
-        if p["on_unsupported"] == "skip":
-            return dict(changed=False, skipped=True, action="skipped", msg=msg, missing=e.missing)
-        module.fail_json(msg=msg, missing=e.missing)
+    """Load or keep the policy, checked first by converge.prepare; the result dict."""
+    loaded = converge.prepare(p, module.check_mode)
+    return loaded if isinstance(loaded, dict) else loaded()
 
 
 def main():
@@ -404,7 +324,8 @@ def main():
     except ValueError as e:
         module.fail_json(msg=str(e))
     except LoaderError as e:
-        module.fail_json(msg=str(e), log_tail=e.log_tail)
+        missing = {"missing": e.missing} if isinstance(e, UnsupportedKernel) else {}
+        module.fail_json(msg=str(e), log_tail=e.log_tail, **missing)
     module.exit_json(**result)
 
 

@@ -62,15 +62,15 @@ class ModuleAction(ActionBase):
             return None, e.errors
         return (None if errors else document), errors
 
-    def send_generic(self, args):
+    def send_generic(self, args, path_key="object", sha_key="object_sha256"):
         """Compile the collection's generic program here (once, cached), copy it to the host
         and point the module's `object` at it, with its sha256 (`object_sha256`: the copy
         is the connecting user's, also when the module runs with become), unless the task
         names an object."""
-        if not args.get("object"):
+        if not args.get(path_key):
             compiled = compile_generic()
             remote = self._connection._shell.join_path(self._make_tmp_path(), "generic.bpf.o")
             self._transfer_file(compiled, remote)
             self._fixup_perms2((self._connection._shell.tmpdir, remote))
-            args["object"] = remote
-            args["object_sha256"] = sha256_file(compiled)
+            args[path_key] = remote
+            args[sha_key] = sha256_file(compiled)

@@ -13,16 +13,21 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import base64
+import fcntl
 import os
 
 from ansible.errors import AnsibleError
 from ansible_collections.ebpf.oom.plugins.module_utils import abi, common, compiler
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import CompileError
+from ansible_collections.ebpf.oom.plugins.module_utils.observer import OBSERVER_SOURCE, OBSERVER_VARIANTS
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BPF_DIR = os.path.join(COLLECTION_ROOT, "bpf")
 INCLUDE_DIR = os.path.join(BPF_DIR, "include")
 BUNDLED_VMLINUX = os.path.join(INCLUDE_DIR, "vmlinux.h")
+# The host command the role installs beside the engine (ebpf.oom.host sends it).
+HOST_COMMAND = os.path.join(COLLECTION_ROOT, "roles", "bpf_oom", "files", "ebpf-oom")
 
 
 def bundled_headers(directory=INCLUDE_DIR):
@@ -53,3 +58,24 @@ def compile_generic(cache_dir=None):
         raise AnsibleError("ebpf.oom.policy: compiling %s on the controller failed: %s\n%s"
                            % (abi.GENERIC_SOURCE, e.message, e.log_tail))
     return built["object"]
+
+
+def observer_builds(cache_dir=None):
+    """[{variant, content (base64)}] of the observer's builds, compiled here once."""
+    cache_dir = cache_dir or controller_cache()
+    if not os.path.isdir(cache_dir):
+        os.makedirs(cache_dir, 0o755)
+    out = []
+    with open(os.path.join(cache_dir, "observer.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for variant, defines in OBSERVER_VARIANTS:
+            try:
+                built = compiler.compile_object(src=os.path.join(BPF_DIR, OBSERVER_SOURCE), defines=defines,
+                                                include_dirs=[BPF_DIR], vmlinux=BUNDLED_VMLINUX,
+                                                cache_dir=cache_dir)
+            except CompileError as e:
+                raise AnsibleError("ebpf.oom.observer: compiling the %s build of %s on the controller "
+                                   "failed: %s\n%s" % (variant, OBSERVER_SOURCE, e.message, e.log_tail))
+            with open(built["object"], "rb") as f:
+                out.append({"variant": variant, "content": base64.b64encode(f.read()).decode("ascii")})
+    return out

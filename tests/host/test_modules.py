@@ -538,3 +538,45 @@ def test_the_engine_is_one_archive_the_host_command_runs_and_a_rerun_keeps(host)
     assert done.returncode == 0 and "--document FILE" in done.stdout, done.stderr
     assert host.run([dict(task, **{"ebpf.oom.engine": {"path": str(archive), "state": "absent"}})])[
         "engine"]["result"]["changed"] and not archive.exists()
+
+
+# ebpf.oom.host, the role's state module: what this host can show of it. (It converges
+# real hosts through the role in the VM tests: test_role_options, test_role_score_adj.)
+HOST_DOC = {"name": NAME, "rules": [{"match": {"comm": "nobody-here"}, "action": "prefer", "tier": 1}]}
+
+
+@pytest.mark.skipif(os.path.isdir("/run/systemd/system"),
+                    reason="this host runs systemd: ebpf.oom.host would converge it (the VM tests do that)")
+def test_host_refuses_a_host_without_systemd_before_anything_changes(host):
+    engine_dir = host.tmp / "engine"
+    res = host.run([{"name": "host", "ebpf.oom.host": {"engine_dir": str(engine_dir), "on_unsupported": "skip",
+                                                       "policies": [{"name": NAME, "policy": HOST_DOC}]}}])
+    assert res["host"]["status"] == "failed", res
+    result = res["host"]["result"]
+    assert result["part"] == "kernel" and "does not run systemd" in result["msg"], result
+    assert result["changes"] == [] and not result["changed"], result
+    assert not engine_dir.exists()
+    assert not os.path.exists(host.policy_dir()) and not os.path.exists(host.state)
+
+
+def test_host_refuses_an_invalid_document_on_the_controller_naming_the_entry(host):
+    bad = dict(HOST_DOC, rules=[{"match": {"comm": "x"}, "action": "abort"}])
+    res = host.run([{"name": "host", "ebpf.oom.host": {"engine_dir": str(host.tmp / "engine"),
+                                                       "policies": [{"name": NAME, "policy": bad}]}}])
+    assert res["host"]["status"] == "failed", res
+    msg = res["host"]["result"]["msg"]
+    assert msg.startswith("policies: %s: policy document is invalid" % NAME) and "rules[0]" in msg, msg
+    assert not (host.tmp / "engine").exists() and not os.path.exists(host.state)
+
+
+def test_the_roles_strict_entry_fails_its_lint_findings_before_the_host_is_changed(host):
+    linty = dict(HOST_DOC, fallback="protect")  # lint: protecting every task the rules leave
+    role = {"name": "role", "ansible.builtin.include_role": {"name": "ebpf.oom.bpf_oom"},
+            "vars": {"bpf_oom_install_packages": False, "bpf_oom_engine_dir": str(host.tmp / "engine"),
+                     "bpf_oom_policies": [{"name": NAME, "policy": linty, "strict": True}]}}
+    res = host.run([role])
+    failed = res["Converge the host"]
+    assert failed["status"] == "failed", res
+    assert "policies: %s fails lint (strict: true)" % NAME in failed["result"]["msg"], failed
+    assert failed["result"]["lint"][NAME], failed
+    assert not (host.tmp / "engine").exists() and not os.path.exists(host.state)

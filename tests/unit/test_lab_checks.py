@@ -196,3 +196,27 @@ def test_the_helpers_no_longer_pool_the_kills_of_several_ooms():
     """killed_in_order looked at the kills of all OOMs together, so a double kill in the
     first OOM hid the verdict of the next: it is gone; each OOM is checked by itself."""
     assert not hasattr(lab, "killed_in_order")
+
+
+def played_with(*tasks):
+    """A PlayResult of made-up (name, action, result) tasks, as the results_json callback
+    writes them."""
+    import json
+    import subprocess
+
+    import vmharness
+    out = {"tasks": [{"task": n, "host": "g", "action": a, "result": r} for n, a, r in tasks]}
+    return vmharness.PlayResult(subprocess.CompletedProcess([], 0, json.dumps(out), ""), [])
+
+
+def test_host_tasks_count_what_ran_on_the_host_and_nothing_else():
+    from vmharness import host_tasks
+    played = played_with(("check", "ansible.builtin.assert", {}),
+                         ("look", "ansible.builtin.command", {"changed": False}),
+                         ("install", "ansible.builtin.package", {"skipped": True}),
+                         ("facts", "set_fact", {}),
+                         ("converge", "ebpf.oom.host", {"changed": True}),
+                         ("failed", "ebpf.oom.verify", {"failed": True}))
+    assert host_tasks(played) == ["look", "converge", "failed"]
+    # a controller-only action that is not in the list counts (an undercount would hide cost)
+    assert host_tasks(played_with(("ping", "ansible.builtin.ping", {}))) == ["ping"]

@@ -14,11 +14,12 @@ from conftest import REPO
 LAYERS = [
     ("leaf helpers", {"common", "errors", "names", "files", "cgroups", "abi"}),
     ("kernel binding, the policy language", {"libbpf", "language"}),
-    ("layout, translation, parsing", {"bpffs", "compiler", "renderer", "kmsg", "maps"}),
+    ("layout, translation, parsing", {"bpffs", "compiler", "renderer", "kmsg", "maps", "units"}),
     ("what is pinned, kept, observed", {"pins", "state", "observer", "cgrouprules", "scoreadj"}),
     ("loader", {"loader", "verify", "agent"}),
     ("callers above the loader", {"backends", "deploy", "explain", "events", "metrics"}),
     ("what the host does by itself, what it offers", {"restore", "probe"}),
+    ("a host's desired state", {"converge"}),
     ("host command", {"cli"}),
 ]
 LAYER = dict((name, number) for number, (_what, names) in enumerate(LAYERS) for name in names)

@@ -7,12 +7,12 @@ import pytest
 import yaml
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.ebpf.oom.plugins.module_utils import common, probe
+from ansible_collections.ebpf.oom.plugins.module_utils import common, converge, probe
 from ansible_collections.ebpf.oom.plugins.modules import compile as compile_mod
-from ansible_collections.ebpf.oom.plugins.modules import (events_info, explain, kernel_info, observer, policy,
+from ansible_collections.ebpf.oom.plugins.modules import (events_info, explain, host, kernel_info, observer, policy,
                                                           verify)
 
-WITH_SPEC = {"compile": compile_mod, "events_info": events_info, "explain": explain, "observer": observer,
+WITH_SPEC = {"compile": compile_mod, "events_info": events_info, "explain": explain, "host": host, "observer": observer,
              "policy": policy, "verify": verify}
 
 
@@ -49,7 +49,7 @@ def test_documented_options_match_argument_spec(name, mod):
         assert bool(options[opt].get("required")) == bool(spec.get("required")), opt
 
 
-@pytest.mark.parametrize("mod", [compile_mod, events_info, kernel_info, observer, policy, verify])
+@pytest.mark.parametrize("mod", [compile_mod, events_info, host, kernel_info, observer, policy, verify])
 def test_every_module_documents_examples_and_return_values(mod):
     assert yaml.safe_load(mod.EXAMPLES)
     assert yaml.safe_load(mod.RETURN)
@@ -108,22 +108,22 @@ def test_verify_object_and_sha256_are_exclusive():
     ("de:ad:be:ef", b"\xde\xad\xbe\xef"),
 ])
 def test_map_values_are_ints_or_raw_bytes(value, expected):
-    assert policy.map_value(value, "where") == expected
+    assert converge.map_value(value, "where") == expected
 
 
 @pytest.mark.parametrize("value", ["0x1", "zz", "1 2", "", None, 1.5, "0x", "0a0b"])
 def test_map_values_that_are_neither_are_refused_with_the_place(value):
     with pytest.raises(ValueError, match="maps.m key"):
-        policy.map_value(value, "maps.m key")
+        converge.map_value(value, "maps.m key")
 
 
 def test_map_entries_keep_order_and_name_the_bad_entry():
-    assert policy.map_entries({"pids": {1: "0x01000000", "2": 3}}) == {
+    assert converge.map_entries({"pids": {1: "0x01000000", "2": 3}}) == {
         "pids": [(1, b"\x01\x00\x00\x00"), (2, 3)]}
     with pytest.raises(ValueError, match=r"maps.pids\[1\]"):
-        policy.map_entries({"pids": {1: "nope"}})
+        converge.map_entries({"pids": {1: "nope"}})
     with pytest.raises(ValueError, match="maps.pids must be a dict"):
-        policy.map_entries({"pids": [1, 2]})
+        converge.map_entries({"pids": [1, 2]})
 
 
 @pytest.mark.parametrize("text,mode", [("[none] integrity confidentiality\n", "none"),

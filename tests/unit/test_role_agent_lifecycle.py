@@ -1,48 +1,23 @@
-"""When the role ebpf.oom.bpf_oom runs the score_adj agent: its fact __bpf_oom_agent (set in
-tasks/main.yml from what ebpf.oom.kernel_info reported and the role's variables) is true
-exactly where a score_adj policy is loaded after the run. The expression is the role's own,
-read from the task file and templated by Ansible. (tests/vm/test_role_score_adj.py runs the
-role: the agent runs, then goes with the last policy.)"""
-
-import os
+"""When the state module ebpf.oom.host (which the role ebpf.oom.bpf_oom runs) keeps the
+score_adj agent running: converge.agent_wanted() is true exactly where a score_adj policy is
+loaded after the run, with the backend converge.choose_backend() takes from what the kernel
+offers. (tests/vm/test_role_score_adj.py runs the role: the agent runs, then goes with the
+last policy.)"""
 
 import pytest
-import yaml
-from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar
 
-from conftest import REPO
+from ansible_collections.ebpf.oom.plugins.module_utils import converge
 
-try:  # ansible-core 2.19 templates only what is trusted as a template
-    from ansible.template import trust_as_template
-except ImportError:  # earlier ansible-core: every string is a template
-    def trust_as_template(value):
-        return value
-
-MAIN = os.path.join(REPO, "roles", "bpf_oom", "tasks", "main.yml")
 HOOK = ["evaluate_task", "score_adj"]  # what a kernel with the hook offers, the best first
 STOCK = ["score_adj"]
 
 
-def the_fact_task():
-    with open(MAIN) as handle:
-        tasks = yaml.safe_load(handle)
-    [task] = [t for t in tasks if "__bpf_oom_agent" in t.get("ansible.builtin.set_fact", {})]
-    return task
-
-
 def agent(backends, listed, loaded, backend="auto", purge=True):
-    """__bpf_oom_agent on a host whose kernel offers `backends`, with the policies `listed`
-    (bpf_oom_policies) and those `loaded` now (kernel_info's records)."""
-    task = the_fact_task()
-    variables = dict((name, trust_as_template(value)) for name, value in task["vars"].items())
-    variables.update(bpf_oom_backend=backend, bpf_oom_purge=purge, bpf_oom_policies=listed,
-                     __bpf_oom_kernel={"backend": backends[0] if backends else "none",
-                                       "backends": backends, "policies": loaded})
-    templar = Templar(loader=DataLoader(), variables=variables)
-    found = templar.template(trust_as_template(task["ansible.builtin.set_fact"]["__bpf_oom_agent"]))
-    assert isinstance(found, bool), found
-    return found
+    """Whether the agent runs on a host whose kernel offers `backends`, with the policies
+    `listed` (the module's policies) and those `loaded` now (kernel_info's records)."""
+    info = {"backend": backends[0] if backends else "none", "backends": backends, "reasons": []}
+    chosen, _reasons = converge.choose_backend(backend, info)
+    return converge.agent_wanted(chosen, listed, loaded, purge)
 
 
 def document(name, **extra):
@@ -60,7 +35,7 @@ def record(name, backend=None):
                  id="a document applied with score_adj asked for on a hook kernel"),
     pytest.param(STOCK, [], [], {}, False,
                  id="no policy"),
-    pytest.param(STOCK, [dict(name="c", src="c.bpf.c")], [], {}, False,
+    pytest.param(STOCK, [dict(name="c", object="/c.bpf.o")], [], {}, False,
                  id="only a C policy"),
     pytest.param(STOCK, [document("a", state="absent")], [record("a", "score_adj")], {"purge": False}, False,
                  id="the last score_adj policy removed"),

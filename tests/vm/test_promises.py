@@ -186,8 +186,7 @@ def test_off_puts_score_adj_values_back_and_leaves_ooms_to_the_kernel_until_on(
     with stock_lab.scenario("promise-off", spec(task("big", 60), task("mid", 40),
                                                 task("small", 20, adj=50))) as s:
         converged = score_adj_role()
-        applied = [item for name, r in converged.tasks
-                   if name.endswith(" : Apply the listed policies") for item in r["results"]]
+        applied = [r["policies"] for name, r in converged.tasks if name.endswith(" : Converge the host")]
         steered = [adj(guest, s.pids[n]) for n in ("big", "mid", "small")]
 
         switched = play(guest, [documented_task(OFF_TASK)], tmp_path)[OFF_TASK]
@@ -205,7 +204,7 @@ def test_off_puts_score_adj_values_back_and_leaves_ooms_to_the_kernel_until_on(
         decided = s.oom()
 
     # the role applied the document with the score_adj backend, and small carries tier 1's value
-    assert applied and applied[-1]["backend"] == "score_adj", applied
+    assert applied and [p["backend"] for p in applied[-1].values()] == ["score_adj"], applied
     assert steered == [0, 0, 1000], steered
     # off: the policy detached with its backend, every value it wrote put back
     assert switched["changed"], switched

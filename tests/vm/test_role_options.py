@@ -1,5 +1,9 @@
-"""Two options of the role ebpf.oom.bpf_oom on the session's hook guest, each shown by one
-converge:
+"""What a converge of a host-class role costs on the session's hook guest, and two options
+of the role ebpf.oom.bpf_oom, each shown by one converge.
+
+database_server, converged then converged again: the first run changes the host in two
+tasks that reach it (the package check and ebpf.oom.host, which does the rest in one
+module run); the second runs the same two and changes nothing.
 
 bpf_oom_purge: a policy put on the guest through ebpf.oom.compile and ebpf.oom.policy,
 which the role does not list, is gone after the converge: its pins under bpffs, its copy
@@ -23,7 +27,7 @@ import os
 import pytest
 
 from lab import doc, killed_by, spec, task
-from vmharness import REPO, loaded, play, result_of, role
+from vmharness import REPO, host_tasks, loaded, play, result_of, role
 
 BPFFS = "/sys/fs/bpf/ebpf_oom"
 RECORDS = "/var/lib/ebpf-oom/policies"
@@ -92,11 +96,14 @@ def test_role_purge_removes_a_policy_the_role_does_not_list(hook_vm, tmp_path):
     # before the converge, the unlisted policy ran: its record and its links pinned
     assert before and "record" in before and any(p.startswith("link_") for p in before), before
     # the role removed it, not what it lists, and then applied the listed one
-    purge = result_of(played, "Remove the collection's policies that are no longer listed")
-    removed = [r["item"] for r in purge["results"] if r.get("changed")]
-    assert PURGED in removed and KEPT not in removed, purge
-    applied = result_of(played, "Apply the listed policies")["results"]
-    assert [(r["item"]["name"], r["action"]) for r in applied] == [(KEPT, "created")], applied
+    converged = result_of(played, "Converge the host")
+    assert converged["purged"] == [PURGED], converged
+    assert list(converged["policies"]) == [KEPT], converged
+    assert converged["policies"][KEPT]["action"] == "created", converged
+    assert converged["verified"] == ["observer", KEPT], converged
+    # applied before the purge: a host keeps a deciding policy while the new one fails to apply
+    changes = converged["changes"]
+    assert changes.index("policies: %s: created" % KEPT) < changes.index("purge: %s: removed" % PURGED), changes
     # its pins, its copy for the boot restore and its place among the loaded are gone
     assert PURGED not in pinned and KEPT in pinned and "observer" in pinned, pinned
     assert PURGED not in recorded and KEPT in recorded, recorded
@@ -142,9 +149,24 @@ def test_role_compile_on_host_converges_and_enforces_by_a_real_oom(hook_vm, hook
     for one in compiled["results"]:
         assert one["changed"] and one["object"] == "%s/%s.bpf.o" % (OBJECTS, one["item"]["name"])
         assert one["vmlinux"].startswith("/var/cache/ebpf-oom/vmlinux/"), one
-    verified = result_of(played, "Verify that the listed policies are attached")
-    assert [r["item"]["name"] for r in verified["results"] if not r.get("failed")] == [
-        COMPILED, NAMER], verified
+    verified = result_of(played, "Converge the host")["verified"]
+    assert [name for name in verified if name != "observer"] == [COMPILED, NAMER], verified
     assert COMPILED in names and NAMER in names, names
     # the compiled policy decided the OOM: small died, big (the kernel's choice) and mid live
     killed_by(report, "small", COMPILED, spared=["big", "mid"])
+
+
+@pytest.mark.timeout(1800)
+def test_database_server_converges_in_two_host_tasks_and_reruns_unchanged(hook_vm, tmp_path):
+    converge = {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.database_server"}}
+    try:
+        first = play(hook_vm, [converge], tmp_path)
+        second = play(hook_vm, [converge], tmp_path)
+    finally:
+        undo(hook_vm, tmp_path, ["database"])
+    both = ["Look for the BPF runtime (and the compiler where objects are built on the host)",
+            "Converge the host"]
+    assert [name.split(" : ", 1)[-1] for name in host_tasks(first)] == both, first
+    assert result_of(first, "Converge the host")["policies"]["database"]["action"] == "created", first
+    assert [name.split(" : ", 1)[-1] for name in host_tasks(second)] == both, second
+    assert second.changed == [], second

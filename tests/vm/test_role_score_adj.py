@@ -9,10 +9,11 @@ agent's unit, steer a real memory cgroup OOM: the job dies, though a task no rul
 and the agent-tier task are larger; the agent-tier task, the largest, is spared. The
 stock kernel's report names no policy.
 
-Then the uninstall of docs/operations.md, as written: it stops the agent after the
-policies are gone, disables it and removes its unit; the values it wrote are back; no
-unit and no file of the collection is left. (That a converge changes nothing the second
-time, the agent's tasks included, the Molecule scenario stock_kernel shows.)
+Then the uninstall of docs/operations.md, as written (bpf_oom_state: absent): it stops
+the agent after the policies are gone, disables it and removes its unit; the values it
+wrote are back; no unit and no file of the collection is left; run again, it changes
+nothing. (That a converge changes nothing the second time, the agent included, the
+Molecule scenario stock_kernel shows.)
 """
 
 import pytest
@@ -46,8 +47,7 @@ PATHS = ["/etc/systemd/system/" + unit for unit in UNITS] + [
     "/usr/lib/ebpf-oom", "/var/lib/ebpf-oom", "/var/cache/ebpf-oom", "/run/ebpf-oom",
     "/var/lib/prometheus/node-exporter/ebpf_oom.prom"]
 
-STOP = "Stop and disable the unit"
-PURGE = "Remove the collection's policies that are no longer listed"
+CONVERGE = "Converge the host"  # the role's one ebpf.oom.host task
 
 
 def unit_state(guest, unit=AGENT_UNIT):
@@ -76,12 +76,6 @@ def leftovers(guest):
                       check=False).stdout.split("\n")
     pinned = guest.ssh(["ls", "-A", "/sys/fs/bpf/ebpf_oom"], check=False).stdout.split()
     return [line for line in units + files if line.strip()], existing(guest, PATHS), pinned
-
-
-def stops(played, unit=AGENT_UNIT):
-    """(position, result) of each run of the role's stop task on this unit."""
-    return [(i, r) for i, (name, r) in enumerate(played.tasks)
-            if name.endswith(" : " + STOP) and r.get("name") == unit]
 
 
 def undo(guest, tmp_path):
@@ -131,15 +125,19 @@ def uninstalled(stock_vm, scene, converged):
     """The uninstall of docs/operations.md."""
     guest, tmp = stock_vm, converged["tmp"]
     first = play(guest, documented_play(UNINSTALL), tmp)
-    return dict(first=first, agent=unit_state(guest), values=values(guest, scene, "other", "agentd"),
-                leftovers=leftovers(guest))
+    after = dict(agent=unit_state(guest), values=values(guest, scene, "other", "agentd"),
+                 leftovers=leftovers(guest))
+    return dict(after, first=result_of(first, CONVERGE),
+                second=result_of(play(guest, documented_play(UNINSTALL), tmp), CONVERGE))
 
 
 @pytest.mark.timeout(2400)
 def test_a_check_run_fails_nothing_and_starts_no_agent_on_a_guest_without_the_role(converged):
     checked = converged["checked"]
     assert not checked.failed, checked
-    assert result_of(checked, "Run the score_adj agent").get("skipped"), checked
+    # it says what it would do, and did none of it
+    would = result_of(checked, CONVERGE)["parts"]["agent"]
+    assert would == ["systemctl enable " + AGENT_UNIT, "systemctl start " + AGENT_UNIT], would
     assert converged["before"] == converged["after_check"] == ("not-found", "inactive", ""), converged
 
 
@@ -148,9 +146,11 @@ def test_batch_worker_on_the_stock_guest_runs_the_agent_enabled(converged):
     facts = result_of(played, "Record whether this host can run OOM policies, and with which backend")[
         "ansible_facts"]
     assert facts["bpf_oom_backend_used"] == "score_adj", facts
-    applied = result_of(played, "Apply the listed policies")["results"]
-    assert [(r["item"]["name"], r["backend"]) for r in applied] == [(POLICY, "score_adj")], applied
-    assert result_of(played, "Run the score_adj agent")["changed"], played
+    converged_host = result_of(played, CONVERGE)
+    applied = converged_host["policies"]
+    assert [(name, r["backend"]) for name, r in applied.items()] == [(POLICY, "score_adj")], applied
+    assert converged_host["parts"]["agent"] == ["systemctl enable " + AGENT_UNIT, "systemctl start " + AGENT_UNIT]
+    assert converged_host["agent"] and POLICY in converged_host["verified"], converged_host
     assert converged["agent"] == ("loaded", "active", "enabled"), converged["agent"]
     # job: tier 1 (+1000); other: the fallback tier 500 (0); agentd: tier 1000 (-999)
     assert converged["steered"] == [1000, 0, -999], converged["steered"]
@@ -166,11 +166,12 @@ def test_a_batch_job_dies_before_a_larger_task_no_rule_matches_and_the_agent_tie
 @pytest.mark.timeout(2400)
 def test_the_uninstall_stops_disables_and_removes_the_agent_once_the_policies_are_gone(uninstalled):
     first = uninstalled["first"]
-    [(at, stopped)] = stops(first)
-    purged = [i for i, (name, _r) in enumerate(first.tasks) if name.endswith(" : " + PURGE)]
-    assert purged and purged[-1] < at, first
-    assert result_of(first, PURGE)["changed"], first
-    assert stopped["changed"] and stopped["state"] == "stopped" and not stopped["enabled"], stopped
+    changes = first["changes"]
+    assert first["purged"] == [POLICY], first
+    stop = changes.index("agent: systemctl stop " + AGENT_UNIT)
+    assert changes.index("purge: %s: removed" % POLICY) < stop, changes
+    assert "agent: systemctl disable " + AGENT_UNIT in changes, changes
+    assert "agent: removed /etc/systemd/system/" + AGENT_UNIT in changes, changes
     assert uninstalled["agent"] == ("not-found", "inactive", ""), uninstalled["agent"]
 
 
@@ -179,8 +180,12 @@ def test_the_uninstall_puts_back_the_values_the_agent_wrote(uninstalled):
 
 
 def test_the_uninstall_leaves_no_unit_no_file_and_no_pin_of_the_collection(uninstalled):
-    first = uninstalled["first"]
-    assert result_of(first, "Stop the boot restore (active since boot)")["changed"], first
-    timer = [(r["changed"], r["state"], r["enabled"]) for _i, r in stops(first, "ebpf-oom-metrics.timer")]
-    assert timer == [(True, "stopped", False)], first
+    changes = uninstalled["first"]["changes"]
+    for unit in (RESTORE_UNIT, "ebpf-oom-metrics.timer"):  # the restore is active since it ran
+        assert "units: systemctl stop " + unit in changes and "units: systemctl disable " + unit in changes, changes
     assert uninstalled["leftovers"] == ([], [], []), uninstalled["leftovers"]
+
+
+def test_the_uninstall_run_again_changes_nothing(uninstalled):
+    second = uninstalled["second"]
+    assert not second["changed"] and second["changes"] == [], second

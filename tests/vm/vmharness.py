@@ -191,6 +191,7 @@ class PlayResult:
         except ValueError:
             raise GuestCommandError(done.returncode, argv, done.stdout, done.stderr) from None
         self.tasks = [(t["task"], t["result"]) for t in self.data["tasks"]]
+        self.actions = [t.get("action") for t in self.data["tasks"]]
 
     def __getitem__(self, name):
         """The result of the task with this name (the last one, if repeated)."""
@@ -249,6 +250,20 @@ def role(**variables):
     settings.update(variables)
     return {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.bpf_oom"},
             "vars": settings}
+
+
+# Actions that run on the controller only: a role's checks and facts, not a round trip to
+# the host (the measure of a converge's cost is the tasks that do make one).
+_LOCAL = ("assert", "set_fact", "debug", "fail", "validate_argument_spec", "include_role", "include_tasks",
+          "import_role", "import_tasks", "meta")
+CONTROLLER_ONLY = frozenset(_LOCAL) | frozenset("ansible.builtin." + name for name in _LOCAL)
+
+
+def host_tasks(played):
+    """The names of the tasks of a PlayResult that ran on the host: neither skipped nor
+    controller-only (a delegated task counts where it ran: delegate_to is not looked at)."""
+    return [name for (name, result), action in zip(played.tasks, played.actions)
+            if not result.get("skipped") and action not in CONTROLLER_ONLY]
 
 
 def result_of(played, task):

@@ -32,7 +32,7 @@ class CallbackModule(CallbackBase):
     def _record(self, result, **status):
         data = dict(result._result, **status)
         self.tasks.append({"task": result._task.get_name(), "host": result._host.get_name(),
-                           "result": data})
+                           "action": result._task.action, "result": data})
 
     def v2_runner_on_ok(self, result):
         self._record(result)
