@@ -34,16 +34,20 @@ import os
 import re
 import shutil
 
-from . import backends, bpffs, deploy, probe, scoreadj, state, units
+from . import backends, bpffs, deploy, probe, restore, scoreadj, state, units
 from .common import CACHE_DIR
 from .errors import LoaderError, RenderError, UnsupportedKernel
 from .files import sha256_file
 from .observer import OBSERVER_NAME
 
 PARTS = ("kernel", "engine", "units", "observer", "policies", "agent", "purge")
+# Who the off marker names when this module switched the host off (enabled: false); a
+# marker without it was set by hand (`ebpf-oom off`), and only `ebpf-oom on` undoes it.
+SWITCHED_BY = "ebpf.oom.host (enabled: false)"
 NEVER_PURGED = (OBSERVER_NAME,)
 ENGINE_ARCHIVE = "ebpf_oom_engine.zip"
 COMMAND = "ebpf-oom"
+ON_PATH = "/usr/local/sbin/ebpf-oom"  # a symbolic link to the host command, on root's PATH
 
 # A maps key or value: a decimal integer, or raw bytes in hex.
 DECIMAL_RE = re.compile(r"^[+-]?[0-9]+$")
@@ -198,6 +202,7 @@ class Host(object):
         self.found = []  # the collection's unit files there before the run
         self.rewritten = []  # those the run writes
         self.engine_changed = False
+        self.warnings = []
 
     # What each part did: a line in its list, and the diff's before and after.
     def did(self, part, what, before=None, after=None, key=None):
@@ -214,7 +219,8 @@ class Host(object):
         """The module's result: what changed (with ``changed_only``, for a failure, only
         that), the backend and why there is none, and the diff."""
         out = dict(changed=self.changed, parts=self.parts, changes=self.changes, policies=self.results,
-                   purged=self.purged, verified=self.verified)
+                   purged=self.purged, verified=self.verified, switched_off=getattr(self, "off", None),
+                   notices=self.warnings)
         if changed_only:
             return out
         info = getattr(self, "info", {})
@@ -229,6 +235,11 @@ class Host(object):
         self.supported = self.backend != "none"
         self.observe = w["observer"] and self.info["btf"] and self.info["libbpf_version"] is not None
         self.agent = agent_wanted(self.backend, w["policies"], self.info["policies"], w["purge"])
+        self.off = restore.switched_off()
+        # Off (asked for, or by hand and not undone here): no policy is loaded after the run.
+        self.hold = not w["enabled"] or (self.off is not None and SWITCHED_BY not in self.off)
+        if self.hold:
+            self.agent = False
         if w["state"] == "absent":
             self.observe = self.agent = False
             return self.uninstall()
@@ -248,7 +259,10 @@ class Host(object):
             self.engine()
             self.units()
             self.observer()
-        if self.supported:
+        if self.supported and self.hold:
+            self.switch_off()
+        elif self.supported:
+            self.switch_on()
             self.policies(loads)
             self.run_agent()
             self.verify(loads)
@@ -277,6 +291,10 @@ class Host(object):
             if not self.check:
                 os.rmdir(root)
         w = self.want
+        if os.path.islink(ON_PATH) and os.readlink(ON_PATH) == os.path.join(w["engine_dir"], COMMAND):
+            self.did("engine", "removed " + ON_PATH, "present", None, key=ON_PATH)
+            if not self.check:
+                os.unlink(ON_PATH)
         for path in (w["engine_dir"], state_dir, CACHE_DIR, scoreadj.RUN_DIR, w["metrics_file"]):
             if os.path.lexists(path):
                 self.did("engine", "removed " + path, "present", None, key=path)
@@ -322,8 +340,27 @@ class Host(object):
                     self.engine_changed = True
                     self.did("engine", "wrote " + path, before and "sha256 %s mode %04o" % before[:2],
                              "sha256 %s mode %04o" % (hashlib.sha256(data).hexdigest(), mode), key=path)
+            self.link_command(os.path.join(directory, COMMAND))
         except OSError as e:
             raise HostError("engine", str(e))
+
+    def link_command(self, target):
+        """`ebpf-oom` on root's PATH: ON_PATH, a symbolic link to the host command."""
+        try:
+            now = os.readlink(ON_PATH)
+        except OSError:
+            now = None
+        if now == target:
+            return
+        if now is None and os.path.lexists(ON_PATH):
+            raise OSError("%s is there and is not a symbolic link: not replaced" % ON_PATH)
+        self.did("engine", "linked %s to %s" % (ON_PATH, target), now, target, key=ON_PATH)
+        if not self.check:
+            if not os.path.isdir(os.path.dirname(ON_PATH)):
+                os.makedirs(os.path.dirname(ON_PATH), 0o755)
+            if now is not None:
+                os.unlink(ON_PATH)
+            os.symlink(target, ON_PATH)
 
     def units(self):
         w = self.want
@@ -452,6 +489,34 @@ class Host(object):
                 expected = dict(policy_name=document["name"]) if document else dict(
                     object_sha256=sha256_file(entry["object"]), policy_name=entry.get("policy_name"))
                 self.verify_one("policies", entry["name"], **expected)
+
+    def switch_off(self):
+        """enabled: false switches the host off as `ebpf-oom off` does (every policy detached,
+        its copy kept for the boot restore, which holds them back); a host switched off by
+        hand stays as it is, whatever the run asks."""
+        if not self.want["enabled"] and self.off is None:
+            self.did("policies", "switched the host off")
+            if not self.check:
+                _marked, _detached, _unrecorded, failed = restore.switch_off(by=SWITCHED_BY)
+                if failed:
+                    raise HostError("policies", "switching off: " + "; ".join(
+                        "%s: %s" % item for item in sorted(failed.items())))
+                self.off = restore.switched_off()
+        if self.off is not None and SWITCHED_BY not in self.off:
+            self.warnings.append("this host was switched off by hand (%s): its policies are left alone "
+                                 "until `ebpf-oom on`" % self.off)
+
+    def switch_on(self):
+        """A host this module switched off gets its recorded policies back (then the listed
+        ones are applied, the others purged)."""
+        if self.off is None:
+            return
+        self.did("policies", "switched the host on")
+        if not self.check:
+            _was_off, (_ok, failed) = restore.switch_on()
+            # the listed policies are applied next, the others purged: a note, not a failure
+            self.warnings.extend("switching on: %s did not restore: %s" % item for item in sorted(failed.items()))
+        self.off = None
 
     def run_agent(self):
         if not self.agent:

@@ -109,8 +109,8 @@ def held():
     return [name for name in state.saved_names() if name != OBSERVER_NAME]
 
 
-def switch_off():
-    """Switch the host off: the marker first (so the boot restore holds the policies back
+def switch_off(by=None):
+    """Switch the host off (``by``: who, said in the marker): the marker first (so the boot restore holds the policies back
     from now on), then every loaded policy but the observer detached, each with the
     backend that applied it (a score_adj policy's values are put back), and its copy in
     the state dir kept.  -> (marked: whether the marker is new, detached names,
@@ -120,7 +120,7 @@ def switch_off():
     if marked:
         bpffs.make_dir(bpffs.roots()[1])
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        write_atomic(off_path(), "switched off at %s\n" % stamp, 0o644)
+        write_atomic(off_path(), "switched off at %s%s\n" % (stamp, " by " + by if by else ""), 0o644)
     detached, unrecorded, failed = [], [], {}
     for name in pins.policy_names(bpffs.mounted_root()):
         if name == OBSERVER_NAME:

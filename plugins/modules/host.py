@@ -47,6 +47,14 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  enabled:
+    description:
+      - C(false) switches the host off as C(ebpf-oom off) does - every policy detached (a C(score_adj) policy's
+        values put back), its copy kept, the boot restore holding it back - and applies none; C(true) switches a host
+        this module switched off on again. A host switched off by hand (C(ebpf-oom off)) stays off whatever this says,
+        with a warning, until C(ebpf-oom on).
+    type: bool
+    default: true
   policies:
     description:
       - The OOM policies this host runs, as the role's C(bpf_oom_policies) lists them; a present entry has exactly
@@ -296,6 +304,17 @@ lint:
   returned: always
   type: dict
   sample: {}
+switched_off:
+  description: The off marker's text while the host is switched off (by O(enabled=false) or by hand), else null.
+  returned: always
+  type: str
+  sample: switched off at 2026-12-06T16:10:00Z by ebpf.oom.host (enabled false)
+notices:
+  description: What the run found worth a look without failing (also the task's warnings).
+  returned: always
+  type: list
+  elements: str
+  sample: []
 part:
   description: The part that failed.
   returned: failure
@@ -328,6 +347,7 @@ ARGUMENT_SPEC = dict(
     state=dict(type="str", choices=["present", "absent"], default="present"),
     policies=dict(type="list", elements="dict", default=[], options=ENTRY_SPEC,
                   mutually_exclusive=[("policy", "object")]),
+    enabled=dict(type="bool", default=True),
     purge=dict(type="bool", default=True),
     backend=dict(type="str", choices=list(backends.CHOICES), default=backends.AUTO),
     on_unsupported=dict(type="str", choices=["fail", "skip"], default="fail"),
@@ -400,6 +420,8 @@ def main():
         module.fail_json(msg=str(e), part=e.part, log_tail=e.log_tail, **run.report(changed_only=True))
     except LoaderError as e:
         module.fail_json(msg=str(e), log_tail=e.log_tail, **run.report(changed_only=True))
+    for notice in result["notices"]:
+        module.warn(notice)
     diff = result.pop("diff")
     if module._diff and result["changed"]:
         result["diff"] = diff

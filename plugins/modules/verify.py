@@ -81,9 +81,9 @@ problems:
   type: list
   elements: str
   sample: ["select_pid: link link_on_mark_victim is not pinned"]
-warnings:
+notices:
   description: What verify found worth a look without failing (cgroup rules that match no live
-    cgroup, unless O(strict)); also shown as task warnings.
+    cgroup, unless O(strict)), also shown as the task's warnings; an empty list when nothing.
   returned: always
   type: list
   elements: str
@@ -130,7 +130,9 @@ def main():
         result["problems"].append("no policy is loaded")
     if sha:
         result["object_sha256"] = sha.lower()
-    for warning in result["warnings"]:
+    # Ansible's own `warnings` key is not a module's to set: they are notices here, and warned.
+    result["notices"] = result.pop("warnings")
+    for warning in result["notices"]:
         module.warn(warning)
     if result["problems"]:
         module.fail_json(msg="verify found %d problem(s): %s" % (len(result["problems"]), "; ".join(result["problems"])),

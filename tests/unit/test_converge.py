@@ -38,6 +38,7 @@ def systemd(monkeypatch, tmp_path):
     monkeypatch.setattr(units, "state", fake.state)
     monkeypatch.setattr(units, "run", fake.run)
     monkeypatch.setattr(converge.os, "chown", lambda *_a: None)
+    monkeypatch.setattr(converge, "ON_PATH", str(tmp_path / "sbin" / "ebpf-oom"))
     return fake
 
 
@@ -69,7 +70,9 @@ def test_a_first_run_writes_the_units_reloads_once_and_enables_the_restore(syste
     assert systemd.ran == ["daemon-reload", "enable " + RESTORE, "enable " + TIMER, "start " + TIMER]
     assert run.parts["engine"] == ["created %s" % (tmp_path / "engine"),
                                    "wrote %s/ebpf_oom_engine.zip" % (tmp_path / "engine"),
-                                   "wrote %s/ebpf-oom" % (tmp_path / "engine")]
+                                   "wrote %s/ebpf-oom" % (tmp_path / "engine"),
+                                   "linked %s to %s/ebpf-oom" % (converge.ON_PATH, tmp_path / "engine")]
+    assert converge.os.readlink(converge.ON_PATH) == str(tmp_path / "engine" / "ebpf-oom")
     assert (tmp_path / "prom").is_dir()
     again = setup(host(tmp_path, metrics=True))
     assert not again.changed and again.parts["units"] == [], again.parts

@@ -80,8 +80,8 @@ def test_verify_warns_about_a_path_that_matches_nothing_and_strict_fails(hook_vm
     result = plain["verify"]
     assert result["policies"][0]["cgroups"]["/no/such/cgroup"] == []
     assert result["policies"][0]["cgroups"]["/"] == [1]
-    assert result["warnings"] == ["policy rules: cgroup rule /no/such/cgroup matches no cgroup: "
-                                  "none lives at that path now"], result
+    assert result["notices"] == ["policy rules: cgroup rule /no/such/cgroup matches no cgroup: "
+                                 "none lives at that path now"], result
     strict = play(hook_vm, [{"name": "verify", "ebpf.oom.verify": {"name": "rules", "strict": True}}],
                   tmp_path, check=False)["verify"]
     assert strict["failed"] and "/no/such/cgroup matches no cgroup" in strict["msg"], strict

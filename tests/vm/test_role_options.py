@@ -5,6 +5,10 @@ database_server, converged then converged again: the first run changes the host 
 tasks that reach it (the package check and ebpf.oom.host, which does the rest in one
 module run); the second runs the same two and changes nothing.
 
+bpf_oom_enabled: false switches the host off (the listed policy detached, the marker
+naming the role), true switches it on again; a host switched off by hand (`ebpf-oom off`)
+stays off through a converge that asks for nothing else, with a warning.
+
 bpf_oom_purge: a policy put on the guest through ebpf.oom.compile and ebpf.oom.policy,
 which the role does not list, is gone after the converge: its pins under bpffs, its copy
 for the boot restore, and ebpf.oom.verify no longer knows it; the policy the role lists is
@@ -32,6 +36,7 @@ from vmharness import REPO, host_tasks, loaded, play, result_of, role
 BPFFS = "/sys/fs/bpf/ebpf_oom"
 RECORDS = "/var/lib/ebpf-oom/policies"
 OBJECTS = "/var/lib/ebpf-oom/objects"
+EBPF_OOM = "/usr/lib/ebpf-oom/ebpf-oom"  # the host command the role installs
 EXAMPLES = os.path.join(REPO, "bpf", "examples")
 
 # bpf_oom_purge: a policy put there beside the role (a C program that names OOMs and
@@ -170,3 +175,30 @@ def test_database_server_converges_in_two_host_tasks_and_reruns_unchanged(hook_v
     assert result_of(first, "Converge the host")["policies"]["database"]["action"] == "created", first
     assert [name.split(" : ", 1)[-1] for name in host_tasks(second)] == both, second
     assert second.changed == [], second
+
+
+@pytest.mark.timeout(1800)
+def test_the_role_switches_off_and_on_and_never_undoes_an_off_switch_set_by_hand(hook_vm, tmp_path):
+    policies = [{"name": KEPT, "policy": KEPT_DOC}]
+    marker = "/var/lib/ebpf-oom/off"
+    try:
+        play(hook_vm, [role(bpf_oom_policies=policies)], tmp_path)
+        off = result_of(play(hook_vm, [role(bpf_oom_policies=policies, bpf_oom_enabled=False)], tmp_path),
+                        "Converge the host")
+        while_off = loaded(hook_vm, tmp_path)
+        said = hook_vm.ssh(["cat", marker]).stdout
+        on = result_of(play(hook_vm, [role(bpf_oom_policies=policies)], tmp_path), "Converge the host")
+        after_on = loaded(hook_vm, tmp_path)
+        hook_vm.ssh(["ebpf-oom", "off"])  # on root's PATH
+        by_hand = result_of(play(hook_vm, [role(bpf_oom_policies=policies)], tmp_path), "Converge the host")
+        still_off = loaded(hook_vm, tmp_path)
+    finally:
+        hook_vm.ssh([EBPF_OOM, "on"], check=False)
+        undo(hook_vm, tmp_path, [KEPT])
+    assert "policies: switched the host off" in off["changes"], off
+    assert KEPT not in while_off and "observer" in while_off, while_off
+    assert "by ebpf.oom.host" in said and off["switched_off"] == said.strip(), (said, off)
+    assert "policies: switched the host on" in on["changes"] and on["switched_off"] is None, on
+    assert KEPT in after_on, after_on
+    assert KEPT not in still_off and not by_hand["changed"], (still_off, by_hand)
+    assert by_hand["notices"] and "switched off by hand" in by_hand["notices"][0], by_hand
