@@ -18,7 +18,7 @@ __metaclass__ = type
 import os
 
 # Kept equal to galaxy.yml's version by tests/unit/test_common.py.
-COLLECTION_VERSION = "0.1.0"
+COLLECTION_VERSION = "0.2.0"
 
 # Where pins live (bpffs, RAM): one directory per policy.
 BPFFS_MOUNT = "/sys/fs/bpf"

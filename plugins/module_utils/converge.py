@@ -250,6 +250,12 @@ class Host(object):
                             % (self.info["kernel_release"], "; ".join(self.reasons),
                                "" if w["backend"] == backends.AUTO
                                else ", use backend: auto (the role's bpf_oom_backend: auto)"))
+        if w["backend"] == backends.AUTO and self.backend == backends.ScoreAdj.name and any(
+                e.get("policy") is not None and e.get("state", "present") == "present" for e in w["policies"]):
+            self.warnings.append(
+                "backend auto: kernel %s has no OOM policy hook, so the policy documents are enforced by "
+                "score_adj: the kernel chooses each victim, steered by the oom_score_adj bands the agent keeps "
+                "(backend: evaluate_task fails such a host instead)" % self.info["kernel_release"])
         if (self.supported or self.observe) and not units.systemd_runs():
             raise HostError("kernel", "this host does not run systemd (no %s): the boot restore, the metrics "
                                       "timer and the score_adj agent are its units; run ebpf.oom.policy and "

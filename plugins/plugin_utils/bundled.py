@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import contextlib
 import fcntl
 import os
 
@@ -48,12 +49,23 @@ def controller_cache():
     return os.path.join(os.path.expanduser("~"), ".cache", "ebpf-oom")
 
 
+@contextlib.contextmanager
+def one_at_a_time(cache_dir, name):
+    """The cache directory, made if missing, with the lock ``name`` held: the hosts of one run
+    (forks) wait for one compile of an object instead of each compiling it."""
+    if not os.path.isdir(cache_dir):
+        os.makedirs(cache_dir, 0o755)
+    with open(os.path.join(cache_dir, name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield cache_dir
+
+
 def compile_generic(cache_dir=None):
     """The generic program's object on the controller (compiled once per source)."""
     try:
-        built = compiler.compile_object(src=os.path.join(COLLECTION_ROOT, abi.GENERIC_SOURCE),
-                                        include_dirs=[BPF_DIR], vmlinux=BUNDLED_VMLINUX,
-                                        cache_dir=cache_dir or controller_cache())
+        with one_at_a_time(cache_dir or controller_cache(), "generic") as cache:
+            built = compiler.compile_object(src=os.path.join(COLLECTION_ROOT, abi.GENERIC_SOURCE),
+                                            include_dirs=[BPF_DIR], vmlinux=BUNDLED_VMLINUX, cache_dir=cache)
     except CompileError as e:
         raise AnsibleError("ebpf.oom.policy: compiling %s on the controller failed: %s\n%s"
                            % (abi.GENERIC_SOURCE, e.message, e.log_tail))
@@ -62,17 +74,13 @@ def compile_generic(cache_dir=None):
 
 def observer_builds(cache_dir=None):
     """[{variant, content (base64)}] of the observer's builds, compiled here once."""
-    cache_dir = cache_dir or controller_cache()
-    if not os.path.isdir(cache_dir):
-        os.makedirs(cache_dir, 0o755)
     out = []
-    with open(os.path.join(cache_dir, "observer.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with one_at_a_time(cache_dir or controller_cache(), "observer") as cache:
         for variant, defines in OBSERVER_VARIANTS:
             try:
                 built = compiler.compile_object(src=os.path.join(BPF_DIR, OBSERVER_SOURCE), defines=defines,
                                                 include_dirs=[BPF_DIR], vmlinux=BUNDLED_VMLINUX,
-                                                cache_dir=cache_dir)
+                                                cache_dir=cache)
             except CompileError as e:
                 raise AnsibleError("ebpf.oom.observer: compiling the %s build of %s on the controller "
                                    "failed: %s\n%s" % (variant, OBSERVER_SOURCE, e.message, e.log_tail))

@@ -151,6 +151,8 @@ def test_batch_worker_on_the_stock_guest_runs_the_agent_enabled(converged):
     assert [(name, r["backend"]) for name, r in applied.items()] == [(POLICY, "score_adj")], applied
     assert converged_host["parts"]["agent"] == ["systemctl enable " + AGENT_UNIT, "systemctl start " + AGENT_UNIT]
     assert converged_host["agent"] and POLICY in converged_host["verified"], converged_host
+    # auto fell back to score_adj: the host says so (a task warning too)
+    assert any("enforced by score_adj" in n for n in converged_host["notices"]), converged_host
     assert converged["agent"] == ("loaded", "active", "enabled"), converged["agent"]
     # job: tier 1 (+1000); other: the fallback tier 500 (0); agentd: tier 1000 (-999)
     assert converged["steered"] == [1000, 0, -999], converged["steered"]
