@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 
-from . import agent, backends, events, explain, metrics, restore, state, verify
+from . import agent, backends, events, explain, metrics, probe, restore, state, verify
 from .errors import EngineError
 
 USAGE = """usage:
@@ -40,7 +40,8 @@ USAGE = """usage:
     ebpf-oom explain [ARGS]   which process an OOM would kill now, and why: under a
                               loaded policy (--policy NAME) or a document (--document FILE)
     ebpf-oom agent            keep the processes a score_adj policy matches at their
-                              band's oom_score_adj (ebpf-oom-agent.service)"""
+                              band's oom_score_adj (ebpf-oom-agent.service)
+    ebpf-oom status [--json]  what runs here: this host's row of playbooks/status.yml"""
 # sd-daemon(3) priorities: journald files each line at its level.
 SD_ERR = "<3>"
 SD_NOTICE = "<5>"
@@ -215,6 +216,20 @@ def explain_main(argv):
     return 0
 
 
+def status_main(argv):
+    """`ebpf-oom status`: this host's row of the fleet's table; the exit status."""
+    parser = argparse.ArgumentParser(prog="ebpf-oom status", description="What runs on this host.")
+    parser.add_argument("--json", action="store_true", help="the row as JSON")
+    args = parser.parse_args(argv)
+    row = probe.status(probe.kernel_info())
+    if args.json:
+        json.dump(row, sys.stdout, indent=1, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write("".join("%-10s %s\n" % (column + ":", row[column]) for column in probe.STATUS_COLUMNS))
+    return 0
+
+
 def main(argv):
     """`ebpf-oom ARGS`; the exit status."""
     if argv[:1] == ["restore"] and len(argv) == 1:
@@ -229,5 +244,7 @@ def main(argv):
         return explain_main(argv[1:])
     if argv == ["agent"]:
         return agent.main()
+    if argv[:1] == ["status"]:
+        return status_main(argv[1:])
     sys.stderr.write(USAGE + "\n")
     return 2

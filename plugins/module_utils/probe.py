@@ -19,7 +19,7 @@ __metaclass__ = type
 
 import os
 
-from . import backends, bpffs, common, compiler, libbpf, pins
+from . import backends, bpffs, common, compiler, events, libbpf, pins, scoreadj, state
 from .errors import BpfError, CompileError
 from .files import read_text
 
@@ -134,4 +134,31 @@ def kernel_info(with_policies=True):
     )
     if with_policies:
         info["policies"] = pins.list_policies() if version else []
+    info.update(switched_off=state.switched_off(), agent=scoreadj.agent_running(),
+                collection_version=common.COLLECTION_VERSION)
     return info
+
+
+STATUS_COLUMNS = ("kernel", "backend", "policies", "observer", "agent", "off", "version", "last kill")
+
+
+def status(info):
+    """One row of the fleet's table (playbooks/status.yml, `ebpf-oom status`) from
+    kernel_info(): {column: text}, the last kill read from the observer and the kernel log."""
+    policies = [p for p in info.get("policies", []) if p["name"] != "observer"]
+    found = events.collect()["events"]
+    last = found[-1] if found else None
+    return {
+        "kernel": info["kernel_release"],
+        "backend": info["backend"],
+        "policies": ", ".join(
+            "%s (%s, %s, %s, %s)" % (p["name"], p.get("backend") or "C", (p.get("object_sha256") or "?")[:12],
+                                     p.get("collection_version") or "?", p.get("loaded_at") or "?")
+            if "problem" not in p else "%s (%s)" % (p["name"], p["problem"]) for p in policies) or "-",
+        "observer": "yes" if any(p["name"] == "observer" for p in info.get("policies", [])) else "no",
+        "agent": "yes" if info["agent"] else "no",
+        "off": info["switched_off"] or "no",
+        "version": info["collection_version"],
+        "last kill": "-" if last is None else "%s %s (%s) by %s" % (
+            last.get("time") or "?", last.get("pid"), last.get("comm"), last.get("policy") or "?"),
+    }

@@ -25,12 +25,11 @@ import datetime
 import os
 
 from . import backends, bpffs, pins, state
+from .state import off_path, switched_off  # noqa: F401  (the off switch's marker: restore.switched_off)
 from .errors import EngineError, LoaderError
-from .files import read_file, read_text, write_atomic
+from .files import read_file, write_atomic
 from .names import check_name
 from .observer import OBSERVER_NAME
-
-OFF_MARKER = "off"  # in STATE_DIR: the host is switched off
 
 
 class Superseded(LoaderError):
@@ -88,18 +87,6 @@ def restore_all():
 
 def _error_text(exc):
     return str(exc) if isinstance(exc, EngineError) else "%s: %s" % (type(exc).__name__, exc)
-
-
-def off_path():
-    """The marker that switches the host off."""
-    return os.path.join(bpffs.roots()[1], OFF_MARKER)
-
-
-def switched_off():
-    """The marker's text (when the host was switched off) while it is off, else None."""
-    if not os.path.lexists(off_path()):
-        return None
-    return (read_text(off_path()) or "").strip() or "switched off"
 
 
 def held():

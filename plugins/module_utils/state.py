@@ -20,7 +20,7 @@ import os
 
 from . import bpffs
 from .errors import LoaderError
-from .files import read_file, sha256_file, write_atomic
+from .files import read_file, read_text, sha256_file, write_atomic
 
 STATE_FILE_MODE = 0o600
 
@@ -116,3 +116,18 @@ def load(name):
         raise LoaderError("%s does not match the recorded object sha256 %s"
                           % (obj_path, record.get("object_sha256")))
     return obj_path, record
+
+
+OFF_MARKER = "off"  # in the state dir: the host is switched off (restore.py's off switch)
+
+
+def off_path():
+    """The marker that switches the host off."""
+    return os.path.join(bpffs.roots()[1], OFF_MARKER)
+
+
+def switched_off():
+    """The marker's text (when the host was switched off, and by whom) while it is off, else None."""
+    if not os.path.lexists(off_path()):
+        return None
+    return (read_text(off_path()) or "").strip() or "switched off"

@@ -33,6 +33,12 @@ options:
       - Whether to list the loaded policies with their records (RV(policies)).
     type: bool
     default: true
+  status:
+    description:
+      - Also return RV(status), this host's row of the fleet's table (C(playbooks/status.yml)); it reads the
+        kernel log and the observer for the last kill.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ebpf.oom.attributes.info
@@ -134,6 +140,31 @@ reasons:
   type: list
   elements: str
   sample: ["bpf_oom_evaluate_task is not in the kernel's BTF: the kernel lacks the OOM policy hook"]
+switched_off:
+  description: The off marker's text while the host is switched off (C(ebpf-oom off), or the role's
+    C(bpf_oom_enabled=false)), else null.
+  returned: always
+  type: str
+  sample: switched off at 2026-12-06T16:10:00Z
+agent:
+  description: Whether the C(score_adj) agent runs.
+  returned: always
+  type: bool
+  sample: false
+collection_version:
+  description: The version of the collection that ran this module.
+  returned: always
+  type: str
+  sample: 0.2.0
+status:
+  description: This host's row of the fleet's table, one text per column (C(kernel), C(backend), C(policies),
+    C(observer), C(agent), C(off), C(version), C(last kill)); a policy as name (backend, object sha256, collection
+    version, loaded at).
+  returned: when O(status=true)
+  type: dict
+  sample: {"kernel": "6.12.48", "backend": "evaluate_task", "policies": "database (evaluate_task, 4cb54fa470b9,
+    0.2.0, 2026-12-06T15:37:50+00:00)", "observer": "yes", "agent": "no", "off": "no", "version": "0.2.0",
+    "last kill": "-"}
 policies:
   description: The loaded policies' records (name, object_sha256, source_sha256, collection_version,
     policy_name, loaded_at, globals, maps, programs); the record of a policy document also has the C(document)
@@ -149,9 +180,13 @@ from ansible_collections.ebpf.oom.plugins.module_utils import probe
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(policies=dict(type="bool", default=True)),
+    module = AnsibleModule(argument_spec=dict(policies=dict(type="bool", default=True),
+                                              status=dict(type="bool", default=False)),
                            supports_check_mode=True)
-    module.exit_json(changed=False, **probe.kernel_info(with_policies=module.params["policies"]))
+    info = probe.kernel_info(with_policies=module.params["policies"] or module.params["status"])
+    if module.params["status"]:
+        info["status"] = probe.status(info)
+    module.exit_json(changed=False, **info)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ class Host:
         path.chmod(mode)
         return str(path)
 
-    def play(self, tasks, check=False, diff=False, environment=None):
+    def play(self, tasks, check=False, diff=False, environment=None, inventory="localhost,"):
         """Run the tasks; returns {task name: {"status", "result"}} and the process."""
         self.runs += 1
         book = self.tmp / ("play%d.yml" % self.runs)
@@ -108,7 +108,7 @@ class Host:
             "hosts": "localhost", "gather_facts": False, "connection": "local",
             "environment": environment or self.environment(), "tasks": tasks,
         }], sort_keys=False))
-        argv = [ANSIBLE_PLAYBOOK, "-i", "localhost,", "-e", "ansible_python_interpreter=/usr/bin/python3",
+        argv = [ANSIBLE_PLAYBOOK, "-i", inventory, "-e", "ansible_python_interpreter=/usr/bin/python3",
                 str(book)]
         if check:
             argv.append("--check")
@@ -580,3 +580,23 @@ def test_the_roles_strict_entry_fails_its_lint_findings_before_the_host_is_chang
     assert "policies: %s fails lint (strict: true)" % NAME in failed["result"]["msg"], failed
     assert failed["result"]["lint"][NAME], failed
     assert not (host.tmp / "engine").exists() and not os.path.exists(host.state)
+
+
+def test_a_hosts_own_policies_come_after_its_class_and_replace_one_of_the_same_name(host):
+    """database_server with bpf_oom_policies in the host's inventory variables: the role
+    checks (and would apply) the class's entries, then the host's, the host's entry named
+    like the class's extra one in its place. Check mode: only the entry check matters here."""
+    mine = dict(HOST_DOC, name="mine")
+    swap = dict(HOST_DOC, name="extra", description="the host's own")
+    inventory = host.tmp / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local",
+        "bpf_oom_policies": [{"name": "mine", "policy": mine}, {"name": "extra", "policy": swap}]}}}}))
+    role = {"name": "role", "ansible.builtin.include_role": {"name": "ebpf.oom.database_server"},
+            "vars": {"bpf_oom_install_packages": False, "bpf_oom_engine_dir": str(host.tmp / "engine"),
+                     "database_server_extra_policies": [{"name": "extra", "policy": dict(HOST_DOC, name="extra")}]}}
+    res = host.run([role], check=True, inventory=str(inventory))
+    checked = res["Check the policy entries"]["result"]["results"]
+    assert [(r["item"]["name"], r["item"]["policy"].get("description")) for r in checked] == [
+        ("database", "Database engines die last; everything else first, largest first."),
+        ("mine", None), ("extra", "the host's own")], checked

@@ -26,17 +26,19 @@ Each test removes what the role put there (policies, observer, the objects, the 
 restore's unit enabled), so that later tests of the session guest start clean.
 """
 
+import json
 import os
 
 import pytest
 
 from lab import doc, killed_by, spec, task
-from vmharness import REPO, host_tasks, loaded, play, result_of, role
+from vmharness import REPO, host_tasks, loaded, play, result_of, role, run_playbook
 
 BPFFS = "/sys/fs/bpf/ebpf_oom"
 RECORDS = "/var/lib/ebpf-oom/policies"
 OBJECTS = "/var/lib/ebpf-oom/objects"
 EBPF_OOM = "/usr/lib/ebpf-oom/ebpf-oom"  # the host command the role installs
+STATUS = os.path.join(REPO, "playbooks", "status.yml")
 EXAMPLES = os.path.join(REPO, "bpf", "examples")
 
 # bpf_oom_purge: a policy put there beside the role (a C program that names OOMs and
@@ -48,6 +50,11 @@ KEPT_DOC = doc(KEPT, {"match": {"comm": "lab-mid"}, "action": "prefer", "tier": 
 # bpf_oom_compile_on_host: the deciding C policy and the program that names it in reports.
 COMPILED = "hostcc"
 NAMER = "hostcc_name"
+
+
+def loaded_records(guest, tmp_path):
+    """The loaded policies' records (ebpf.oom.kernel_info)."""
+    return play(guest, [{"name": "info", "ebpf.oom.kernel_info": {}}], tmp_path)["info"]["policies"]
 
 
 def listing(guest, path):
@@ -164,9 +171,13 @@ def test_role_compile_on_host_converges_and_enforces_by_a_real_oom(hook_vm, hook
 @pytest.mark.timeout(1800)
 def test_database_server_converges_in_two_host_tasks_and_reruns_unchanged(hook_vm, tmp_path):
     converge = {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.database_server"}}
+    table = tmp_path / "status.json"
     try:
         first = play(hook_vm, [converge], tmp_path)
         second = play(hook_vm, [converge], tmp_path)
+        shown = run_playbook(STATUS, hook_vm.inventory(tmp_path), extra_vars={"status_json": str(table)})
+        on_host = json.loads(hook_vm.ssh(["ebpf-oom", "status", "--json"]).stdout)
+        record = [p for p in loaded_records(hook_vm, tmp_path) if p["name"] == "database"][0]
     finally:
         undo(hook_vm, tmp_path, ["database"])
     both = ["Look for the BPF runtime (and the compiler where objects are built on the host)",
@@ -175,6 +186,14 @@ def test_database_server_converges_in_two_host_tasks_and_reruns_unchanged(hook_v
     assert result_of(first, "Converge the host")["policies"]["database"]["action"] == "created", first
     assert [name.split(" : ", 1)[-1] for name in host_tasks(second)] == both, second
     assert second.changed == [], second
+    # playbooks/status.yml: the guest's row names the policy, its backend and object, the
+    # observer, no agent, not off; the same row as `ebpf-oom status` on the host
+    [(host, row)] = json.loads(table.read_text()).items()
+    assert host == hook_vm.name and row == on_host, (row, on_host)
+    assert row["backend"] == "evaluate_task" and row["observer"] == "yes", row
+    assert (row["agent"], row["off"], row["version"]) == ("no", "no", record["collection_version"]), row
+    assert row["policies"].startswith("database (evaluate_task, %s, " % record["object_sha256"][:12]), row
+    assert "%s | %s | evaluate_task | database (" % (host, row["kernel"]) in shown.stdout, shown.stdout
 
 
 @pytest.mark.timeout(1800)
