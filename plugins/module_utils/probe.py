@@ -159,6 +159,7 @@ def status(info):
         "agent": "yes" if info["agent"] else "no",
         "off": info["switched_off"] or "no",
         "version": info["collection_version"],
+        # to the second: the wall time of a kill is worked out from the boot clock at each read
         "last kill": "-" if last is None else "%s %s (%s) by %s" % (
-            last.get("time") or "?", last.get("pid"), last.get("comm"), last.get("policy") or "?"),
+            (last.get("time") or "?")[:19], last.get("pid"), last.get("comm"), last.get("policy") or "?"),
     }
