@@ -25,7 +25,7 @@ attributes:
   diff_mode:
     support: full
   platform:
-    platforms: posix
+    platforms: linux
 """
 
     # A module that changes nothing.
@@ -39,5 +39,5 @@ attributes:
     details: Nothing changes, so there is nothing to show.
     support: none
   platform:
-    platforms: posix
+    platforms: linux
 """

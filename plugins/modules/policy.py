@@ -168,7 +168,7 @@ EXAMPLES = r"""
     policy:
       name: pg-batch-web
       rules:
-        - match: {comm: postgres}
+        - match: {cgroup: /system.slice/system-postgresql.slice, comm: postgres}
           action: protect
         - match: {cgroup: /batch}
           action: prefer

@@ -202,3 +202,10 @@ def test_ansible_builder_creates_a_build_context_with_the_collection(installed, 
     containerfile = (context / "Containerfile").read_text()
     assert "ansible-galaxy collection install" in containerfile
     assert "introspect" in containerfile
+
+
+def test_the_action_group_holds_every_module():
+    """module_defaults: group/ebpf.oom.all reaches each module, new ones included."""
+    with open(os.path.join(REPO, "meta", "runtime.yml")) as f:
+        runtime = yaml.safe_load(f)
+    assert runtime["action_groups"]["all"] == MODULES
