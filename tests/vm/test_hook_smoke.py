@@ -477,6 +477,8 @@ def test_a_new_document_decides_only_once_handed_over(scene, generic_object):
     assert (answer["first"], answer["second"]) == ("created", "reloaded"), answer
     assert bpffs.LINK_PREFIX + abi.EVAL_PROGRAM in answer["staged"], answer
     during, after = OomReport(answer["during"]), OomReport(answer["after"])
+    # in full when a check fails (pytest cuts assertion messages short): the kernel's lines
+    print("during the hand-over:\n%r\nafter it:\n%r" % (during, after))
     assert during.named_kills == {pids[MEDIUM]: "handover"}, during
     assert during.gone == [pids[MEDIUM]], during
     assert after.named_kills == {pids[TARGET]: "handover"}, after
@@ -500,6 +502,7 @@ def test_alternating_documents_while_ooms_follow_each_other(scene, generic_objec
     assert answer["first"]["applied"] == ["created"], answer
     assert answer["applied"] == ["reloaded"] * CHURN_ROUNDS, answer
     ooms = answer["ooms"]
+    print("kills of each push: %s" % ooms)  # in full when a check fails
     assert len(ooms) >= 3, answer  # OOMs happened while the applies ran
     for kills in ooms:
         assert len(kills) == 1, answer
