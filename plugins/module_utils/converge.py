@@ -285,11 +285,11 @@ class Host(object):
         self.found = units.installed()
         self.remove_unlisted(())
         self.observer()
-        for unit, files in ((units.AGENT, (units.AGENT,)), (units.METRICS_TIMER, (units.METRICS_TIMER, units.METRICS)),
-                            (units.RESTORE, (units.RESTORE,))):
-            if set(files) & set(self.found):
-                self.unit_gone(unit, files, "agent" if unit == units.AGENT else "units", reload=False)
-        if self.changes and any(" removed " + units.UNIT_DIR in line for line in self.changes):
+        gone = ((units.AGENT, (units.AGENT,)), (units.METRICS_TIMER, (units.METRICS_TIMER, units.METRICS)),
+                (units.RESTORE, (units.RESTORE,)))
+        removed = [self.unit_gone(unit, files, "agent" if unit == units.AGENT else "units", reload=False)
+                   for unit, files in gone if set(files) & set(self.found)]
+        if any(removed):
             self.systemctl("units", "daemon-reload")
         root, state_dir = bpffs.roots()
         if os.path.isdir(root) and not os.listdir(root):
@@ -429,18 +429,20 @@ class Host(object):
             self.systemctl(part, "stop", unit)
 
     def unit_gone(self, unit, files, part, reload=True):
-        """Stop and disable a service the host no longer wants, remove its files, reload."""
+        """Stop and disable a service the host no longer wants, remove its files, reload
+        (or, without ``reload``, leave that to the caller); whether a file was removed."""
         try:
             self.service(part, unit, enabled=False, active=False)
-            for name in files:
-                if os.path.lexists(units.path(name)):
-                    self.did(part, "removed " + units.path(name), "present", None, key=units.path(name))
-                    if not self.check:
-                        os.unlink(units.path(name))
+            present = [units.path(name) for name in files if os.path.lexists(units.path(name))]
+            for path in present:
+                self.did(part, "removed " + path, "present", None, key=path)
+                if not self.check:
+                    os.unlink(path)
             if reload:
                 self.systemctl(part, "daemon-reload")
         except OSError as e:
             raise HostError(part, str(e))
+        return bool(present)
 
     def observer(self):
         try:

@@ -76,8 +76,7 @@ import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils.files import write_atomic
-from ansible_collections.ebpf.oom.plugins.module_utils.units import held
+from ansible_collections.ebpf.oom.plugins.module_utils.units import held, put
 
 ARGUMENT_SPEC = dict(
     path=dict(type="path", default="/usr/lib/ebpf-oom/ebpf_oom_engine.zip"),
@@ -106,9 +105,7 @@ def main():
         if not os.path.isdir(os.path.dirname(path)) and not module.check_mode:
             module.fail_json(msg="path: the directory %s does not exist" % os.path.dirname(path))
         wanted = (after_sha, 0o644, 0)
-        if before != wanted and not module.check_mode:
-            write_atomic(path, data, mode=0o644)
-            os.chown(path, 0, 0)
+        put(path, data, 0o644, module.check_mode)  # written (root's, 0644) when not as wanted
     result = dict(changed=before != wanted, path=path, sha256=after_sha)
     if module._diff:
         result["diff"] = dict(before="sha256: %s\n" % (before[0] if before else None),
