@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.oom contributors
-# GNU General Public License v2.0 only (see https://spdx.org/licenses/GPL-2.0-only.html)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What build-image, vmctl and the VM test fixtures share (standard library only).
 
 The image is identified by a hash of what goes into it (package list,

@@ -97,23 +97,159 @@ policy:
 victim:
   description: The process the imagined OOM would kill now (null when none would die), with the
     rule that decided (its index and text; null for the fallback), its action, tier, points and
-    memory.
+    memory. The keys are those of each entry of RV(ranking).
   returned: always
   type: dict
+  contains:
+    pid:
+      description: The process id (in the host's pid namespace).
+      type: int
+    comm:
+      description: The process's name (C(comm), at most 15 characters).
+      type: str
+    uid:
+      description: The process's real user id.
+      type: int
+    cgroup:
+      description: The path of its cgroup (v2) from the hierarchy's root; C(?) when the cgroup went away
+        during the scan.
+      type: str
+    rss_kb:
+      description: Its resident memory, KiB.
+      type: int
+    points:
+      description: The badness points the OOM compares, in pages (C(oom_badness()) - resident pages,
+        swap and page tables, plus C(oom_score_adj) x totalpages / 1000); with the C(score_adj) backend
+        those its band's C(oom_score_adj) gives it.
+      type: int
+    oom_score_adj:
+      description: The C(oom_score_adj) the OOM would see (with the C(score_adj) backend, its band's for a
+        document previewed).
+      type: int
+    rule:
+      description: The first rule that matches the process, C(index) (from 0, in the document's
+        C(rules)) and C(text) (the rule as JSON); null when none does (the fallback decides).
+      type: dict
+      contains:
+        index:
+          description: The rule's position in the document's C(rules), from 0.
+          type: int
+        text:
+          description: The rule, as JSON with sorted keys.
+          type: str
+    action:
+      description: What the policy does with the process, C(select), C(prefer), C(protect), C(abort) or
+        C(kernel) (no rule decides, the kernel's heuristic judges it); when the policy does not act in this
+        OOM (RV(policy_acts) false), C(kernel).
+      type: str
+    tier:
+      description: The tier of a C(prefer) decision (1-1000, the lowest dies first; C(select) is 0);
+        not meaningful for the other actions.
+      type: int
+    by:
+      description: What orders the processes of one tier, C(badness) (the kernel's points) or C(rss).
+      type: str
   sample: {"pid": 5150, "comm": "batch-job", "uid": 1000, "cgroup": "/batch.slice/job.scope",
            "rss_kb": 524288, "points": 131210, "oom_score_adj": 0,
            "rule": {"index": 1, "text": "{\"action\": \"prefer\", \"match\": {\"cgroup\": \"/batch.slice\"}, \"tier\": 1}"},
            "action": "prefer", "tier": 1, "by": "badness"}
 ranking:
-  description: The first O(top) processes in the order successive OOMs would kill them.
+  description: The first O(top) processes in the order successive OOMs would kill them, the first
+    being RV(victim); empty when nobody would die now (an C(abort) rule matches a candidate, or an
+    earlier victim is still exiting).
   returned: always
   type: list
   elements: dict
+  contains:
+    pid:
+      description: The process id.
+      type: int
+    comm:
+      description: The process's name (C(comm)).
+      type: str
+    uid:
+      description: The process's real user id.
+      type: int
+    cgroup:
+      description: The path of its cgroup; C(?) when unknown.
+      type: str
+    rss_kb:
+      description: Its resident memory, KiB.
+      type: int
+    points:
+      description: The badness points the OOM compares, in pages (see RV(victim)).
+      type: int
+    oom_score_adj:
+      description: The C(oom_score_adj) the OOM would see.
+      type: int
+    rule:
+      description: The first matching rule (C(index), C(text)), null when none matches.
+      type: dict
+    action:
+      description: C(select), C(prefer), C(protect), C(abort) or C(kernel).
+      type: str
+    tier:
+      description: The tier of a C(prefer) decision, 0 for C(select).
+      type: int
+    by:
+      description: C(badness) or C(rss).
+      type: str
+  sample:
+    - {"pid": 5150, "comm": "batch-job", "uid": 1000, "cgroup": "/batch.slice/job.scope", "rss_kb": 524288,
+       "points": 131210, "oom_score_adj": 0,
+       "rule": {"index": 1, "text": "{\"action\": \"prefer\", \"match\": {\"cgroup\": \"/batch.slice\"}, \"tier\": 1}"},
+       "action": "prefer", "tier": 1, "by": "badness"}
+    - {"pid": 3312, "comm": "gunicorn", "uid": 33, "cgroup": "/web.slice/app.service", "rss_kb": 262144,
+       "points": 65620, "oom_score_adj": 0,
+       "rule": {"index": 2, "text": "{\"action\": \"prefer\", \"match\": {\"cgroup\": \"/web.slice\"}, \"tier\": 2}"},
+       "action": "prefer", "tier": 2, "by": "badness"}
 kernel_victim:
   description: What the kernel's own heuristic (the most C(oom_badness()) points) would kill
-    without the policy.
+    without the policy; null when no candidate can be killed. The keys of RV(victim); C(action) is
+    always C(kernel), C(points) and C(oom_score_adj) are the process's own, and C(rule) the rule that
+    would match it.
   returned: always
   type: dict
+  contains:
+    pid:
+      description: The process id.
+      type: int
+    comm:
+      description: The process's name (C(comm)).
+      type: str
+    uid:
+      description: The process's real user id.
+      type: int
+    cgroup:
+      description: The path of its cgroup; C(?) when unknown.
+      type: str
+    rss_kb:
+      description: Its resident memory, KiB.
+      type: int
+    points:
+      description: Its C(oom_badness()) points, in pages, with its own C(oom_score_adj).
+      type: int
+    oom_score_adj:
+      description: Its C(oom_score_adj) now.
+      type: int
+    rule:
+      description: The first rule of the policy that matches it (C(index), C(text)), null when none.
+      type: dict
+    action:
+      description: Always C(kernel).
+      type: str
+    tier:
+      description: The tier of the rule that matches it (not used by the kernel).
+      type: int
+    by:
+      description: The C(by) of the rule that matches it (not used by the kernel).
+      type: str
+  sample: {"pid": 4242, "comm": "postgres", "uid": 109,
+           "cgroup": "/system.slice/system-postgresql.slice/postgresql@15-main.service", "rss_kb": 2097152,
+           "points": 524800, "oom_score_adj": 0,
+           "rule": {"index": 0, "text": "{\"action\": \"prefer\", \"match\": {\"cgroup\": \
+             \"/system.slice/system-postgresql.slice\", \"comm\": \"postgres\"}, \"tier\": 1000}"},
+           "action": "kernel", "tier": 1000, "by": "badness"}
 no_victim:
   description: True when the policy leaves no victim (every candidate protected or unkillable);
     a warning says what the kernel does then.
@@ -137,11 +273,37 @@ counts:
     (C(oom_score_adj) -1000, reaped, in vfork) or left to the kernel's heuristic.
   returned: always
   type: dict
+  contains:
+    candidates:
+      description: The processes the OOM considers (for a memory-cgroup OOM, those in its subtree).
+      type: int
+    protected:
+      description: Candidates a C(protect) rule (or fallback) keeps from being chosen.
+      type: int
+    unkillable:
+      description: Candidates the kernel never kills (C(oom_score_adj) -1000, already reaped, in vfork).
+      type: int
+    unranked:
+      description: Candidates no rule ranks, left to the kernel's heuristic after every tier.
+      type: int
   sample: {"candidates": 41, "protected": 2, "unkillable": 3, "unranked": 33}
 oom:
   description: The OOM imagined (kind, memory cgroup, the totalpages its points use).
   returned: always
   type: dict
+  contains:
+    kind:
+      description: C(global) or C(memcg).
+      type: str
+    memcg:
+      description: The memory cgroup that reaches its limit; null for a global OOM.
+      type: str
+    totalpages:
+      description: The pages C(oom_score_adj) is a fraction of, in thousandths; RAM + swap for a global OOM,
+        the memory cgroup's limit (C(memory.max) + C(memory.swap.max) of it or its nearest limited ancestor,
+        at most RAM + swap) for a memcg OOM.
+      type: int
+  sample: {"kind": "memcg", "memcg": "/system.slice/postgresql.service", "totalpages": 524288}
 """
 
 from ansible.module_utils.basic import AnsibleModule

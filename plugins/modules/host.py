@@ -295,15 +295,21 @@ changes:
   elements: str
   sample: ["purge: batch: removed", "agent: systemctl disable ebpf-oom-agent.service"]
 policies:
-  description: Per listed policy, what its apply did (C(action), and the C(backend) of a document).
+  description: Per listed policy (the keys are the policies' names), what its apply did, C(action) (as
+    RV(ebpf.oom.policy#module:action), C(removed) or C(absent) for an entry with C(state=absent)), the
+    C(backend) of a document, and C(msg) why an entry was skipped (O(on_unsupported=skip)).
   returned: always
   type: dict
-  sample: {"database": {"action": "unchanged", "backend": "evaluate_task"}}
+  sample: {"database": {"action": "unchanged", "backend": "evaluate_task"},
+           "pid_first": {"action": "skipped", "msg": "kernel 6.1.0-28-amd64 lacks bpf_oom_evaluate_task
+             in its BTF: it is not a kernel with the OOM policy hook"}}
 lint:
-  description: Lint findings per policy document (warnings unless the entry has C(strict)).
+  description: Lint findings per policy document, a list of findings under each name, only for the documents that have any
+    (warnings unless the entry has C(strict)).
   returned: always
   type: dict
-  sample: {}
+  sample: {"keep-all": ["fallback: protect: every task gets BPF_EVAL_NEXT in a global OOM in which no task matches
+    a prefer or select rule: ..."]}
 switched_off:
   description: The off marker's text while the host is switched off (by O(enabled=false) or by hand), else null.
   returned: always

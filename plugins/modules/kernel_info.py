@@ -76,6 +76,16 @@ hook:
   description: Presence of each hook symbol in the kernel's BTF.
   returned: always
   type: dict
+  contains:
+    bpf_oom_evaluate_task:
+      description: The hook a policy's C(fmod_ret) program attaches to.
+      type: bool
+    bpf_set_policy_name:
+      description: The function a policy's C(fentry) program attaches to, to name itself in the OOM report.
+      type: bool
+    set_oom_policy_name:
+      description: The kfunc that sets the name.
+      type: bool
   sample: {"bpf_oom_evaluate_task": true, "bpf_set_policy_name": true, "set_oom_policy_name": true}
 policy_name_supported:
   description: Whether a policy can name itself in OOM reports (C(bpf_set_policy_name) and C(set_oom_policy_name)).
@@ -86,6 +96,10 @@ struct_ops:
   description: Presence of the upstream-track C(bpf_oom_ops) struct_ops (report only).
   returned: always
   type: dict
+  contains:
+    bpf_oom_ops:
+      description: Whether the kernel's BTF has C(struct bpf_oom_ops).
+      type: bool
   sample: {"bpf_oom_ops": false}
 bpffs_mounted:
   description: Whether bpffs is mounted at C(/sys/fs/bpf).
@@ -111,6 +125,13 @@ clang:
   description: The clang the compile module would use (path, version), null when none.
   returned: always
   type: dict
+  contains:
+    path:
+      description: Its path.
+      type: str
+    version:
+      description: Its version (from C(clang --version)).
+      type: str
   sample: {"path": "/usr/bin/clang-16", "version": "16.0.6"}
 libbpf_version:
   description: Version of the system's libbpf (C(libbpf.so.1)), null when it cannot be loaded.
@@ -166,13 +187,67 @@ status:
     0.2.0, 2026-12-06T15:37:50+00:00)", "observer": "yes", "agent": "no", "off": "no", "version": "0.2.0",
     "last kill": "-"}
 policies:
-  description: The loaded policies' records (name, object_sha256, source_sha256, collection_version,
-    policy_name, loaded_at, globals, maps, programs); the record of a policy document also has the C(document)
-    and the C(backend) that enforces it (C(evaluate_task) or C(score_adj)).
+  description: The records of the loaded policies and of the observer (name, object_sha256, source_sha256,
+    collection_version, policy_name, loaded_at, globals, maps, programs, pinned_maps), as
+    RV(ebpf.oom.policy#module:record) describes them; the record of a policy document also has the C(document)
+    and the C(backend) that enforces it (C(evaluate_task) or C(score_adj)). A bpffs directory without a
+    readable record (an apply killed before it pinned one) is listed as C({name, problem}).
   returned: when O(policies=true)
   type: list
   elements: dict
-  sample: [{"name": "protect_db", "object_sha256": "c0af8b60...", "policy_name": "protect_db"}]
+  contains:
+    name:
+      description: The policy's name (its bpffs directory); C(observer) for the OOM observer.
+      type: str
+    object_sha256:
+      description: The sha256 of the object loaded.
+      type: str
+    source_sha256:
+      description: The sha256 of its C source, embedded in the object (empty when not).
+      type: str
+    collection_version:
+      description: The version of the collection that loaded it.
+      type: str
+    policy_name:
+      description: The name the OOM report gives the policy (C(policy_name=)); null for the observer.
+      type: str
+    loaded_at:
+      description: When it was loaded, ISO 8601 UTC.
+      type: str
+    globals:
+      description: The C(const volatile) globals set before load.
+      type: dict
+    maps:
+      description: The managed map entries, per map a list of C([key_hex, value_hex]) pairs.
+      type: dict
+    programs:
+      description: Each program with its link, C({name, section, prog_type, attach_type, target, prog_id, tag,
+        link_id, pin}).
+      type: list
+      elements: dict
+    pinned_maps:
+      description: The pinned maps, C({name, type, map_id, pin}).
+      type: list
+      elements: dict
+    document:
+      description: The policy document (absent for C policies and the observer).
+      type: dict
+    backend:
+      description: The backend that enforces a document, C(evaluate_task) or C(score_adj) (absent for C policies
+        and the observer).
+      type: str
+    problem:
+      description: Only for a directory without a readable record, what is wrong and what to do.
+      type: str
+  sample: [{"name": "pid_first", "object_sha256": "c63f94cec56b62281578ad9359fbfc44f1e40d3a43299ed98c2bc4f6e1fc16e9",
+            "source_sha256": "a2e4d9732b168f67f6ea5663476cb7a7328b1d07a4028c3aca7c792bac396106",
+            "collection_version": "0.2.0", "policy_name": "pid_first", "loaded_at": "2026-12-06T15:37:50+00:00",
+            "globals": {"target_pid": 4242}, "maps": {},
+            "programs": [{"name": "select_target", "section": "fmod_ret/bpf_oom_evaluate_task",
+                          "prog_type": "tracing", "attach_type": "modify_return", "target": "bpf_oom_evaluate_task",
+                          "prog_id": 812, "tag": "4f1d5c8e2a7b9c03", "link_id": 57,
+                          "pin": "/sys/fs/bpf/ebpf_oom/pid_first/link_select_target"}],
+            "pinned_maps": []}]
 """
 
 from ansible.module_utils.basic import AnsibleModule

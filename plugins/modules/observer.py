@@ -105,10 +105,56 @@ object_sha256:
   type: str
   sample: 20443aae968fb031ac4b240311492b83f57dce4d6917ce5223bf6229460ebc72
 record:
-  description: The observer's record (programs, links, pinned maps).
+  description: The observer's record (programs, links, pinned maps), as M(ebpf.oom.policy) keeps a policy's
+    (RV(ebpf.oom.policy#module:record)), under the name C(observer).
   returned: when O(state=present)
   type: dict
-  sample: {"name": "observer", "programs": [{"section": "tp_btf/mark_victim"}]}
+  contains:
+    name:
+      description: Always C(observer) (its bpffs directory).
+      type: str
+    object_sha256:
+      description: The sha256 of the build that runs (RV(object_sha256)).
+      type: str
+    source_sha256:
+      description: The sha256 of the source the build was compiled from, embedded in the object.
+      type: str
+    collection_version:
+      description: The version of the collection that loaded it.
+      type: str
+    policy_name:
+      description: Null (the observer is not a policy).
+      type: str
+    loaded_at:
+      description: When it was loaded, ISO 8601 UTC (null in check mode).
+      type: str
+    globals:
+      description: Empty.
+      type: dict
+    maps:
+      description: Empty (the collection writes no entry into its maps; the program fills them).
+      type: dict
+    programs:
+      description: Its program, C(observe_victim) on the C(mark_victim) tracepoint (C({name, section, prog_type,
+        attach_type, target, prog_id, tag, link_id, pin}), as in RV(ebpf.oom.policy#module:record)).
+      type: list
+      elements: dict
+    pinned_maps:
+      description: Its maps C(victims) (the last victims) and C(stats) (the kill count), C({name, type, map_id, pin}).
+      type: list
+      elements: dict
+  sample: {"name": "observer", "object_sha256": "20443aae968fb031ac4b240311492b83f57dce4d6917ce5223bf6229460ebc72",
+           "source_sha256": "a969dc773492d033cdc3644e7761fa131c2645fe86dc25186e03cf684ce03662",
+           "collection_version": "0.2.0", "policy_name": null, "loaded_at": "2026-12-06T15:37:48+00:00",
+           "globals": {}, "maps": {},
+           "programs": [{"name": "observe_victim", "section": "tp_btf/mark_victim", "prog_type": "tracing",
+                         "attach_type": "trace_raw_tp", "target": "mark_victim", "prog_id": 805,
+                         "tag": "b7c2d1e09a4f3568", "link_id": 52,
+                         "pin": "/sys/fs/bpf/ebpf_oom/observer/link_observe_victim"}],
+           "pinned_maps": [{"name": "victims", "type": "array", "map_id": 1210,
+                            "pin": "/sys/fs/bpf/ebpf_oom/observer/map_victims"},
+                           {"name": "stats", "type": "array", "map_id": 1211,
+                            "pin": "/sys/fs/bpf/ebpf_oom/observer/map_stats"}]}
 log_tail:
   description: The verifier's last lines when no build loads.
   returned: failure

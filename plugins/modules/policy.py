@@ -71,7 +71,9 @@ options:
   strict:
     description:
       - Fail, rather than warn, when the document's lint finds a problem (a global-scope policy that
-        can leave a global OOM without a victim, which panics the kernel). Only with O(policy).
+        can leave a global OOM without a victim; the project's hook kernel then ignores the policy for
+        that OOM and lets its own heuristic choose, a kernel without that safety net panics). Only
+        with O(policy).
     type: bool
     default: false
   state:
@@ -197,16 +199,110 @@ action:
   type: str
   sample: created
 record:
-  description: The policy's record after the change (name, object_sha256, source_sha256,
-    collection_version, policy_name, loaded_at, globals, maps, programs).
+  description: The policy's record after the change, as pinned in C(/sys/fs/bpf/ebpf_oom/<name>/record) and
+    kept for the boot restore (in check mode, before the load, without ids and with C(loaded_at) null).
   returned: when O(state=present) and not skipped
   type: dict
-  sample: {"name": "select_pid", "object_sha256": "c0af8b60...", "programs": []}
+  contains:
+    name:
+      description: The policy's name (its bpffs directory).
+      type: str
+    object_sha256:
+      description: The sha256 of the object loaded.
+      type: str
+    source_sha256:
+      description: The sha256 of the C source the object was compiled from (embedded by M(ebpf.oom.compile)),
+        empty when the object does not carry it.
+      type: str
+    collection_version:
+      description: The version of the collection that loaded it.
+      type: str
+    policy_name:
+      description: The policy name embedded in the object (what the OOM report's C(policy_name=) says),
+        null when it has none.
+      type: str
+    loaded_at:
+      description: When the programs were loaded, ISO 8601 UTC.
+      type: str
+    globals:
+      description: The C(const volatile) globals set before load (O(globals), or those a document renders to).
+      type: dict
+    maps:
+      description: The managed map entries, per map a list of C([key_hex, value_hex]) pairs.
+      type: dict
+    programs:
+      description: Each program, as attached.
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: The program's name (its C function).
+          type: str
+        section:
+          description: Its ELF section, which says how it attaches.
+          type: str
+        prog_type:
+          description: The kernel's program type (C(tracing) for C(fmod_ret), C(fentry) and C(tp_btf)).
+          type: str
+        attach_type:
+          description: The link's attach type (C(modify_return), C(trace_fentry), C(trace_raw_tp), ...).
+          type: str
+        target:
+          description: The kernel function or tracepoint it is attached to.
+          type: str
+        prog_id:
+          description: The kernel's id of the program.
+          type: int
+        tag:
+          description: The program's tag (a hash of its instructions), as C(bpftool prog show) prints it.
+          type: str
+        link_id:
+          description: The kernel's id of its link.
+          type: int
+        pin:
+          description: Where the link is pinned.
+          type: str
+    pinned_maps:
+      description: The object's own maps (not C(.rodata) and the like), C({name, type, map_id, pin}).
+      type: list
+      elements: dict
+    document:
+      description: With O(policy), the document, which the boot restore renders again.
+      type: dict
+    backend:
+      description: With O(policy), the backend that enforces it.
+      type: str
+    token:
+      description: For the generic program, the number of this load, which the hand-over to a new
+        load checks.
+      type: int
+  sample: {"name": "pid_first", "object_sha256": "c63f94cec56b62281578ad9359fbfc44f1e40d3a43299ed98c2bc4f6e1fc16e9",
+           "source_sha256": "a2e4d9732b168f67f6ea5663476cb7a7328b1d07a4028c3aca7c792bac396106",
+           "collection_version": "0.2.0", "policy_name": "pid_first", "loaded_at": "2026-12-06T15:37:50+00:00",
+           "globals": {"target_pid": 4242}, "maps": {},
+           "programs": [{"name": "select_target", "section": "fmod_ret/bpf_oom_evaluate_task", "prog_type": "tracing",
+                         "attach_type": "modify_return", "target": "bpf_oom_evaluate_task", "prog_id": 812,
+                         "tag": "4f1d5c8e2a7b9c03", "link_id": 57,
+                         "pin": "/sys/fs/bpf/ebpf_oom/pid_first/link_select_target"}],
+           "pinned_maps": []}
 map_changes:
   description: Map entries written, C({map, key, before, after}) as hex strings.
   returned: when O(state=present) and not skipped
   type: list
   elements: dict
+  contains:
+    map:
+      description: The map's name.
+      type: str
+    key:
+      description: The key, as hex bytes in memory order.
+      type: str
+    before:
+      description: The value before, as hex bytes; null when the key was not there.
+      type: str
+    after:
+      description: The value written, as hex bytes; null when the key was removed.
+      type: str
   sample: [{"map": "protected", "key": "d2040000", "before": null, "after": "01000000"}]
 missing:
   description: Kernel symbols the object needs and the kernel lacks.
@@ -225,8 +321,31 @@ score_adj:
     what the kernel refused, and whether the agent runs.
   returned: when the score_adj backend applied the policy
   type: dict
+  contains:
+    bands:
+      description: Each class of processes with the C(oom_score_adj) it gets, the first to die first
+        (C(select), C(tier N), C(no rule matches) or the fallback's tier at 0; C(protect) is -1000 and not listed).
+      type: list
+      elements: dict
+    gap:
+      description: The smallest difference between two adjacent bands (null with one band).
+      type: int
+    written:
+      description: How many processes this task gave their band's value (none in check mode).
+      type: int
+    errors:
+      description: The values the kernel refused to write, and a ledger that had to be set aside.
+      type: list
+      elements: str
+    agent:
+      description: Whether the agent (C(ebpf-oom agent)) runs, which gives the processes that start later their value.
+      type: bool
+    credentials:
+      description: Whether the program that follows uid changes (C(fexit/commit_creds)) is attached; without it a
+        process whose uid changes gets its value at the agent's next sweep.
+      type: bool
   sample: {"bands": [{"class": "tier 1", "oom_score_adj": 1000}, {"class": "no rule matches",
-    "oom_score_adj": 0}], "gap": 1000, "written": 2, "errors": [], "agent": true}
+    "oom_score_adj": 0}], "gap": 1000, "written": 2, "errors": [], "agent": true, "credentials": true}
 restored:
   description: With O(state=absent) of a C(score_adj) policy, how many values written over were put back.
   returned: when a score_adj policy is removed

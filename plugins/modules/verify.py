@@ -70,11 +70,94 @@ policies:
     target, program ids and tags, metadata); for a declarative policy also its C(backend) and
     C(cgroups), each rule path with the id of the cgroup it matches now (empty when none); for a
     C(score_adj) policy C(score_adj) (C(agent), whether it runs, and C(mismatches), the matched
-    processes that do not carry their band's value).
+    processes that do not carry their band's value). A policy whose record cannot be read has its C(name) only.
   returned: always
   type: list
   elements: dict
-  sample: [{"name": "batch", "policy_name": "batch", "cgroups": {"/batch.slice": [3140]}}]
+  contains:
+    name:
+      description: The policy's name (C(observer) for the OOM observer).
+      type: str
+    object_sha256:
+      description: The sha256 of the object its record names.
+      type: str
+    source_sha256:
+      description: The sha256 of the C source its record names.
+      type: str
+    collection_version:
+      description: The version of the collection that loaded it.
+      type: str
+    policy_name:
+      description: The policy name its record names.
+      type: str
+    loaded_at:
+      description: When it was loaded, ISO 8601 UTC.
+      type: str
+    globals:
+      description: The globals set before load.
+      type: dict
+    programs:
+      description: Each recorded program as the kernel runs it.
+      type: list
+      elements: dict
+      contains:
+        name:
+          description: The program's name.
+          type: str
+        section:
+          description: Its ELF section.
+          type: str
+        attach_type:
+          description: The recorded attach type.
+          type: str
+        target:
+          description: The recorded attach target.
+          type: str
+        prog_id:
+          description: The recorded program id.
+          type: int
+        tag:
+          description: The recorded program tag.
+          type: str
+        link_id:
+          description: The recorded link id.
+          type: int
+        pin:
+          description: Where its link is pinned.
+          type: str
+        attached:
+          description: Whether the pinned link is alive, on the recorded target, running the recorded program.
+          type: bool
+        metadata:
+          description: The C(bpf_metadata_) variables of the program the link runs, without that prefix
+            (C(ebpf_oom_src_sha256), C(ebpf_oom_version), C(ebpf_oom_policy)); absent when the program cannot be read.
+          type: dict
+    maps:
+      description: The pinned maps its record names, C({name, type, map_id, pin}).
+      type: list
+      elements: dict
+    backend:
+      description: A declarative policy's backend, C(evaluate_task) or C(score_adj).
+      type: str
+    cgroups:
+      description: A declarative policy's cgroup rule paths, each with the ids of the cgroups it matches now.
+      type: dict
+    score_adj:
+      description: A C(score_adj) policy's C(agent) (whether it runs) and C(mismatches) (C({pid, comm, rule,
+        oom_score_adj, carries}) of each matched process whose value is not its band's).
+      type: dict
+  sample: [{"name": "batch", "object_sha256": "0ddcb9cc41fbdcfcf51feef2b760327dbdb50e27549868e8051f18eeb917086f",
+            "source_sha256": "01170a60f30de66a133ca46e753669b315498ed4acea5523a1cd86a7dd6f1d3b",
+            "collection_version": "0.2.0", "policy_name": "batch", "loaded_at": "2026-12-06T15:37:50+00:00",
+            "globals": {"bpf_metadata_ebpf_oom_policy": "batch"},
+            "programs": [{"name": "ebpf_oom_eval", "section": "fmod_ret/bpf_oom_evaluate_task",
+                          "attach_type": "modify_return", "target": "bpf_oom_evaluate_task", "prog_id": 931,
+                          "tag": "a1b2c3d4e5f60718", "link_id": 88, "pin": "/sys/fs/bpf/ebpf_oom/batch/link_ebpf_oom_eval",
+                          "attached": true,
+                          "metadata": {"ebpf_oom_src_sha256": "01170a60f30de66a133ca46e753669b315498ed4acea5523a1cd86a7dd6f1d3b",
+                                       "ebpf_oom_version": "0.2.0", "ebpf_oom_policy": "batch"}}],
+            "maps": [{"name": "oom_rules", "type": "array", "map_id": 1402, "pin": "/sys/fs/bpf/ebpf_oom/batch/map_oom_rules"}],
+            "backend": "evaluate_task", "cgroups": {"/batch.slice": [3140]}}]
 problems:
   description: Every discrepancy found (the task fails when there is any).
   returned: always

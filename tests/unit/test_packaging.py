@@ -60,6 +60,66 @@ def test_collection_builds_with_the_files_the_modules_need(installed):
     assert not [n for n in names if "__pycache__" in n or n.endswith(".o") or (n + "/").startswith(unshipped)]
 
 
+# What users of the installed collection read or run (the kernel patch and its description
+# are what docs/hook-kernel.md builds a kernel from), and what only the project's tests,
+# benchmarks and CI use, from a checkout.
+SHIPPED_DIRS = ("roles", "plugins", "bpf", "schemas", "LICENSES", "monitoring", "docs", "playbooks", "meta")
+SHIPPED_FILES = ("COPYING", "LICENSES/GPL-3.0-or-later.txt", "LICENSES/GPL-2.0-only.txt",
+                 "bpf/generic.bpf.c", "bpf/observer.bpf.c", "bpf/examples/select_target.bpf.c",
+                 "molecule/kernel/oom-hook.patch", "molecule/kernel/config.fragment",
+                 "molecule/kernel/README.md")
+SHIPPED_UNDER_MOLECULE = ("molecule", "molecule/kernel") + SHIPPED_FILES[-3:]
+UNSHIPPED_DIRS = ("molecule", "tests", "benchmarks", "bpf/bench", "bpf/testing", ".ci", ".hypothesis",
+                  ".pytest_cache", ".ansible")
+
+
+def test_tarball_holds_what_users_need_and_not_the_test_suite(installed):
+    """build_ignore in galaxy.yml: the collection's content, licences and the kernel patch
+    are in the tarball; Molecule, the VM and host tests, the benchmarks, CI and caches are not."""
+    tarball, _collections = installed
+    with tarfile.open(str(tarball)) as tar:
+        names = set(n.rstrip("/") for n in tar.getnames())
+    for top in SHIPPED_DIRS:
+        assert [n for n in names if n.startswith(top + "/")], "%s/ is not in the tarball" % top
+    for shipped in SHIPPED_FILES:
+        assert shipped in names, shipped
+    assert "tests/vm" not in names and not [n for n in names if n.startswith("tests/")]
+    unshipped = [n for n in names if any(n == d or n.startswith(d + "/") for d in UNSHIPPED_DIRS)
+                 and n not in SHIPPED_UNDER_MOLECULE]
+    assert unshipped == []
+    assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n.split("/")]
+
+
+def test_galaxy_yml_declares_both_licences_with_their_texts(installed):
+    """The Python/Ansible content is GPL-3.0-or-later, the BPF C GPL-2.0-only: both SPDX ids
+    in galaxy.yml (no license_file beside them), each text in LICENSES/, and an SPDX header
+    on every file under bpf/ naming GPL-2.0-only."""
+    tarball, _collections = installed
+    with tarfile.open(str(tarball)) as tar:
+        manifest = json.load(tar.extractfile("MANIFEST.json"))
+    info = manifest["collection_info"]
+    assert info["license"] == ["GPL-3.0-or-later", "GPL-2.0-only"]
+    assert info["license_file"] is None
+    for spdx in info["license"]:
+        assert os.path.isfile(os.path.join(REPO, "LICENSES", spdx + ".txt"))
+    with open(os.path.join(REPO, "COPYING"), "rb") as f, \
+            open(os.path.join(REPO, "LICENSES", "GPL-3.0-or-later.txt"), "rb") as g:
+        assert f.read() == g.read()
+    unmarked = []
+    for top, _dirs, files in os.walk(os.path.join(REPO, "bpf")):
+        for name in files:
+            if name.endswith((".c", ".h")):
+                path = os.path.join(top, name)
+                with open(path) as f:
+                    first = f.readline()
+                if "SPDX-License-Identifier: GPL-2.0-only" not in first:
+                    unmarked.append(os.path.relpath(path, REPO))
+    assert unmarked == []
+    for role in ROLES:
+        with open(os.path.join(REPO, "roles", role, "meta", "main.yml")) as f:
+            assert yaml.safe_load(f)["galaxy_info"]["license"] == "GPL-3.0-or-later", role
+
+
 def test_installed_collection_reports_its_version(installed):
     _tarball, collections = installed
     with open(os.path.join(str(collections), "ansible_collections", "ebpf", "oom", "MANIFEST.json")) as f:
