@@ -7,7 +7,8 @@ score_adj and the agent (ebpf-oom-agent.service) is active and enabled. Its rule
 naming the lab's cgroups the way its defaults name a preemptible job's slice and a job
 agent's unit, steer a real memory cgroup OOM: the job dies, though a task no rule matches
 and the agent-tier task are larger; the agent-tier task, the largest, is spared. The
-stock kernel's report names no policy.
+stock kernel's report names no policy. playbooks/status.yml shows the guest on score_adj
+with its agent, the row `ebpf-oom status` prints on the guest.
 
 Then the uninstall of docs/operations.md, as written (bpf_oom_state: absent): it stops
 the agent after the policies are gone, disables it and removes its unit; the values it
@@ -19,11 +20,10 @@ Molecule scenario stock_kernel shows.)
 import pytest
 
 from lab import adj, killed_by, spec, task
-from vmharness import documented_play, play, result_of
+from vmharness import UNINSTALL, documented_play, fleet_status, leftovers, play, result_of
 
 AGENT_UNIT = "ebpf-oom-agent.service"
 RESTORE_UNIT = "ebpf-oom-restore.service"
-UNINSTALL = "Remove ebpf.oom from the hosts"
 STOCK = None  # a stock kernel's OOM report names no policy
 POLICY = "batch"  # batch_worker_policy_name's default
 
@@ -40,13 +40,6 @@ BATCH_WORKER = {"name": "converge", "ansible.builtin.include_role": {"name": "eb
                 "vars": {"bpf_oom_install_packages": False, "bpf_oom_metrics": True,
                          "batch_worker_extra_rules": EXTRA_RULES}}
 
-# What the role puts on a host that the uninstall must take away. (The guest image has a
-# unit of its own named ebpf-oom-*: the tests' SSH host keys.)
-UNITS = [AGENT_UNIT, RESTORE_UNIT, "ebpf-oom-metrics.timer", "ebpf-oom-metrics.service"]
-PATHS = ["/etc/systemd/system/" + unit for unit in UNITS] + [
-    "/usr/lib/ebpf-oom", "/var/lib/ebpf-oom", "/var/cache/ebpf-oom", "/run/ebpf-oom",
-    "/var/lib/prometheus/node-exporter/ebpf_oom.prom"]
-
 CONVERGE = "Converge the host"  # the role's one ebpf.oom.host task
 
 
@@ -60,22 +53,6 @@ def unit_state(guest, unit=AGENT_UNIT):
 
 def values(guest, scene, *names):
     return [adj(guest, scene.pids[name]) for name in names]
-
-
-def existing(guest, paths):
-    done = guest.ssh(["ls", "-d", "--"] + paths, check=False)
-    return done.stdout.split()
-
-
-def leftovers(guest):
-    """The role's units systemd still knows, its paths still there, and what is still
-    pinned under the collection's bpffs directory."""
-    units = guest.ssh(["systemctl", "list-units", "--all", "--plain", "--no-legend"] + UNITS,
-                      check=False).stdout.split("\n")
-    files = guest.ssh(["systemctl", "list-unit-files", "--no-legend"] + UNITS,
-                      check=False).stdout.split("\n")
-    pinned = guest.ssh(["ls", "-A", "/sys/fs/bpf/ebpf_oom"], check=False).stdout.split()
-    return [line for line in units + files if line.strip()], existing(guest, PATHS), pinned
 
 
 def undo(guest, tmp_path):
@@ -115,7 +92,8 @@ def converged(stock_vm, scene, tmp_path_factory):
         stock_vm.ssh(["systemctl", "start", RESTORE_UNIT])
         yield dict(tmp=tmp, before=before, checked=checked, after_check=after_check,
                    converge=converge, agent=unit_state(stock_vm),
-                   steered=values(stock_vm, scene, "job", "other", "agentd"))
+                   steered=values(stock_vm, scene, "job", "other", "agentd"),
+                   status=fleet_status(stock_vm, tmp))
     finally:
         undo(stock_vm, tmp)
 
@@ -156,6 +134,13 @@ def test_batch_worker_on_the_stock_guest_runs_the_agent_enabled(converged):
     assert converged["agent"] == ("loaded", "active", "enabled"), converged["agent"]
     # job: tier 1 (+1000); other: the fallback tier 500 (0); agentd: tier 1000 (-999)
     assert converged["steered"] == [1000, 0, -999], converged["steered"]
+
+
+def test_the_status_playbook_shows_the_stock_guest_on_score_adj_with_its_agent(converged):
+    row, shown = converged["status"]  # the same row as `ebpf-oom status` on the guest
+    assert (row["backend"], row["agent"], row["off"]) == ("score_adj", "yes", "no"), row
+    assert row["policies"].startswith("%s (score_adj, " % POLICY), row
+    assert "| %s | score_adj | %s (" % (row["kernel"], POLICY) in shown, shown
 
 
 @pytest.mark.timeout(1200)

@@ -1,5 +1,6 @@
 """Helpers behind tests/vm/conftest.py's fixtures: vmctl, Guest, Fleet, run_playbook."""
 
+import datetime
 import importlib.util
 import itertools
 import json
@@ -302,3 +303,56 @@ def documented_play(name):
               "vars": r.get("vars", {})} for r in found[0].get("roles", [])]
     return (found[0].get("pre_tasks", []) + roles + found[0].get("tasks", [])
             + found[0].get("post_tasks", []))
+
+
+# ---------------------------------------------------------------- the uninstall
+
+UNINSTALL = "Remove ebpf.oom from the hosts"  # its play in docs/operations.md
+
+# What the role puts on a host that the uninstall must take away. (The guest image has a
+# unit of its own named ebpf-oom-*: the tests' SSH host keys.)
+ROLE_UNITS = ["ebpf-oom-agent.service", "ebpf-oom-restore.service", "ebpf-oom-metrics.timer",
+              "ebpf-oom-metrics.service"]
+ROLE_PATHS = ["/etc/systemd/system/" + unit for unit in ROLE_UNITS] + [
+    "/usr/lib/ebpf-oom", "/usr/local/sbin/ebpf-oom", "/var/lib/ebpf-oom", "/var/cache/ebpf-oom",
+    "/run/ebpf-oom", "/var/lib/prometheus/node-exporter/ebpf_oom.prom"]
+
+
+def leftovers(guest):
+    """What of the role is on the guest: its units systemd knows (loaded or as files),
+    its paths, and what is pinned under the collection's bpffs directory."""
+    units = guest.ssh(["systemctl", "list-units", "--all", "--plain", "--no-legend"] + ROLE_UNITS,
+                      check=False).stdout.split("\n")
+    files = guest.ssh(["systemctl", "list-unit-files", "--no-legend"] + ROLE_UNITS,
+                      check=False).stdout.split("\n")
+    paths = guest.ssh(["ls", "-d", "--"] + ROLE_PATHS, check=False).stdout.split()
+    pinned = guest.ssh(["ls", "-A", "/sys/fs/bpf/ebpf_oom"], check=False).stdout.split()
+    return [line for line in units + files if line.strip()], paths, pinned
+
+
+# ---------------------------------------------------------------- the fleet status
+
+STATUS = os.path.join(REPO, "playbooks", "status.yml")
+
+
+def fleet_status(guest, tmp_path, on_host=True):
+    """playbooks/status.yml over the guest: (its row, as -e status_json writes it; the
+    table it prints). on_host (where the role put `ebpf-oom` on root's PATH): checks that
+    the row is the one `ebpf-oom status --json` gives on the guest, but for the second of
+    the last kill: its wall time is worked out from the boot clock at each read, and may
+    cross a second between the two."""
+    table = os.path.join(str(tmp_path), "status.json")
+    shown = run_playbook(STATUS, guest.inventory(tmp_path), extra_vars={"status_json": table})
+    with open(table) as handle:
+        [(host, row)] = json.load(handle).items()
+    assert host == guest.name, host
+    if not on_host:
+        return row, shown.stdout
+    on_host = json.loads(guest.ssh(["ebpf-oom", "status", "--json"]).stdout)
+    mine = dict(row)
+    when, when_on_host = mine.pop("last kill").split(" ", 1), on_host.pop("last kill").split(" ", 1)
+    assert mine == on_host and when[1:] == when_on_host[1:], (row, on_host)
+    if when[0] != "-":
+        stamps = [datetime.datetime.strptime(w[0], "%Y-%m-%dT%H:%M:%S") for w in (when, when_on_host)]
+        assert abs((stamps[0] - stamps[1]).total_seconds()) <= 1, stamps
+    return row, shown.stdout
