@@ -100,7 +100,7 @@ victim:
     memory. The keys are those of each entry of RV(ranking).
   returned: always
   type: dict
-  contains:
+  contains: &candidate
     pid:
       description: The process id (in the host's pid namespace).
       type: int
@@ -160,40 +160,7 @@ ranking:
   returned: always
   type: list
   elements: dict
-  contains:
-    pid:
-      description: The process id.
-      type: int
-    comm:
-      description: The process's name (C(comm)).
-      type: str
-    uid:
-      description: The process's real user id.
-      type: int
-    cgroup:
-      description: The path of its cgroup; C(?) when unknown.
-      type: str
-    rss_kb:
-      description: Its resident memory, KiB.
-      type: int
-    points:
-      description: The badness points the OOM compares, in pages (see RV(victim)).
-      type: int
-    oom_score_adj:
-      description: The C(oom_score_adj) the OOM would see.
-      type: int
-    rule:
-      description: The first matching rule (C(index), C(text)), null when none matches.
-      type: dict
-    action:
-      description: C(select), C(prefer), C(protect), C(abort) or C(kernel).
-      type: str
-    tier:
-      description: The tier of a C(prefer) decision, 0 for C(select).
-      type: int
-    by:
-      description: C(badness) or C(rss).
-      type: str
+  contains: *candidate
   sample:
     - {"pid": 5150, "comm": "batch-job", "uid": 1000, "cgroup": "/batch.slice/job.scope", "rss_kb": 524288,
        "points": 131210, "oom_score_adj": 0,
@@ -210,40 +177,7 @@ kernel_victim:
     would match it.
   returned: always
   type: dict
-  contains:
-    pid:
-      description: The process id.
-      type: int
-    comm:
-      description: The process's name (C(comm)).
-      type: str
-    uid:
-      description: The process's real user id.
-      type: int
-    cgroup:
-      description: The path of its cgroup; C(?) when unknown.
-      type: str
-    rss_kb:
-      description: Its resident memory, KiB.
-      type: int
-    points:
-      description: Its C(oom_badness()) points, in pages, with its own C(oom_score_adj).
-      type: int
-    oom_score_adj:
-      description: Its C(oom_score_adj) now.
-      type: int
-    rule:
-      description: The first rule of the policy that matches it (C(index), C(text)), null when none.
-      type: dict
-    action:
-      description: Always C(kernel).
-      type: str
-    tier:
-      description: The tier of the rule that matches it (not used by the kernel).
-      type: int
-    by:
-      description: The C(by) of the rule that matches it (not used by the kernel).
-      type: str
+  contains: *candidate
   sample: {"pid": 4242, "comm": "postgres", "uid": 109,
            "cgroup": "/system.slice/system-postgresql.slice/postgresql@15-main.service", "rss_kb": 2097152,
            "points": 524800, "oom_score_adj": 0,
