@@ -259,8 +259,9 @@ def churn(generic, cgroup, headroom_mib, rounds, first, second, *specs):
     engine's hook backend, then SECOND and FIRST in turn, ROUNDS applies, in a process
     of its own (`applies`: a holder forked here must not inherit the bpffs lock), while
     OOMs are pushed into CGROUP one after another; a holder killed is started again.
-    The answer: each OOM's kills [[pid, comm, policy]], the actions of the applies, and
-    the holders' pids at the end. Removes the policy at the end."""
+    The answer: each OOM's kills [[pid, comm, policy]] (and the kernel's lines of a push
+    that killed more than one), the actions of the applies, and the holders' pids at the
+    end. Removes the policy at the end."""
     _backends, _bpffs, _cgrouprules, loader = policy_engine()
     out = {"ooms": []}
     state = holders(cgroup, specs)
@@ -277,6 +278,8 @@ def churn(generic, cgroup, headroom_mib, rounds, first, second, *specs):
                 report = pushed(cgroup, [])
                 out["ooms"].append([[pid, comm, found["policy"]] for found in report["reports"]
                                     for pid, comm in found["kills"]])
+                if len(out["ooms"][-1]) > 1:  # the kernel's lines, for the failure's message
+                    out.setdefault("kmsg_of_extra_kills", []).append(report["kmsg"])
                 dead = [name for name, (pid, _start) in state["pids"].items()
                         if pid in report["gone"]]
                 oomlab.start_tasks(state, dead)
