@@ -348,10 +348,10 @@ def fleet_status(guest, tmp_path, on_host=True):
     assert host == guest.name, host
     if not on_host:
         return row, shown.stdout
-    on_host = json.loads(guest.ssh(["ebpf-oom", "status", "--json"]).stdout)
+    host_row = json.loads(guest.ssh(["ebpf-oom", "status", "--json"]).stdout)
     mine = dict(row)
-    when, when_on_host = mine.pop("last kill").split(" ", 1), on_host.pop("last kill").split(" ", 1)
-    assert mine == on_host and when[1:] == when_on_host[1:], (row, on_host)
+    when, when_on_host = mine.pop("last kill").split(" ", 1), host_row.pop("last kill").split(" ", 1)
+    assert mine == host_row and when[1:] == when_on_host[1:], (row, host_row)
     if when[0] != "-":
         stamps = [datetime.datetime.strptime(w[0], "%Y-%m-%dT%H:%M:%S") for w in (when, when_on_host)]
         assert abs((stamps[0] - stamps[1]).total_seconds()) <= 1, stamps
