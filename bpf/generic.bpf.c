@@ -125,11 +125,210 @@ static __always_inline bool chosen_is_origin(struct oom_control *oc)
 	return chosen && (unsigned long)chosen != -1UL && chosen->signal->oom_flag_origin;
 }
 
+/* Shadow mode (generic.h): the mode, the OOM judged in shadow, the verdicts. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} oom_mode SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ebpf_oom_shadow_scan);
+} oom_shadow_scan SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, EBPF_OOM_VERDICTS);
+	__type(key, __u32);
+	__type(value, struct ebpf_oom_verdict);
+} oom_shadow_log SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ebpf_oom_shadow_stats);
+} oom_shadow_stats SEC(".maps");
+
 static __always_inline void new_scan(struct ebpf_oom_state *st, struct oom_control *oc)
 {
+	__u32 zero = 0, *mode = bpf_map_lookup_elem(&oom_mode, &zero);
+
 	st->oc = (__u64)oc;
 	st->have = 0;
 	st->cache_valid = 0;
+	st->shadow = mode && *mode == EBPF_OOM_MODE_SHADOW;
+}
+
+/* ---- shadow mode (generic.h) ------------------------------------------- */
+
+static __always_inline struct ebpf_oom_shadow_scan *shadow_scan(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&oom_shadow_scan, &zero);
+}
+
+/* An OOM this instance judges in shadow begins. */
+static __always_inline void shadow_open(struct oom_control *oc)
+{
+	struct ebpf_oom_shadow_scan *sh = shadow_scan();
+
+	if (!sh)
+		return;
+	__builtin_memset(sh, 0, sizeof(*sh));
+	sh->open = 1;
+	sh->ranked.start_ns = bpf_ktime_get_ns();
+	if (oc->memcg)
+		sh->ranked.flags = EBPF_OOM_V_MEMCG;
+}
+
+/* Note task as what the policy would choose, in *v. */
+static __always_inline void shadow_note(struct ebpf_oom_verdict *v, struct task_struct *task,
+					const struct class *c, long points)
+{
+	v->pid = task->tgid;
+	v->rule = c->rule;
+	v->action = c->action;
+	v->tier = c->tier;
+	v->points = points;
+	v->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	*(__u64 *)&v->comm[0] = *(__u64 *)__builtin_preserve_access_index(&task->comm[0]);
+	*(__u64 *)&v->comm[8] = *(__u64 *)__builtin_preserve_access_index(&task->comm[8]);
+}
+
+/* *v names no task: the policy would kill none. */
+static __always_inline void shadow_none(struct ebpf_oom_verdict *v)
+{
+	v->pid = 0;
+	v->rule = -1;
+	v->action = v->tier = 0;
+	v->points = 0;
+	v->cgroup_id = 0;
+	__builtin_memset(v->comm, 0, sizeof(v->comm));
+}
+
+/* The task *from names, into *to. */
+static __always_inline void shadow_copy(struct ebpf_oom_verdict *to, const struct ebpf_oom_verdict *from)
+{
+	to->pid = from->pid;
+	to->rule = from->rule;
+	to->action = from->action;
+	to->tier = from->tier;
+	to->points = from->points;
+	to->cgroup_id = from->cgroup_id;
+	__builtin_memcpy(to->comm, from->comm, sizeof(to->comm));
+}
+
+/*
+ * One candidate, judged as evaluate() below would judge it, with the kernel's
+ * part played too: the scan would end on the best ranked task, else on the
+ * task with the most badness among those no rule ranks (ties: the later one,
+ * as in the kernel's scan and in evaluate()), and an abort rule ends it.
+ */
+static __always_inline void shadow_judge(struct task_struct *task, struct oom_control *oc,
+					 const struct ebpf_oom_config *cfg,
+					 struct ebpf_oom_state *st, struct ebpf_oom_shadow_scan *sh)
+{
+	struct ebpf_oom_verdict *v = &sh->ranked;
+	struct ebpf_oom_memory m;
+	struct class c;
+	__u32 have;
+	long points;
+
+	if (sh->have & EBPF_OOM_HAVE_ABORT)
+		return;
+	sh->judged++;
+	classify(task, cfg, st, NULL, &c);
+	switch (c.action) {
+	case EBPF_OOM_ACT_PROTECT:
+		return;
+	case EBPF_OOM_ACT_ABORT:
+		if (oc->memcg) {
+			sh->have |= EBPF_OOM_HAVE_ABORT;
+			return;
+		}
+		c.action = EBPF_OOM_ACT_KERNEL;	/* as evaluate(): the kernel's */
+		c.by = EBPF_OOM_BY_BADNESS;
+		break;
+	case EBPF_OOM_ACT_PREFER:
+	case EBPF_OOM_ACT_SELECT:
+		break;
+	default:
+		c.by = EBPF_OOM_BY_BADNESS;
+	}
+	if (!ebpf_oom_process_memory(task, &m))
+		return;
+	points = task_points(task, &m, oc->totalpages, c.by);
+	if (points == EBPF_OOM_POINTS_MIN)
+		return;
+	if (c.action == EBPF_OOM_ACT_PREFER || c.action == EBPF_OOM_ACT_SELECT) {
+		have = EBPF_OOM_HAVE_RANKED;
+		if ((sh->have & have) &&
+		    (c.tier > v->tier || (c.tier == v->tier && points < v->points)))
+			return;
+	} else {
+		have = EBPF_OOM_HAVE_KERNEL;
+		v = &sh->kernel;
+		if ((sh->have & have) && points < v->points)
+			return;
+	}
+	sh->have |= have;
+	shadow_note(v, task, &c, points);
+}
+
+/* The kernel marked a victim: the first one of an OOM judged in shadow is its choice. */
+SEC("tp_btf/mark_victim")
+int ebpf_oom_shadow_kill(__u64 *ctx)
+{
+	struct ebpf_oom_shadow_scan *sh = shadow_scan();
+
+	if (!sh || !sh->open || sh->killed)
+		return 0;
+	if (ebpf_oom_mark_victim_has_task())	/* else the pid (ebpf_oom_core.h) */
+		sh->killed = BPF_CORE_READ((struct task_struct *)ctx[0], tgid);
+	else
+		sh->killed = (__u32)ctx[0];
+	return 0;
+}
+
+/* The OOM ends: log the verdict of one judged in shadow, and count it. */
+static __always_inline void shadow_close(struct oom_control *oc)
+{
+	struct ebpf_oom_shadow_scan *sh = shadow_scan();
+	struct ebpf_oom_shadow_stats *stats;
+	struct ebpf_oom_verdict *v;
+	__u32 zero = 0, slot;
+
+	if (!sh || !sh->open)
+		return;
+	sh->open = 0;
+	stats = bpf_map_lookup_elem(&oom_shadow_stats, &zero);
+	if (!stats || !sh->judged)	/* no scan: the kernel killed the allocating task at once */
+		return;
+	v = &sh->ranked;	/* the verdict: the ranked choice, */
+	if (sh->have & EBPF_OOM_HAVE_ABORT) {	/* none (an abort), */
+		shadow_none(v);
+		v->flags |= EBPF_OOM_V_ABORT;
+	} else if (sh->have & EBPF_OOM_HAVE_KERNEL && !(sh->have & EBPF_OOM_HAVE_RANKED)) {
+		shadow_copy(v, &sh->kernel);	/* the kernel's among the unranked, */
+	} else if (!(sh->have & EBPF_OOM_HAVE_RANKED)) {
+		shadow_none(v);	/* or none: every candidate protected or unkillable */
+	}
+	v->killed = sh->killed;
+	v->end_ns = bpf_ktime_get_ns();
+	v->seq = ++stats->judged;
+	if (v->killed) {
+		stats->kills++;
+		if (v->killed != v->pid)
+			stats->disagreements++;
+	}
+	slot = (v->seq - 1) % EBPF_OOM_VERDICTS;
+	bpf_map_update_elem(&oom_shadow_log, &slot, v, BPF_ANY);
 }
 
 SEC("fentry/bpf_set_policy_name")
@@ -145,17 +344,23 @@ int BPF_PROG(ebpf_oom_name, struct oom_control *oc)
 	if (!latch_decider() || !in_scope(cfg, oc))
 		return 0;
 	st->scans++;
+	if (st->shadow) {	/* judged, not decided: the report keeps the kernel's name */
+		shadow_open(oc);
+		return 0;
+	}
 	EBPF_OOM_SET_NAME_FROM(oc, bpf_metadata_ebpf_oom_policy);
 	return 0;
 }
 
-/* The OOM is over (a kill, or none): no instance is deciding one now. */
+/* The OOM is over (a kill, or none): no instance is deciding one now; the
+ * verdict of an OOM judged in shadow is logged. */
 SEC("fexit/out_of_memory")
 int BPF_PROG(ebpf_oom_done, struct oom_control *oc, bool ret)
 {
 	__u32 scan = EBPF_OOM_DECIDER_SCAN;
 	__u64 *latched = bpf_map_lookup_elem(&oom_decider, &scan);
 
+	shadow_close(oc);
 	if (latched)
 		*latched = 0;
 	return 0;
@@ -175,6 +380,8 @@ static __always_inline int evaluate(struct task_struct *task, struct oom_control
 		return NO_BPF_POLICY;
 	if (st->oc != (__u64)oc)	/* a scan the name program did not see start */
 		new_scan(st, oc);
+	if (st->shadow)		/* judged by ebpf_oom_shadow, decided by the kernel */
+		return NO_BPF_POLICY;
 	if (st->have && st->chosen != (__u64)oc->chosen)
 		st->have = 0;	/* the kernel did not keep the last choice */
 	st->evaluated++;
@@ -213,6 +420,23 @@ SEC("fmod_ret/bpf_oom_evaluate_task")
 int BPF_PROG(ebpf_oom_eval, struct task_struct *task, struct oom_control *oc)
 {
 	return evaluate(task, oc);
+}
+
+/* Shadow mode: the same hook, seen and not decided (fentry runs before the
+ * fmod_ret programs and cannot change their verdict). */
+SEC("fentry/bpf_oom_evaluate_task")
+int BPF_PROG(ebpf_oom_shadow, struct task_struct *task, struct oom_control *oc)
+{
+	__u32 zero = 0;
+	struct ebpf_oom_config *cfg = bpf_map_lookup_elem(&oom_config, &zero);
+	struct ebpf_oom_state *st = bpf_map_lookup_elem(&oom_state, &zero);
+	struct ebpf_oom_shadow_scan *sh = shadow_scan();
+
+	if (!cfg || !st || !sh || !sh->open || st->oc != (__u64)oc || !deciding())
+		return 0;
+	st->evaluated++;
+	shadow_judge(task, oc, cfg, st, sh);
+	return 0;
 }
 
 /* ---- cgroup rules by path --------------------------------------------- */

@@ -121,7 +121,67 @@ struct ebpf_oom_state {
 	__u32 cache_valid;	/* the cache_ fields hold a task of this scan */
 	__u32 have;		/* this program SELECTed a task in this scan */
 	__u32 tier;		/* the ranked choice's tier */
-	__u32 pad;
+	__u32 shadow;		/* this OOM is judged in shadow mode (oom_mode, latched) */
+};
+
+/*
+ * Shadow mode: a policy that judges every OOM and decides none. The same
+ * programs run both modes; oom_mode (key 0, a __u32) says which, the name
+ * program latches it at the start of each OOM (oom_state.shadow), so one OOM
+ * is judged in one mode, and the loader switches it with one write, in place.
+ * In shadow mode the name program does not name the policy and the
+ * evaluation program answers NO_BPF_POLICY; an fentry program on the same hook
+ * (ebpf_oom_shadow) judges each candidate as the policy would, and ranks the
+ * choice the whole scan would end with (the best ranked task, else the task
+ * with the most badness among those left to the kernel); a program on the
+ * oom/mark_victim tracepoint notes the task the kernel killed, and the end of
+ * out_of_memory() logs the verdict in oom_shadow_log and counts it.
+ */
+#define EBPF_OOM_MODE_ENFORCE 0
+#define EBPF_OOM_MODE_SHADOW 1
+
+/* Slots of oom_shadow_log: the verdicts of the last EBPF_OOM_VERDICTS OOMs. */
+#define EBPF_OOM_VERDICTS 64
+
+/* ebpf_oom_verdict.flags */
+#define EBPF_OOM_V_ABORT 1	/* the policy would have aborted this (memcg) OOM */
+#define EBPF_OOM_V_MEMCG 2	/* a memory cgroup OOM */
+
+/* One OOM judged in shadow: slot (seq - 1) % EBPF_OOM_VERDICTS of oom_shadow_log. */
+struct ebpf_oom_verdict {
+	__u64 seq;		/* OOMs judged since load, from 1; 0: an empty slot */
+	__u64 start_ns;		/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when the OOM began */
+	__u64 end_ns;		/* ... and when it ended */
+	__u64 cgroup_id;	/* the task it would kill: its cgroup v2 id, */
+	__s64 points;		/* its points (by its rule's `by`), */
+	__u32 pid;		/* its tgid, 0: it would kill none, */
+	__s32 rule;		/* its rule, -1: the fallback, */
+	__u32 action;		/* EBPF_OOM_ACT_*, */
+	__u32 tier;
+	__u32 killed;		/* the tgid the kernel marked first in this OOM, 0: none */
+	__u32 flags;		/* EBPF_OOM_V_* */
+	char comm[EBPF_OOM_COMM_LEN];	/* and its name */
+};
+
+/* The single entry (key 0) of oom_shadow_scan: the OOM being judged in shadow. */
+struct ebpf_oom_shadow_scan {
+	struct ebpf_oom_verdict ranked;	/* the best select/prefer task so far */
+	struct ebpf_oom_verdict kernel;	/* the most badness among the tasks left to the kernel */
+	__u32 open;		/* the name program opened this OOM in shadow mode */
+	__u32 have;		/* EBPF_OOM_HAVE_* */
+	__u32 judged;		/* candidates judged */
+	__u32 killed;		/* the first tgid the kernel marked */
+};
+
+#define EBPF_OOM_HAVE_RANKED 1
+#define EBPF_OOM_HAVE_KERNEL 2
+#define EBPF_OOM_HAVE_ABORT 4
+
+/* The single entry (key 0) of oom_shadow_stats: counters since load. */
+struct ebpf_oom_shadow_stats {
+	__u64 judged;		/* OOMs judged in shadow (the verdicts logged) */
+	__u64 kills;		/* of those, the ones the kernel ended with a kill */
+	__u64 disagreements;	/* of those, the ones whose victim is not the task it would kill */
 };
 
 /* The single entry (key 0) of the oom_imagined array map: the OOM the task

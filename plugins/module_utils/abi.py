@@ -99,7 +99,7 @@ class State(ctypes.Structure):
         ("cache_valid", ctypes.c_uint32),
         ("have", ctypes.c_uint32),
         ("tier", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("shadow", ctypes.c_uint32),
     ]
 
 
@@ -176,10 +176,61 @@ class AdjEvent(ctypes.Structure):
     ]
 
 
+EBPF_OOM_MODE_ENFORCE = 0
+EBPF_OOM_MODE_SHADOW = 1
+EBPF_OOM_VERDICTS = 64
+EBPF_OOM_V_ABORT = 1
+EBPF_OOM_V_MEMCG = 2
+EBPF_OOM_HAVE_RANKED = 1
+EBPF_OOM_HAVE_KERNEL = 2
+EBPF_OOM_HAVE_ABORT = 4
+
+
+class Verdict(ctypes.Structure):
+    """struct ebpf_oom_verdict (a slot of oom_shadow_log)"""
+    _fields_ = [
+        ("seq", ctypes.c_uint64),
+        ("start_ns", ctypes.c_uint64),
+        ("end_ns", ctypes.c_uint64),
+        ("cgroup_id", ctypes.c_uint64),
+        ("points", ctypes.c_int64),
+        ("pid", ctypes.c_uint32),
+        ("rule", ctypes.c_int32),
+        ("action", ctypes.c_uint32),
+        ("tier", ctypes.c_uint32),
+        ("killed", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("comm", ctypes.c_char * EBPF_OOM_COMM_LEN),
+    ]
+
+
+class ShadowScan(ctypes.Structure):
+    """struct ebpf_oom_shadow_scan (written by the programs only)"""
+    _fields_ = [
+        ("ranked", Verdict),
+        ("kernel", Verdict),
+        ("open", ctypes.c_uint32),
+        ("have", ctypes.c_uint32),
+        ("judged", ctypes.c_uint32),
+        ("killed", ctypes.c_uint32),
+    ]
+
+
+class ShadowStats(ctypes.Structure):
+    """struct ebpf_oom_shadow_stats (the value of oom_shadow_stats)"""
+    _fields_ = [
+        ("judged", ctypes.c_uint64),
+        ("kills", ctypes.c_uint64),
+        ("disagreements", ctypes.c_uint64),
+    ]
+
+
 # C struct name -> ctypes mirror
 STRUCTS = {"ebpf_oom_rule": Rule, "ebpf_oom_config": Config, "ebpf_oom_state": State,
            "ebpf_oom_path": Path, "ebpf_oom_task": Task, "ebpf_oom_adj_event": AdjEvent,
-           "ebpf_oom_adjusted": Adjusted, "ebpf_oom_imagined": Imagined}
+           "ebpf_oom_adjusted": Adjusted, "ebpf_oom_imagined": Imagined,
+           "ebpf_oom_verdict": Verdict, "ebpf_oom_shadow_scan": ShadowScan,
+           "ebpf_oom_shadow_stats": ShadowStats}
 
 # ---- bpf/generic.bpf.c -----------------------------------------------------
 
@@ -209,6 +260,13 @@ CREDS_FUNC = "commit_creds"
 EVENTS_MAP = "oom_adj_events"
 ADJUSTED_MAP = "oom_adjusted"
 LOST_MAP = "oom_adj_lost"
+# Shadow mode (generic.h): the mode map (key 0, a __u32 EBPF_OOM_MODE_*), the programs
+# that judge without deciding and note the kernel's victim, the verdicts and their counts.
+MODE_MAP = "oom_mode"
+SHADOW_PROGRAMS = ("ebpf_oom_shadow", "ebpf_oom_shadow_kill")
+SHADOW_LOG_MAP = "oom_shadow_log"
+SHADOW_STATS_MAP = "oom_shadow_stats"
+MODES = {"enforce": EBPF_OOM_MODE_ENFORCE, "shadow": EBPF_OOM_MODE_SHADOW}
 # The OOM the task iterator imagines (struct ebpf_oom_imagined, key 0).
 IMAGINED_MAP = "oom_imagined"
 # The longest cgroup path a rule may name: a longer one could not be told from a

@@ -36,12 +36,13 @@ __metaclass__ = type
 import os
 import time
 
-from . import abi, bpffs, cgrouprules, language, libbpf, loader, pins, renderer, scoreadj, verify
+from . import abi, bpffs, cgrouprules, language, libbpf, loader, pins, renderer, scoreadj, shadow, verify
 from .common import BTF_VMLINUX, HOOK_FUNC, HOOK_SECTION, NAME_FUNC
-from .errors import BpfError, LoaderError, UnsupportedKernel
+from .errors import BpfError, LoaderError, RenderError, UnsupportedKernel
 from .maps import record_entries
 
 SETTLE = 1.0  # seconds verify gives a process that just started to get its value
+SHADOW = "shadow"  # the mode in which a policy judges OOMs and decides none
 
 
 class Plan(object):
@@ -109,12 +110,16 @@ class Backend(object):
 
         def after_attach(map_fd):
             followed.update(cgrouprules.sync(map_fd(abi.LIVE_MAP), rendered.cgroup_rules))
+            # The mode: one write, which the next OOM latches (generic.h: shadow mode).
+            libbpf.map_update(map_fd(abi.MODE_MAP), bytes(4), abi.MODES[mode].to_bytes(4, "little"))
 
+        mode = shadow.mode_of(plan.document)
         result = loader.apply(name, object_path, globals=rendered.globals, maps=rendered.maps,
                               check_mode=check_mode, persist=persist, document=plan.document,
                               programs=self.attached(), after_attach=after_attach,
-                              backend=self.name, derived=(abi.LIVE_MAP,),
-                              under_lock=_checks(name, plan.guard, lambda unused_obj: True))
+                              backend=self.name, derived=(abi.LIVE_MAP, abi.MODE_MAP),
+                              under_lock=_checks(name, plan.guard,
+                                                 lambda unused_obj: mode != SHADOW))
         if before is not None and before.name != self.name and not check_mode:
             # Another backend's policy of this name was swapped out by the load (its
             # programs detached only once these were attached): what it kept goes now.
@@ -125,6 +130,7 @@ class Backend(object):
                                  for path, ident in sorted(followed.items()))
         result["warnings"] = list(plan.warnings)
         result["backend"] = self.name
+        result["mode"] = mode
         return result
 
     def remove(self, name, check_mode=False):
@@ -145,11 +151,24 @@ class EvaluateTask(Backend):
     """The kernel's victim selection asks the policy about each candidate."""
 
     name = "evaluate_task"
-    programs = (abi.NAME_PROGRAM, abi.EVAL_PROGRAM, abi.DONE_PROGRAM) + abi.CGROUP_PROGRAMS + \
-        (abi.TASKS_PROGRAM,)  # explain runs the policy's own iterator: nothing to load
+    # Both modes' programs, so that a switch is one write (generic.h: shadow mode).
+    programs = (abi.NAME_PROGRAM, abi.EVAL_PROGRAM, abi.DONE_PROGRAM) + abi.SHADOW_PROGRAMS + \
+        abi.CGROUP_PROGRAMS + (abi.TASKS_PROGRAM,)  # explain runs the policy's own iterator
     needs = ((HOOK_FUNC, "func"), (NAME_FUNC, "func"), ("out_of_memory", "func"),
              ("bpf_iter_task", "func"), ("btf_trace_cgroup_mkdir", "typedef"),
-             ("btf_trace_cgroup_rmdir", "typedef"))
+             ("btf_trace_cgroup_rmdir", "typedef"), ("btf_trace_mark_victim", "typedef"))
+
+    def verify(self, layout, record):
+        """The mode the programs run in is the record's."""
+        want = shadow.mode_of(record.get("document"))
+        try:
+            live = shadow.live_mode(layout)
+        except BpfError as exc:
+            return {"mode": want}, ["policy %s: cannot read its mode: %s" % (layout.name, exc)]
+        if live is not None and live != want:
+            return {"mode": live}, ["policy %s runs in %s mode, its record says %s: apply it again"
+                                    % (layout.name, live, want)]
+        return {"mode": want}, []
 
 
 class ScoreAdj(Backend):
@@ -178,6 +197,13 @@ class ScoreAdj(Backend):
         return list(self.programs) + extra
 
     def plan(self, document):
+        if shadow.mode_of(document) == SHADOW:
+            raise RenderError(
+                "mode: shadow needs the OOM hook (backend %s): on a stock kernel the victim the "
+                "policy's oom_score_adj values would have produced depends on every candidate's "
+                "memory at the moment of the kill, which only the kernel's scan sees, so no honest "
+                "verdict can be recorded; run it in shadow on a hook kernel, or enforce it here"
+                % EvaluateTask.name)
         plan = super(ScoreAdj, self).plan(document)
         plan.bands = scoreadj.Bands(document)
         plan.warnings = list(plan.bands.warnings)
@@ -317,10 +343,11 @@ def _hook_program(programs):
 
 
 def decides(record):
-    """Whether a recorded policy decides OOMs: every policy document (each backend's
-    programs or values decide), or a C policy with a program on the hook."""
-    return record.get("document") is not None or \
-        _hook_program(p.get("target") for p in record.get("programs", []))
+    """Whether a recorded policy decides OOMs: every policy document in enforce mode (each
+    backend's programs or values decide), or a C policy with a program on the hook."""
+    if record.get("document") is not None:
+        return shadow.mode_of(record["document"]) != SHADOW
+    return _hook_program(p.get("target") for p in record.get("programs", []))
 
 
 def one_decider(root, name, deciding):

@@ -96,7 +96,8 @@ def map_entries(maps):
 
 def prepare(p, check_mode):
     """Check one present policy entry (ebpf.oom.policy's parameters: name, object, policy,
-    globals, maps, backend, on_unsupported, require_hook, persist) before anything changes.
+    mode, globals, maps, backend, on_unsupported, require_hook, persist) before anything
+    changes.
 
     Returns the result of an entry that loads nothing (an object still to be made in check
     mode, a document or a kernel skipped), or a function that loads it and returns
@@ -141,11 +142,16 @@ def _planned(p, check_mode):
     if p["policy"] is None:
         if p["backend"] not in (backends.AUTO, backends.EvaluateTask.name):
             raise ValueError("backend %s enforces policy documents (policy:), not a BPF object" % p["backend"])
+        if p.get("mode"):
+            raise ValueError("mode is a policy document's (policy:): a BPF object decides as its "
+                             "programs say")
         entries = map_entries(p["maps"])
         return lambda: backends.apply_object(p["name"], p["object"], globals=p["globals"], maps=entries,
                                              check_mode=check_mode, persist=persist)
     if p["globals"] or p["maps"]:
         raise ValueError("policy sets the generic program's globals and maps; drop globals and maps")
+    if p.get("mode"):  # the task's word over the document's
+        p["policy"] = dict(p["policy"], mode=p["mode"])
     backend = backends.choose(p["backend"])
     try:
         plan = backend.plan(p["policy"])

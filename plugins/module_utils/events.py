@@ -3,12 +3,13 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """OOM kill events of this host: the kernel log's and the observer's, one event per kill.
 
-Layer 5 (callers): imports the observer, the kernel-log parser, the score_adj ledger and
-the leaf helpers.
+Layer 5 (callers): imports the observer, the kernel-log parser, the score_adj ledger, the
+shadow verdicts and the leaf helpers.
 
 `collect()` reads both sources, merges the records of one kill, names memory
-cgroups by path and filters by time and policy; ebpf.oom.events_info returns it,
-metrics.py counts it.
+cgroups by path, pairs each kill with the verdicts of the policies that judged its
+OOM in shadow mode (shadow.py) and filters by time and policy; ebpf.oom.events_info
+returns it, metrics.py counts it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,7 +20,7 @@ import datetime
 import re
 import time
 
-from . import cgroups, kmsg, observer, scoreadj
+from . import cgroups, kmsg, observer, scoreadj, shadow
 from .errors import BpfError
 from .observer import MATCH_WINDOW_S
 
@@ -133,7 +134,13 @@ def collect(since=None, policies=None, sources=("kmsg", "observer"), kmsg_path=k
         if not seen["loaded"] and "kmsg" not in sources:
             warnings.append("the OOM observer is not loaded (no pins under %s)"
                             % observer.observer_layout(bpffs_root).dir)
+    judged = []
+    try:
+        judged = shadow.read(bpffs_root)
+    except (OSError, BpfError) as e:
+        warnings.append("cannot read the shadow verdicts: %s" % e)
     events = merge(kmsg_events, seen["events"])
+    shadow.pair(events, judged)
     missing = [e["memcg_id"] for e in events if e["memcg"] is None and e["memcg_id"]]
     if missing:
         paths = cgroups.memcg_paths(missing)
@@ -145,4 +152,5 @@ def collect(since=None, policies=None, sources=("kmsg", "observer"), kmsg_path=k
     all_events = events
     events = filter_events(events, since=since, policies=policies)
     return {"events": events, "all_events": all_events, "warnings": warnings,
-            "observer": {"loaded": seen["loaded"], "kills": seen["kills"]}}
+            "observer": {"loaded": seen["loaded"], "kills": seen["kills"]},
+            "shadow_policies": shadow.summary(judged)}

@@ -121,6 +121,7 @@ SCOPES = {"global": abi.EBPF_OOM_SCOPE_GLOBAL, "memcg": abi.EBPF_OOM_SCOPE_MEMCG
           "both": abi.EBPF_OOM_SCOPE_GLOBAL | abi.EBPF_OOM_SCOPE_MEMCG}
 BY = {"badness": abi.EBPF_OOM_BY_BADNESS, "rss": abi.EBPF_OOM_BY_RSS}
 DEFAULT_SCOPE = "both"
+MODES = tuple(sorted(abi.MODES, key=abi.MODES.get))  # enforce (the default), shadow
 DEFAULT_FALLBACK = "kernel"
 DEFAULT_BY = "badness"
 
@@ -205,6 +206,14 @@ def _schema():
                            "memcg (a memory cgroup hit memory.max) or both.",
             "enum": ["global", "memcg", "both"],
             "default": DEFAULT_SCOPE,
+        },
+        "mode": {
+            "description": "enforce: the policy decides the OOMs of its scope. shadow: it judges every "
+                           "candidate of every such OOM and decides none (the kernel, or the policy "
+                           "that enforces, does), recording the task it would have killed; the hook "
+                           "backend only. Switched in place.",
+            "enum": list(MODES),
+            "default": MODES[0],
         },
         "rules": {
             "description": "Evaluated in order for every task the OOM killer considers; the first rule "

@@ -118,9 +118,9 @@ def policy_status():
     return out
 
 
-def metrics_text(state, observer, status=None):
+def metrics_text(state, observer, status=None, judged=()):
     """The metrics file's text: `state` from count_kills(), `observer` as collect() returns it,
-    `status` from policy_status()."""
+    `status` from policy_status(), `judged` collect()'s shadow_policies."""
     status = status or {"loaded": {}, "rules": {}}
 
     def labelled(table, fmt):
@@ -153,6 +153,12 @@ def metrics_text(state, observer, status=None):
            "matches now (0: the rule matches nothing).",
            [('{policy="%s",rule="%s"}' % (_label(name), _label(path)), "%d" % count)
             for name, rules in sorted(status["rules"].items()) for path, count in sorted(rules.items())])
+    family("shadow_kills_total", "counter", "OOM kills a policy judged in shadow mode since it was "
+           "loaded (it recorded the victim it would have chosen).",
+           [('{policy="%s"}' % _label(p["policy"]), "%d" % p["kills"]) for p in judged])
+    family("shadow_disagreements_total", "counter", "Of those, the kills whose victim is not the task "
+           "the policy would have killed.",
+           [('{policy="%s"}' % _label(p["policy"]), "%d" % p["disagreements"]) for p in judged])
     return "\n".join(out) + "\n"
 
 
@@ -183,7 +189,7 @@ def update_metrics(path, found, check_mode=False, force=False, state_dir=None,
         state = None
     boot_id = (read_text(BOOT_ID) or "").strip()
     state = count_kills(found["all_events"], state, boot_id, status["rules"], cgroup_depth)
-    text = metrics_text(state, found["observer"], status)
+    text = metrics_text(state, found["observer"], status, found.get("shadow_policies", ()))
     changed, before = write_metrics(path, text, check_mode=check_mode, force=force)
     if not check_mode:
         if not os.path.isdir(os.path.dirname(state_path)):

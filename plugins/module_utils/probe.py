@@ -19,7 +19,7 @@ __metaclass__ = type
 
 import os
 
-from . import backends, bpffs, common, compiler, events, libbpf, pins, scoreadj, state
+from . import backends, bpffs, common, compiler, events, libbpf, pins, scoreadj, shadow, state
 from .errors import BpfError, CompileError
 from .files import read_text
 
@@ -142,6 +142,12 @@ def kernel_info(with_policies=True):
 STATUS_COLUMNS = ("kernel", "backend", "policies", "observer", "agent", "off", "version", "last kill")
 
 
+def _how(record):
+    """A policy's backend (C: a C policy), and `shadow` when it judges OOMs and decides none."""
+    how = record.get("backend") or "C"
+    return how + " shadow" if shadow.mode_of(record.get("document")) == "shadow" else how
+
+
 def status(info):
     """One row of the fleet's table (playbooks/status.yml, `ebpf-oom status`) from
     kernel_info(): {column: text}, the last kill read from the observer and the kernel log."""
@@ -152,7 +158,7 @@ def status(info):
         "kernel": info["kernel_release"],
         "backend": info["backend"],
         "policies": ", ".join(
-            "%s (%s, %s, %s, %s)" % (p["name"], p.get("backend") or "C", (p.get("object_sha256") or "?")[:12],
+            "%s (%s, %s, %s, %s)" % (p["name"], _how(p), (p.get("object_sha256") or "?")[:12],
                                      p.get("collection_version") or "?", p.get("loaded_at") or "?")
             if "problem" not in p else "%s (%s)" % (p["name"], p["problem"]) for p in policies) or "-",
         "observer": "yes" if any(p["name"] == "observer" for p in info.get("policies", [])) else "no",

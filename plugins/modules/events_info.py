@@ -24,6 +24,9 @@ description:
   - A kernel without the hook names no policy in its report. A kill whose victim carried the
     C(oom_score_adj) the agent of a C(score_adj) policy wrote to that very process (its ledger
     says so) is reported as that policy's.
+  - Each kill is paired with the verdicts of the policies that judged its OOM in shadow mode
+    (O(ebpf.oom.policy#module:mode)), that is the task each would have killed, and whether that is
+    the task the kernel killed (RV(events[].shadow)). RV(shadow_policies) counts them per policy.
   - Changes nothing, except the metrics file and its counting state when O(metrics_file) is given.
 version_added: "0.1.0"
 author:
@@ -62,7 +65,10 @@ options:
         C(ebpf_oom_observer_kills_total), C(ebpf_oom_policy_loaded{policy}) (1 for a policy that is
         loaded and verifies, 0 for one recorded for the boot restore but not loaded) and
         C(ebpf_oom_rule_matches{policy,rule}) (how many live cgroups each cgroup rule of a loaded
-        declarative policy matches now; 0 is a rule that matches nothing).
+        declarative policy matches now; 0 is a rule that matches nothing),
+        C(ebpf_oom_shadow_kills_total{policy}) and C(ebpf_oom_shadow_disagreements_total{policy}) (the
+        kills a policy judged in shadow mode since it was loaded, and of those the ones whose victim
+        is not the task it would have killed; see RV(shadow_policies)).
       - Kill labels stay bounded, whatever cgroups the host makes. C(policy) is the policy that
         chose the victim; C(rule) the path of that policy's cgroup rule whose cgroup held the
         victim's memory cgroup (the deepest such rule; C(none) when no cgroup rule of the policy
@@ -216,6 +222,30 @@ events:
       description: The kill's number in the observer's count.
       type: int
       sample: 3
+    shadow:
+      description:
+        - One entry per policy that judged this kill's OOM in shadow mode (empty when none did); the
+          entry belongs to the first task the kernel marked in that OOM.
+      type: list
+      elements: dict
+      contains:
+        policy:
+          description: The shadow policy (its name on the host).
+          type: str
+        would_kill:
+          description: The task it would have killed at that moment (C(pid), C(comm), C(cgroup) (its
+            cgroup v2 path, null once gone), C(rule) (C(rules[N]) or C(fallback)), C(tier)); null when it
+            would have killed none (every candidate protected or unkillable, or an abort).
+          type: dict
+        would_abort:
+          description: Its abort rule matched a candidate of this memory cgroup OOM (it would have killed none).
+          type: bool
+        agrees:
+          description: The kernel killed the task it would have killed.
+          type: bool
+      sample: [{"policy": "batch-next", "would_kill": {"pid": 5150, "comm": "batch-job",
+                "cgroup": "/batch.slice/job-7.scope", "rule": "rules[1]", "tier": 1},
+                "would_abort": false, "agrees": false}]
 observer:
   description: The OOM observer's state.
   returned: always
@@ -229,6 +259,14 @@ observer:
       description: Every kill since the observer was loaded; null when it is not loaded.
       type: int
       sample: 3
+shadow_policies:
+  description: Each loaded policy that judged OOMs in shadow mode since it was loaded (also one switched
+    to enforce since), with its mode now, the OOMs it judged, the ones that ended in a kill, and of those
+    the ones whose victim was not the task it would have killed. Not filtered by O(since) or O(policy).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"policy": "batch-next", "mode": "shadow", "judged": 4, "kills": 4, "disagreements": 1}]
 metrics_file:
   description: The metrics file written (or that would be written in check mode).
   returned: when O(metrics_file) is set
@@ -259,7 +297,8 @@ def main():
         module.fail_json(msg=str(e))
     for warning in found["warnings"]:
         module.warn(warning)
-    result = dict(changed=False, events=found["events"], observer=found["observer"])
+    result = dict(changed=False, events=found["events"], observer=found["observer"],
+                  shadow_policies=found["shadow_policies"])
     if p["metrics_file"]:
         try:
             changed, before, text = metrics.update_metrics(p["metrics_file"], found, check_mode=module.check_mode,

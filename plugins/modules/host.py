@@ -101,6 +101,11 @@ options:
           - Fail the task on the document's lint findings (warnings otherwise).
         type: bool
         default: false
+      mode:
+        description:
+          - C(enforce) or C(shadow), over the document's C(mode) (as O(ebpf.oom.policy#module:mode)).
+        type: str
+        choices: [enforce, shadow]
   purge:
     description:
       - Remove the collection's policies that are loaded or recorded for the boot restore but not listed (the OOM
@@ -332,7 +337,7 @@ import base64
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import backends
+from ansible_collections.ebpf.oom.plugins.module_utils import backends, language
 from ansible_collections.ebpf.oom.plugins.module_utils.converge import Host, HostError
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import LoaderError
 from ansible_collections.ebpf.oom.plugins.module_utils.files import sent_copy
@@ -347,6 +352,7 @@ ENTRY_SPEC = dict(
     globals=dict(type="dict", default={}),
     maps=dict(type="dict", default={}),
     strict=dict(type="bool", default=False),
+    mode=dict(type="str", choices=list(language.MODES)),
 )
 
 ARGUMENT_SPEC = dict(

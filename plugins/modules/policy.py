@@ -68,6 +68,21 @@ options:
         there, a warning says why, and the diff has no such line.
       - O(name) defaults to the document's C(name). Mutually exclusive with O(globals) and O(maps).
     type: raw
+  mode:
+    description:
+      - C(enforce) (the default of a document) makes the policy decide the OOMs of its scope.
+      - C(shadow) makes it judge every candidate of every such OOM and decide none (the kernel's own
+        heuristic, or the one policy that enforces on the host, decides), and the policy records the task
+        it would have killed. M(ebpf.oom.events_info) pairs each kill with that verdict (RV(ebpf.oom.events_info#module:events[].shadow))
+        and counts the disagreements. A shadow policy does not count as the host's one deciding policy.
+      - The hook backend only (C(evaluate_task)); C(score_adj) refuses it, as the victim its values
+        would have produced cannot be known honestly after the kill.
+      - A switch between the two modes is one write to the loaded programs (RV(action=maps_updated));
+        nothing is loaded again, and the next OOM is judged in the new mode. The record's document says
+        which mode is live, and M(ebpf.oom.verify) checks the programs run in it.
+      - Over the document's C(mode) when given. Only with O(policy).
+    type: str
+    choices: [enforce, shadow]
   strict:
     description:
       - Fail, rather than warn, when the document's lint finds a problem (a global-scope policy that
@@ -315,6 +330,11 @@ backend:
   returned: when O(policy) is given and not skipped
   type: str
   sample: score_adj
+mode:
+  description: With O(policy), the mode the policy now runs in (see O(mode)).
+  returned: when O(policy) is given and not skipped
+  type: str
+  sample: shadow
 score_adj:
   description: With the C(score_adj) backend, its bands (each class's C(oom_score_adj), the first
     to die first), the smallest gap between two of them, how many values this task wrote,
@@ -371,7 +391,7 @@ log_tail:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.ebpf.oom.plugins.module_utils import backends, converge, explain
+from ansible_collections.ebpf.oom.plugins.module_utils import backends, converge, explain, language
 from ansible_collections.ebpf.oom.plugins.module_utils.errors import (ExplainError, LoaderError, RenderError,
                                                                       UnsupportedKernel)
 from ansible_collections.ebpf.oom.plugins.module_utils.files import sent_copy
@@ -389,6 +409,7 @@ ARGUMENT_SPEC = dict(
     backend=dict(type="str", choices=list(backends.CHOICES), default=backends.AUTO),
     on_unsupported=dict(type="str", choices=["fail", "skip"], default="fail"),
     persist=dict(type="bool", default=True),
+    mode=dict(type="str", choices=list(language.MODES)),
 )
 SPEC_KWARGS = dict(required_if=[("state", "present", ("object", "policy"), True)],
                    required_one_of=[("name", "policy")])

@@ -17,7 +17,9 @@ description:
     recorded target with the recorded attach type, that the loaded programs are the recorded
     ones (ids, tags, embedded C(bpf_metadata_ebpf_oom_*) data), and optionally that they come
     from a given object and report a given policy name.
-  - For a policy document, also what its backend needs. With C(score_adj), that the agent
+  - For a policy document, also what its backend needs. With C(evaluate_task), that its programs
+    run in the mode its record says (RV(policies[].mode), C(enforce), or C(shadow) for a policy that
+    judges OOMs and decides none). With C(score_adj), that the agent
     C(ebpf-oom agent) runs and that every live process a rule matches carries its band's
     C(oom_score_adj).
   - Fails listing every discrepancy (RV(problems)); succeeds with the facts it checked.
@@ -142,6 +144,10 @@ policies:
     cgroups:
       description: A declarative policy's cgroup rule paths, each with the ids of the cgroups it matches now.
       type: dict
+    mode:
+      description: An C(evaluate_task) policy's mode, C(enforce) (it decides OOMs) or C(shadow) (it judges
+        them and decides none; see O(ebpf.oom.policy#module:mode)).
+      type: str
     score_adj:
       description: A C(score_adj) policy's C(agent) (whether it runs) and C(mismatches) (C({pid, comm, rule,
         oom_score_adj, carries}) of each matched process whose value is not its band's).
@@ -157,7 +163,7 @@ policies:
                           "metadata": {"ebpf_oom_src_sha256": "01170a60f30de66a133ca46e753669b315498ed4acea5523a1cd86a7dd6f1d3b",
                                        "ebpf_oom_version": "0.2.0", "ebpf_oom_policy": "batch"}}],
             "maps": [{"name": "oom_rules", "type": "array", "map_id": 1402, "pin": "/sys/fs/bpf/ebpf_oom/batch/map_oom_rules"}],
-            "backend": "evaluate_task", "cgroups": {"/batch.slice": [3140]}}]
+            "backend": "evaluate_task", "cgroups": {"/batch.slice": [3140]}, "mode": "enforce"}]
 problems:
   description: Every discrepancy found (the task fails when there is any).
   returned: always

@@ -452,6 +452,19 @@ def test_kernel_without_the_hook_is_refused_naming_what_is_missing(host):
     assert res["policy"]["result"]["missing"] == [common.HOOK_FUNC, common.NAME_FUNC, common.NAME_KFUNC]
 
 
+def test_a_shadow_document_is_refused_on_a_host_without_the_hook(host):
+    """mode: shadow needs the hook: the score_adj backend this host has cannot know the
+    victim its values would have produced, so it refuses before anything is loaded."""
+    document = {"name": NAME, "mode": "shadow",
+                "rules": [{"match": {"comm": "sh-x"}, "action": "prefer", "tier": 1}]}
+    res = host.run([{"name": "policy", "ebpf.oom.policy": {"policy": document}, "ignore_errors": True},
+                    {"name": "option", "ebpf.oom.policy": {"policy": dict(document, mode="enforce"),
+                                                           "mode": "shadow"}}])
+    for task in ("policy", "option"):
+        assert_failed_and_untouched(host, res, task, "backend score_adj",
+                                    "mode: shadow needs the OOM hook (backend evaluate_task)")
+
+
 def test_kernel_without_the_hook_is_skipped_with_on_unsupported_skip(host):
     src = host.source("needs_hook.bpf.c")
     obj = str(host.files / "needs_hook.bpf.o")

@@ -16,7 +16,7 @@ LAYERS = [
     ("kernel binding, the policy language", {"libbpf", "language"}),
     ("layout, translation, parsing", {"bpffs", "compiler", "renderer", "kmsg", "maps", "units"}),
     ("what is pinned, kept, observed", {"pins", "state", "observer", "cgrouprules", "scoreadj"}),
-    ("loader", {"loader", "verify", "agent"}),
+    ("loader", {"loader", "verify", "agent", "shadow"}),
     ("callers above the loader", {"backends", "deploy", "explain", "events", "metrics"}),
     ("what the host does by itself, what it offers", {"restore", "probe"}),
     ("a host's desired state", {"converge"}),

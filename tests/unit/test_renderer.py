@@ -81,6 +81,9 @@ def _array_len(types, type_id):
     (abi.RULES_MAP, "ebpf_oom_rule", abi.EBPF_OOM_MAX_RULES),
     (abi.CONFIG_MAP, "ebpf_oom_config", 1),
     (abi.STATE_MAP, "ebpf_oom_state", 1),
+    (abi.SHADOW_LOG_MAP, "ebpf_oom_verdict", abi.EBPF_OOM_VERDICTS),
+    ("oom_shadow_scan", "ebpf_oom_shadow_scan", 1),
+    (abi.SHADOW_STATS_MAP, "ebpf_oom_shadow_stats", 1),
 ])
 def test_map_definition_matches_renderer(generic_btf, map_name, value, entries):
     var = [t for t in generic_btf.values() if t["kind"] == "VAR" and t["name"] == map_name]

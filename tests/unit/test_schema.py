@@ -58,7 +58,7 @@ INVALID = [
     # Python's `$` matches before a trailing newline; JSON Schema's (ECMA-262) does not.
     ("name-newline", changed(["name"], "pgweb\n"), "name: must be 1 to 15 characters from A-Z a-z 0-9 _ -"),
     ("unknown-top-field", dict(STORY, rule=[]),
-     "rule: unknown field (allowed: description, fallback, name, rules, scope)"),
+     "rule: unknown field (allowed: description, fallback, mode, name, rules, scope)"),
     ("scope-unknown", changed(["scope"], "container"), "scope: 'container' is not one of global, memcg, both"),
     ("rules-missing", changed(["rules"], DROP), "rules: is required"),
     ("rules-mapping", changed(["rules"], {"comm": "x"}), "rules: must be a list, not a mapping"),
