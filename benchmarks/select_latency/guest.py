@@ -11,8 +11,18 @@ processes in the memory cgroup /lang-bench/idle, then R times per mode, in
 turn, runs a hog in /lang-bench/hog until the OOM killer kills it; the probe
 (bench.bpf.o) records each victim selection's duration. Modes: `none` (no
 policy attached), `floor` (a program that returns NO_BPF_POLICY: the hook's
-own cost) and `generic` (the generic program with the document below).
-Prints one JSON line: {"tasks": N, "none": [ns...], "floor": [...], "generic": [...]}.
+own cost), `generic` (the generic program with the document below, enforcing)
+and `shadow` (the same program and document with mode: shadow: the kernel
+decides, the shadow judge rates every candidate and logs its verdict). Both
+generic modes load through the engine (backends.EvaluateTask), so both attach
+exactly the programs that backend attaches (enforce and shadow alike); after
+each load the guest checks the attached set and the mode the program runs in,
+and after each measured `shadow` OOM that the shadow log counted it
+(oom_shadow_stats.judged grew by at least one per timed selection): otherwise
+it fails, so the shadow figure cannot silently time a judge that never ran.
+Prints one JSON line: {"tasks": N, "none": [ns...], "floor": [...], "generic": [...],
+"shadow": [...], "shadow_stats": {"judged": .., "kills": .., "disagreements": ..}}
+(shadow_stats: the sums over the measured shadow OOMs).
 
 After each load one OOM runs unmeasured: under TCG the first run of newly loaded
 code (the JIT image, the trampoline) includes its translation, a cost real
@@ -24,6 +34,7 @@ by oom_badness() too, the expensive order for the policy.
 """
 
 import argparse
+import ctypes
 import json
 import os
 import subprocess
@@ -33,13 +44,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "engine"))
 
-from ebpf_oom_engine import backends, libbpf, loader  # noqa: E402
+from ebpf_oom_engine import abi, backends, bpffs, libbpf, loader, pins  # noqa: E402
 
 CGROUP = "/sys/fs/cgroup"
 ROOT = os.path.join(CGROUP, "lang-bench")
 HEADROOM = 96 << 20  # bytes the hog gets before the OOM
 POLICY = "lang-bench"
-MODES = ("none", "floor", "baseline", "generic")
+MODES = ("none", "floor", "baseline", "generic", "shadow")
+GENERIC = {"generic": "enforce", "shadow": "shadow"}  # the modes that load the generic program: its mode
 PROBE = "lang-probe"
 SYSCTLS = {"/proc/sys/vm/oom_dump_tasks": "0", "/proc/sys/kernel/printk": "1"}
 DOCUMENT = {
@@ -105,6 +117,58 @@ def hog_once():
     return probe_samples(before, probe_count())
 
 
+def apply_generic(mode):
+    """The generic program with DOCUMENT in abi.MODES mode ``mode``, loaded by the engine's
+    evaluate_task backend; SystemExit when it does not attach what that backend attaches
+    or does not run in that mode."""
+    hook = backends.EvaluateTask()
+    document = DOCUMENT if mode == "enforce" else dict(DOCUMENT, mode=mode)
+    result = hook.apply(POLICY, os.path.join(HERE, "generic.bpf.o"), hook.plan(document), persist=False)
+    layout = bpffs.Layout(bpffs.roots()[0], POLICY)
+    record = pins.read_record(layout)
+    attached = sorted(p["name"] for p in (record or {}).get("programs", []))
+    if attached != sorted(hook.attached()) or sorted(hook.attached()) != sorted(hook.programs):
+        raise SystemExit("generic (%s): attached %s, the evaluate_task backend attaches %s (of %s)"
+                         % (mode, attached, sorted(hook.attached()), sorted(hook.programs)))
+    with libbpf.pinned(layout.map(abi.MODE_MAP)) as fd:
+        live = int.from_bytes(libbpf.map_lookup(fd, bytes(4), 4) or bytes(4), "little")
+    if live != abi.MODES[mode] or result.get("mode") != mode:
+        raise SystemExit("generic (%s): %s holds %d, the apply said mode %s; want %d"
+                         % (mode, abi.MODE_MAP, live, result.get("mode"), abi.MODES[mode]))
+
+
+def shadow_stats():
+    """The policy's oom_shadow_stats (abi.ShadowStats), read from its pin."""
+    pin = bpffs.Layout(bpffs.roots()[0], POLICY).map(abi.SHADOW_STATS_MAP)
+    size = ctypes.sizeof(abi.ShadowStats)
+    with libbpf.pinned(pin) as fd:
+        if libbpf.map_info(fd)["value_size"] != size:
+            raise SystemExit("%s holds %d-byte values, abi.ShadowStats is %d"
+                             % (pin, libbpf.map_info(fd)["value_size"], size))
+        raw = libbpf.map_lookup(fd, bytes(4), size)
+    if raw is None:
+        raise SystemExit("%s has no entry 0" % pin)
+    return abi.ShadowStats.from_buffer_copy(raw)
+
+
+def shadow_once(totals):
+    """hog_once() in shadow mode, and the OOMs it timed were judged: their verdicts
+    counted into ``totals``; SystemExit when the shadow log did not record them."""
+    before = shadow_stats()
+    samples = hog_once()
+    after = shadow_stats()
+    grown = dict((field, getattr(after, field) - getattr(before, field)) for field in totals)
+    if not samples or grown["judged"] < len(samples):
+        raise SystemExit("shadow: %d selections timed, but %s grew by %s (before %s, after %s): the "
+                         "shadow judge did not record them, the figure would time nothing"
+                         % (len(samples), abi.SHADOW_STATS_MAP, grown,
+                            dict((f, getattr(before, f)) for f in totals),
+                            dict((f, getattr(after, f)) for f in totals)))
+    for field in totals:
+        totals[field] += grown[field]
+    return samples
+
+
 def baseline_engine():
     """The engine of the revision to compare with (engine_base/), or None."""
     base = os.path.join(HERE, "engine_base")
@@ -148,21 +212,20 @@ def main():
         write(os.path.join(ROOT, "memory.swap.max"), "0")
         write(os.path.join(ROOT, "memory.max"), str(int(read(os.path.join(ROOT, "memory.current"))) + HEADROOM))
         samples = dict((mode, []) for mode in modes)
+        judged = {"judged": 0, "kills": 0, "disagreements": 0}
         for i in range(len(modes) * args.runs):
             mode = modes[i % len(modes)]
             loader.remove(POLICY)
-            if mode == "generic":
-                hook = backends.EvaluateTask()
-                hook.apply(POLICY, os.path.join(HERE, "generic.bpf.o"), hook.plan(DOCUMENT),
-                           persist=False)
+            if mode in GENERIC:
+                apply_generic(GENERIC[mode])
             elif mode == "baseline":
                 apply_baseline(base)
             elif mode == "floor":
                 loader.apply(POLICY, os.path.join(HERE, "floor.bpf.o"), persist=False)
             hog_once()  # warm-up: TCG translates newly loaded code on its first run
-            samples[mode] += hog_once()
+            samples[mode] += shadow_once(judged) if mode == "shadow" else hog_once()
         tasks = len(read(os.path.join(ROOT, "idle", "cgroup.procs")).split())
-        print(json.dumps(dict(samples, tasks=tasks)))
+        print(json.dumps(dict(samples, tasks=tasks, shadow_stats=judged)))
     finally:
         for sub in ("idle", "hog"):
             if os.path.isdir(os.path.join(ROOT, sub)):

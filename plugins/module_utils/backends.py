@@ -43,6 +43,9 @@ from .maps import record_entries
 
 SETTLE = 1.0  # seconds verify gives a process that just started to get its value
 SHADOW = "shadow"  # the mode in which a policy judges OOMs and decides none
+# Maps new with each rule set (loader.apply's derived): the live cgroup ids and the mode,
+# written after attach, and the shadow verdicts and counts, which are the rules' own.
+DERIVED = (abi.LIVE_MAP, abi.MODE_MAP, abi.SHADOW_LOG_MAP, abi.SHADOW_STATS_MAP)
 
 
 class Plan(object):
@@ -117,7 +120,7 @@ class Backend(object):
         result = loader.apply(name, object_path, globals=rendered.globals, maps=rendered.maps,
                               check_mode=check_mode, persist=persist, document=plan.document,
                               programs=self.attached(), after_attach=after_attach,
-                              backend=self.name, derived=(abi.LIVE_MAP, abi.MODE_MAP),
+                              backend=self.name, derived=DERIVED,
                               under_lock=_checks(name, plan.guard,
                                                  lambda unused_obj: mode != SHADOW))
         if before is not None and before.name != self.name and not check_mode:

@@ -64,6 +64,7 @@ TOO_WIDE = [
     ("EbpfOomMetricsStale", "> 600", ">= 0"),
     ("EbpfOomMetricsStale", 'file=~"(.*/)?ebpf_oom\\\\.prom"', 'file=~".*"'),
     ("EbpfOomKill", "time() - 900", "time() - 1e9"),
+    ("EbpfOomShadowDisagrees", "> 0", ">= 0"),
 ]
 
 
@@ -85,11 +86,13 @@ def promtool():
 
 def engine_metrics():
     """{metric name: its label names} of the metrics file the engine renders, with a kill, a
-    loaded observer, a loaded policy and a cgroup rule, so that every family has a sample."""
+    loaded observer, a loaded policy, a cgroup rule and a policy in shadow, so that every
+    family has a sample."""
     key = json.dumps(["database", "/batch", "/batch"])
     state = {"totals": {key: 2}, "last": {key: 1700000000.0}}
     status = {"loaded": {"database": 1}, "rules": {"database": {"/batch": 1}}}
-    text = metrics.metrics_text(state, {"loaded": True, "kills": 2}, status)
+    judged = [{"policy": "database", "kills": 2, "disagreements": 1}]
+    text = metrics.metrics_text(state, {"loaded": True, "kills": 2}, status, judged)
     found = {}
     for family in text_string_to_metric_families(text):
         assert family.samples, "the metrics file renders %s without a sample: give it one here" % family.name

@@ -4,7 +4,8 @@ of the role ebpf.oom.bpf_oom, each shown by one converge.
 database_server, converged then converged again: the first run changes the host in two
 tasks that reach it (the package check and ebpf.oom.host, which does the rest in one
 module run); the second runs the same two and changes nothing. playbooks/status.yml shows
-the guest's row; then docs/operations.md's uninstall (bpf_oom_state: absent) leaves no
+the guest's row (with a next version of the policy beside it in shadow mode, a role
+entry's `mode`); then docs/operations.md's uninstall (bpf_oom_state: absent) leaves no
 unit, path or pin of the collection, and run again changes nothing.
 
 bpf_oom_enabled: false switches the host off (the listed policy detached, the marker
@@ -174,9 +175,17 @@ def test_role_compile_on_host_converges_and_enforces_by_a_real_oom(hook_vm, hook
     killed_by(report, "small", COMPILED, spared=["big", "mid"])
 
 
+# A next version of the class policy, tried in shadow beside it (docs/operations.md).
+NEXT_DB = {"name": "db-next", "mode": "shadow",
+           "rules": [{"match": {"cgroup": "/db"}, "action": "prefer", "tier": 2}],
+           "fallback": {"action": "prefer", "tier": 1}}
+
+
 @pytest.mark.timeout(1800)
 def test_database_server_converges_in_two_host_tasks_reruns_unchanged_and_uninstalls(hook_vm, tmp_path):
-    converge = {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.database_server"}}
+    converge = {"name": "converge", "ansible.builtin.include_role": {"name": "ebpf.oom.database_server"},
+                "vars": {"bpf_oom_policies": [{"name": "db-next", "policy": dict(NEXT_DB, mode="enforce"),
+                                               "mode": "shadow"}]}}
     try:
         first = play(hook_vm, [converge], tmp_path)
         second = play(hook_vm, [converge], tmp_path)
@@ -187,11 +196,13 @@ def test_database_server_converges_in_two_host_tasks_reruns_unchanged_and_uninst
         after = leftovers(hook_vm)
         again = result_of(play(hook_vm, documented_play(UNINSTALL), tmp_path), "Converge the host")
     finally:
-        undo(hook_vm, tmp_path, ["database"])
+        undo(hook_vm, tmp_path, ["database", "db-next"])
     both = ["Look for the BPF runtime (and the compiler where objects are built on the host)",
             "Converge the host"]
     assert [name.split(" : ", 1)[-1] for name in host_tasks(first)] == both, first
     assert result_of(first, "Converge the host")["policies"]["database"]["action"] == "created", first
+    # the entry's mode over its document's: the next version judges beside the class policy
+    assert result_of(first, "Converge the host")["policies"]["db-next"]["action"] == "created", first
     assert [name.split(" : ", 1)[-1] for name in host_tasks(second)] == both, second
     assert second.changed == [], second
     # playbooks/status.yml: the guest's row names the policy, its backend and object, the
@@ -200,12 +211,13 @@ def test_database_server_converges_in_two_host_tasks_reruns_unchanged_and_uninst
     assert (row["agent"], row["off"], row["version"]) == ("no", "no", record["collection_version"]), row
     assert row["policies"].startswith("database (evaluate_task, %s, " % record["object_sha256"][:12]), row
     assert "%s | %s | evaluate_task | database (" % (hook_vm.name, row["kernel"]) in shown, shown
+    assert ", db-next (evaluate_task shadow, " in row["policies"], row
     # docs/operations.md's uninstall on the hook guest: the policy, the observer's pins,
     # the units, the engine, the link on PATH and the state were there, and are gone
     units, paths, pinned = installed
     assert "ebpf-oom-restore.service" in " ".join(units) and "/usr/local/sbin/ebpf-oom" in paths, installed
     assert "database" in pinned and "observer" in pinned, installed
-    assert uninstall["purged"] == ["database"], uninstall
+    assert sorted(uninstall["purged"]) == ["database", "db-next"], uninstall
     assert after == ([], [], []), after
     assert not again["changed"] and again["changes"] == [], again
 
