@@ -204,8 +204,9 @@ class ScoreAdj(Backend):
             raise RenderError(
                 "mode: shadow needs the OOM hook (backend %s): on a stock kernel the victim the "
                 "policy's oom_score_adj values would have produced depends on every candidate's "
-                "memory at the moment of the kill, which only the kernel's scan sees, so no honest "
-                "verdict can be recorded; run it in shadow on a hook kernel, or enforce it here"
+                "memory at the moment of the kill, which only the kernel's scan sees, and this "
+                "backend does not judge inside that scan (a verdict made up after the kill, the "
+                "victim gone, would be a guess); run it in shadow on a hook kernel, or enforce it here"
                 % EvaluateTask.name)
         plan = super(ScoreAdj, self).plan(document)
         plan.bands = scoreadj.Bands(document)

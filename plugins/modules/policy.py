@@ -76,7 +76,8 @@ options:
         it would have killed. M(ebpf.oom.events_info) pairs each kill with that verdict (RV(ebpf.oom.events_info#module:events[].shadow))
         and counts the disagreements. A shadow policy does not count as the host's one deciding policy.
       - The hook backend only (C(evaluate_task)); C(score_adj) refuses it, as the victim its values
-        would have produced cannot be known honestly after the kill.
+        would have produced is settled inside the kernel's scan, which that backend does not see (made
+        up after the kill, it would be a guess).
       - A switch between the two modes is one write to the loaded programs (RV(action=maps_updated));
         nothing is loaded again, and the next OOM is judged in the new mode. The record's document says
         which mode is live, and M(ebpf.oom.verify) checks the programs run in it.

@@ -10,6 +10,8 @@ One scenario, two OOMs of one memory cgroup holding small, mid and large:
    (ids) keep running, the record says enforce, verify agrees.
 3. The next OOM follows small1st (its name in the report): small dies, mid lives; large1st,
    still in shadow beside the enforcing policy, changed nothing and would have killed mid.
+4. large1st may not enforce beside small1st (one decider per host); its mode map written
+   behind its record's back makes verify fail, naming both modes.
 """
 
 import json
@@ -21,6 +23,7 @@ from lab import doc, killed_by, spec, task
 from vmharness import play
 
 METRICS = "/run/ebpf-oom-test-shadow.prom"
+MODE_PIN = "/sys/fs/bpf/ebpf_oom/%s/map_oom_mode"
 SMALL_FIRST = doc("small1st", {"match": {"comm": "lab-small"}, "action": "prefer", "tier": 1},
                   {"match": {"comm_prefix": "lab-"}, "action": "prefer", "tier": 2}, mode="shadow")
 LARGE_FIRST = doc("large1st", {"match": {"comm_prefix": "lab-"}, "action": "prefer", "tier": 1},
@@ -68,6 +71,14 @@ def test_shadow_records_what_it_would_kill_and_a_switch_to_enforce_decides_the_n
                 "policy": SMALL_FIRST, "mode": "enforce"}}], tmp_path)["enforce"]
             second = s.oom()
             events2, samples2, modes2 = seen(hook_vm, tmp_path, ["small1st", "large1st"])
+            # large1st to enforce beside small1st, which decides: refused, naming it; then its
+            # mode map written behind the record's back: verify says so
+            refused = play(hook_vm, [{"name": "enforce", "ignore_errors": True, "ebpf.oom.policy": {
+                "policy": LARGE_FIRST, "mode": "enforce"}}], tmp_path)["enforce"]
+            hook_vm.ssh(["bpftool", "map", "update", "pinned", MODE_PIN % "large1st",
+                         "key", "0", "0", "0", "0", "value", "0", "0", "0", "0"])
+            behind = play(hook_vm, [{"name": "verify", "ignore_errors": True,
+                                     "ebpf.oom.verify": {"name": "large1st"}}], tmp_path)["verify"]
     finally:
         hook_vm.ssh(["rm", "-f", METRICS], check=False)
     pids = s.pids
@@ -98,3 +109,7 @@ def test_shadow_records_what_it_would_kill_and_a_switch_to_enforce_decides_the_n
     assert judged["large1st"]["agrees"] is False, judged
     assert shadow_counts(samples2, "large1st") == [2, 1], samples2
     assert shadow_counts(samples2, "small1st") == [1, 1], samples2  # its shadow days, kept
+    # one decider: a second policy may not enforce beside small1st; verify reads the live mode
+    assert refused.get("failed") and "beside policy small1st, which already does" in refused["msg"], refused
+    assert behind.get("failed") and behind["policies"][0]["mode"] == "enforce", behind
+    assert behind["problems"] == ["policy large1st runs in enforce mode, its record says shadow: apply it again"], behind
