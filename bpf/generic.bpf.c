@@ -427,12 +427,16 @@ int BPF_PROG(ebpf_oom_eval, struct task_struct *task, struct oom_control *oc)
 SEC("fentry/bpf_oom_evaluate_task")
 int BPF_PROG(ebpf_oom_shadow, struct task_struct *task, struct oom_control *oc)
 {
-	__u32 zero = 0;
-	struct ebpf_oom_config *cfg = bpf_map_lookup_elem(&oom_config, &zero);
-	struct ebpf_oom_state *st = bpf_map_lookup_elem(&oom_state, &zero);
 	struct ebpf_oom_shadow_scan *sh = shadow_scan();
+	struct ebpf_oom_config *cfg;
+	struct ebpf_oom_state *st;
+	__u32 zero = 0;
 
-	if (!cfg || !st || !sh || !sh->open || st->oc != (__u64)oc || !deciding())
+	if (!sh || !sh->open)	/* enforce mode: the only cost, on every candidate */
+		return 0;
+	cfg = bpf_map_lookup_elem(&oom_config, &zero);
+	st = bpf_map_lookup_elem(&oom_state, &zero);
+	if (!cfg || !st || st->oc != (__u64)oc || !deciding())
 		return 0;
 	st->evaluated++;
 	shadow_judge(task, oc, cfg, st, sh);
