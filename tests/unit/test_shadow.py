@@ -1,7 +1,7 @@
 """Shadow mode's pure logic: a verdict as events_info reports it, the pairing of verdicts
 with kill events (fed pairs that must not match), which records decide OOMs, and the
 refusals (the score_adj backend, an unknown mode). The kernel side (which task a shadow
-policy names, with real OOMs) is tests/vm/test_shadow.py's."""
+policy names, with real OOMs) is tests/vm/test_shadow_vm.py's."""
 
 import pytest
 
