@@ -70,15 +70,25 @@ def observer_layout(root=None):
     return bpffs.Layout(root or bpffs.roots()[0], OBSERVER_NAME)
 
 
-def _c_string(raw):
+def c_string(raw):
+    """The text of a NUL-padded char array (a task's comm) read from a map."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def check_value_size(fd, struct, pin, remedy):
+    """OSError (EPROTO) when the pinned map holds values of another size than ``struct``: a
+    map made by another version of the collection; ``remedy`` says what to do."""
+    size = libbpf.map_info(fd)["value_size"]
+    if size != ctypes.sizeof(struct):
+        raise OSError(errno.EPROTO, "%s holds %d-byte values, this collection reads %d: %s"
+                      % (pin, size, ctypes.sizeof(struct), remedy))
 
 
 def victim_event(v, page_kb):
     """An event (EVENT_KEYS, source observer) from an ObserverVictim."""
     ev = {"pid": v.pid, "monotonic": v.mono_ns / 1e9, "observer_seq": v.seq, "sources": ["observer"]}
     if v.flags & OBSERVER_F_TASK:
-        ev.update(comm=_c_string(v.comm), uid=v.uid, oom_score_adj=v.oom_score_adj,
+        ev.update(comm=c_string(v.comm), uid=v.uid, oom_score_adj=v.oom_score_adj,
                   memcg_id=v.memcg_id or None, anon_rss_kb=v.anon_rss * page_kb,
                   file_rss_kb=v.file_rss * page_kb, shmem_rss_kb=v.shmem_rss * page_kb)
     return complete(ev)
@@ -92,10 +102,7 @@ def read_observer(root=None):
         return {"loaded": False, "kills": None, "events": []}
     with libbpf.pinned(stats_pin) as stats_fd, libbpf.pinned(victims_pin) as victims_fd:
         for fd, struct, pin in ((stats_fd, ObserverStats, stats_pin), (victims_fd, ObserverVictim, victims_pin)):
-            size = libbpf.map_info(fd)["value_size"]
-            if size != ctypes.sizeof(struct):
-                raise OSError(errno.EPROTO, "%s holds %d-byte values, this collection reads %d: "
-                              "re-deploy the observer" % (pin, size, ctypes.sizeof(struct)))
+            check_value_size(fd, struct, pin, "re-deploy the observer")
         raw = libbpf.map_lookup(stats_fd, bytes(4), ctypes.sizeof(ObserverStats))
         items = libbpf.map_items(victims_fd)
     kills = ObserverStats.from_buffer_copy(raw).kills if raw else 0

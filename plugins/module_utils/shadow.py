@@ -20,11 +20,10 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import errno
 import os
 
 from . import abi, bpffs, cgrouprules, cgroups, language, libbpf, pins
-from .observer import MATCH_WINDOW_S
+from .observer import MATCH_WINDOW_S, c_string, check_value_size
 
 DEFAULT_MODE = language.MODES[0]
 
@@ -32,13 +31,6 @@ DEFAULT_MODE = language.MODES[0]
 def mode_of(document):
     """The mode a policy document asks for."""
     return (document or {}).get("mode", DEFAULT_MODE)
-
-
-def _check_size(fd, struct, pin):
-    size = libbpf.map_info(fd)["value_size"]
-    if size != ctypes.sizeof(struct):
-        raise OSError(errno.EPROTO, "%s holds %d-byte values, this collection reads %d: apply "
-                      "the policy again" % (pin, size, ctypes.sizeof(struct)))
 
 
 def live_mode(layout):
@@ -60,7 +52,7 @@ def verdict(v, paths):
     """One logged verdict (abi.Verdict) as a dict; ``paths``: {cgroup id: path}."""
     would = None
     if v.pid:
-        would = {"pid": v.pid, "comm": v.comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+        would = {"pid": v.pid, "comm": c_string(v.comm),
                  "cgroup": paths.get(v.cgroup_id), "rule": _rule_name(v.rule), "tier": v.tier}
     return {"seq": v.seq, "start": v.start_ns / 1e9, "end": v.end_ns / 1e9,
             "memcg_oom": bool(v.flags & abi.EBPF_OOM_V_MEMCG),
@@ -76,8 +68,8 @@ def read_policy(layout):
     if not (os.path.exists(log_pin) and os.path.exists(stats_pin)):
         return None
     with libbpf.pinned(stats_pin) as stats_fd, libbpf.pinned(log_pin) as log_fd:
-        _check_size(stats_fd, abi.ShadowStats, stats_pin)
-        _check_size(log_fd, abi.Verdict, log_pin)
+        for fd, struct, pin in ((stats_fd, abi.ShadowStats, stats_pin), (log_fd, abi.Verdict, log_pin)):
+            check_value_size(fd, struct, pin, "apply the policy again")
         raw = libbpf.map_lookup(stats_fd, bytes(4), ctypes.sizeof(abi.ShadowStats))
         items = libbpf.map_items(log_fd)
     stats = abi.ShadowStats.from_buffer_copy(raw) if raw else abi.ShadowStats()
@@ -96,9 +88,10 @@ def read(root=None):
     root = root or bpffs.mounted_root()
     found = []
     for name in pins.policy_names(root):
-        if pins.read_record(bpffs.Layout(root, name)) is None:
+        layout = bpffs.Layout(root, name)
+        if pins.read_record(layout) is None:
             continue
-        judged = read_policy(bpffs.Layout(root, name))
+        judged = read_policy(layout)
         if judged is not None and judged["judged"]:
             found.append(judged)
     return found
