@@ -35,6 +35,13 @@ PACKAGES = (
     "iproute2", "procps", "e2fsprogs",
     # The "stock" kernel and its initrd.
     "linux-image-amd64", "initramfs-tools", "zstd",
+    # GRUB's userland as on a BIOS Debian host (update-grub, grub-reboot, grub-set-default,
+    # grub-editenv, /etc/grub.d): a `vmctl start --boot disk` guest boots through its own
+    # /boot/grub/grub.cfg and grubenv. Not grub-pc: its postinst wants to grub-install.
+    "grub2-common",
+    # Ansible's apt module needs it (to install a local .deb) and cannot install it itself:
+    # the image carries no package lists.
+    "python3-apt",
 )
 
 IMAGE_FILES = ("base.img", "vmlinuz", "initrd.img", "id_ed25519", "id_ed25519.pub")
@@ -50,8 +57,12 @@ SSH_OPTIONS = (
     "-o", "ServerAliveInterval=15",
     "-o", "ServerAliveCountMax=8",
 )
-# What the inventory line hands to Ansible (it brings its own ControlPersist).
-ANSIBLE_SSH_ARGS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+# What the inventory line hands to Ansible (it brings its own ControlPersist). A guest that
+# reboots under an open connection never resets it (QEMU's user network keeps the host's
+# side open), so a command sent on it would wait forever: the keepalive ends it within a
+# minute, and Ansible's reboot module asks again on a new connection.
+ANSIBLE_SSH_ARGS = ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+                    " -o ServerAliveInterval=10 -o ServerAliveCountMax=6")
 
 
 def cache_dir():
