@@ -25,6 +25,9 @@ from .files import read_text
 
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 LOCKDOWN = "/sys/kernel/security/lockdown"
+# The UEFI global variable SecureBoot: 4 bytes of attributes, then 1 when it is on.
+SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+EFI_DIR = "/sys/firmware/efi"
 BTF_VMLINUX = common.BTF_VMLINUX
 HOOK_SYMBOLS = ((common.HOOK_FUNC, "func"), (common.NAME_FUNC, "func"), (common.NAME_KFUNC, "func"))
 
@@ -47,6 +50,16 @@ def lockdown_mode():
         if word.startswith("["):
             return word.strip("[]")
     return text
+
+
+def secure_boot():
+    """True or False on a UEFI host (the firmware's SecureBoot variable), None on BIOS or unknown."""
+    try:
+        with open(SECURE_BOOT_VAR, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return False if os.path.isdir(EFI_DIR) else None
+    return len(data) > 4 and data[4] == 1
 
 
 def jit_enabled():
@@ -125,6 +138,7 @@ def kernel_info(with_policies=True):
         jit=jit,
         jit_enabled=None if jit is None else jit > 0,
         lockdown=lockdown_mode(),
+        secure_boot=secure_boot(),
         clang=_clang(),
         libbpf_version=version,
         backends=usable,

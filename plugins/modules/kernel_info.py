@@ -121,6 +121,13 @@ lockdown:
   returned: always
   type: str
   sample: none
+secure_boot:
+  description:
+    - Whether UEFI Secure Boot is on (the firmware's C(SecureBoot) variable); false on a UEFI host without it,
+      null on a BIOS host (or when the variable cannot be read). The role C(ebpf.oom.hook_kernel) refuses an unsigned kernel where it is true.
+  returned: always
+  type: bool
+  sample: null
 clang:
   description: The clang the compile module would use (path, version), null when none.
   returned: always

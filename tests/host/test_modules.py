@@ -613,3 +613,37 @@ def test_a_hosts_own_policies_come_after_its_class_and_replace_one_of_the_same_n
     assert [(r["item"]["name"], r["item"]["policy"].get("description")) for r in checked] == [
         ("database", "Database engines die last; everything else first, largest first."),
         ("mine", None), ("extra", "the host's own")], checked
+
+
+def test_boot_kernel_writes_grubs_environment_block_once_and_refuses_what_grub_would_ignore(host):
+    """ebpf.oom.boot_kernel on a menu as grub-mkconfig writes it (tests/unit/test_grub.py's) with
+    the real grub-editenv: a one-shot entry, then the default; check mode and a second run write
+    nothing; a menu without GRUB_DEFAULT=saved and an unknown release fail before any write.
+    (That GRUB boots what it chose: tests/vm/test_hook_kernel_role.py.)"""
+    from support import GRUB_HOOK as HOOK, GRUB_MENU as MENU, GRUB_STOCK as STOCK, GRUB_UUID as UUID
+    menu, env = host.files / "grub.cfg", host.files / "grubenv"
+    menu.write_text(MENU)
+    paths = dict(grub_cfg=str(menu), grubenv=str(env))
+
+    def boot(release, when, **kw):
+        done = host.run([{"name": "boot", "ebpf.oom.boot_kernel": dict(paths, release=release, boot=when)}],
+                        **kw)["boot"]
+        return dict(done["result"], failed=done["status"] == "failed")
+
+    planned = boot(HOOK, "once", check=True, diff=True)
+    assert planned["changed"] and not env.exists(), planned
+    assert planned["diff"]["after"] == "next_entry=gnulinux-advanced-%s>gnulinux-%s-advanced-%s\n" % (UUID, HOOK, UUID)
+    once = boot(HOOK, "once")
+    assert once["changed"] and (once["next_boot"], once["default"]) == (HOOK, HOOK), once
+    pinned = boot(STOCK, "default")
+    assert pinned["changed"] and (pinned["next_boot"], pinned["default"]) == (HOOK, STOCK), pinned
+    written = env.read_bytes()
+    assert len(written) == 1024 and b"saved_entry=gnulinux-advanced-%s>gnulinux-%s-advanced-" % (
+        UUID.encode(), STOCK.encode()) in written
+    assert not boot(STOCK, "default")["changed"] and env.read_bytes() == written
+    unknown = boot("6.12.0-none", "default")
+    assert unknown.get("failed") and "no entry for kernel 6.12.0-none (it has %s, %s)" % (HOOK, STOCK) in unknown["msg"]
+    menu.write_text(MENU.replace('set default="${saved_entry}"', 'set default="0"'))
+    refused = boot(HOOK, "default")
+    assert refused.get("failed") and "was not made with GRUB_DEFAULT=saved" in refused["msg"], refused
+    assert env.read_bytes() == written

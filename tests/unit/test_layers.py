@@ -14,7 +14,8 @@ from conftest import REPO
 LAYERS = [
     ("leaf helpers", {"common", "errors", "names", "files", "cgroups", "abi"}),
     ("kernel binding, the policy language", {"libbpf", "language"}),
-    ("layout, translation, parsing", {"bpffs", "compiler", "renderer", "kmsg", "maps", "units"}),
+    ("layout, translation, parsing",
+     {"bpffs", "compiler", "renderer", "kmsg", "maps", "units", "grub"}),
     ("what is pinned, kept, observed", {"pins", "state", "observer", "cgrouprules", "scoreadj"}),
     ("loader", {"loader", "verify", "agent", "shadow"}),
     ("callers above the loader", {"backends", "deploy", "explain", "events", "metrics"}),

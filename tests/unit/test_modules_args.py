@@ -141,6 +141,20 @@ def test_kernel_info_without_lockdown_or_jit_files_says_unknown(tmp_path, monkey
     assert probe.lockdown_mode() is None and probe.jit_enabled() is None
 
 
+@pytest.mark.parametrize("data,efi,expected", [
+    (b"\x06\x00\x00\x00\x01", True, True), (b"\x06\x00\x00\x00\x00", True, False),
+    (None, True, False), (None, False, None)])
+def test_kernel_info_reads_secure_boot_from_the_efi_variable(tmp_path, monkeypatch, data, efi, expected):
+    var, efi_dir = tmp_path / "SecureBoot-guid", tmp_path / "efi"
+    if data is not None:
+        var.write_bytes(data)
+    if efi:
+        efi_dir.mkdir()
+    monkeypatch.setattr(probe, "SECURE_BOOT_VAR", str(var))
+    monkeypatch.setattr(probe, "EFI_DIR", str(efi_dir))
+    assert probe.secure_boot() is expected
+
+
 def test_unsupported_message_names_the_missing_hook_symbols():
     msg = probe.unsupported_message([common.HOOK_FUNC, common.NAME_KFUNC])
     assert common.HOOK_FUNC in msg and common.NAME_KFUNC in msg
