@@ -91,10 +91,12 @@ def area(item):
 # the kernel's BPF objects and OOM kills). They are handed out longest first
 # (FIRST, with tests/run's --no-loadscope-reorder; each worker starts with two), so that
 # the two workers end close together: Molecule's default scenario and the stock guest's
-# tests on one, the hook guest's and the rest on the other.
-GUEST_GROUPS = (("hook", {"hook_vm", "hook_lab", "hook_policies", "global_vm"}),
+# tests on one, the hook guest's and the rest on the other. The guest that boots from its
+# own disk (the hook_kernel role's test, reboots and all) is a group of its own.
+GUEST_GROUPS = (("disk", {"disk_vm"}),
+                ("hook", {"hook_vm", "hook_lab", "hook_policies", "global_vm"}),
                 ("stock", {"stock_vm", "stock_lab", "vm_factory", "vm_factory_module"}))
-FIRST = ("molecule/default", "hook", "stock", "molecule/stock_kernel", "host")
+FIRST = ("molecule/default", "hook", "stock", "disk", "molecule/stock_kernel", "host")
 
 
 def guest_group(item):

@@ -60,22 +60,22 @@ def test_collection_builds_with_the_files_the_modules_need(installed):
     assert not [n for n in names if "__pycache__" in n or n.endswith(".o") or (n + "/").startswith(unshipped)]
 
 
-# What users of the installed collection read or run (the kernel patch and its description
-# are what docs/hook-kernel.md builds a kernel from), and what only the project's tests,
+# What users of the installed collection read or run (the kernel recipe and its description
+# are what the hook_kernel role and docs/hook-kernel.md build a kernel from), and what only the project's tests,
 # benchmarks and CI use, from a checkout.
 SHIPPED_DIRS = ("roles", "plugins", "bpf", "schemas", "LICENSES", "monitoring", "docs", "playbooks", "meta")
 SHIPPED_FILES = ("COPYING", "LICENSES/GPL-3.0-or-later.txt", "LICENSES/GPL-2.0-only.txt",
                  "bpf/generic.bpf.c", "bpf/observer.bpf.c", "bpf/examples/select_target.bpf.c",
                  "molecule/kernel/oom-hook.patch", "molecule/kernel/config.fragment",
-                 "molecule/kernel/README.md")
-SHIPPED_UNDER_MOLECULE = ("molecule", "molecule/kernel") + SHIPPED_FILES[-3:]
+                 "molecule/kernel/README.md", "molecule/kernel/build", "molecule/kernel/guest.config")
+SHIPPED_UNDER_MOLECULE = ("molecule", "molecule/kernel") + SHIPPED_FILES[-5:]
 UNSHIPPED_DIRS = ("molecule", "tests", "benchmarks", "bpf/bench", "bpf/testing", ".ci", ".hypothesis",
                   ".pytest_cache", ".ansible")
 
 
 def test_tarball_holds_what_users_need_and_not_the_test_suite(installed):
-    """build_ignore in galaxy.yml: the collection's content, licences and the kernel patch
-    are in the tarball; Molecule, the VM and host tests, the benchmarks, CI and caches are not."""
+    """build_ignore in galaxy.yml: the collection's content, licences and the kernel recipe
+    (what roles/hook_kernel copies to the build host) are in the tarball; Molecule, the VM and host tests, the benchmarks, CI and caches are not."""
     tarball, _collections = installed
     with tarfile.open(str(tarball)) as tar:
         names = set(n.rstrip("/") for n in tar.getnames())

@@ -6,6 +6,8 @@ Fixtures
   vm_factory_module  the same, guests live for the test module
   hook_vm, stock_vm  one guest each for the whole session (hook kernel / Debian kernel)
   global_vm          a small hook guest for global OOMs, for the whole session
+  disk_vm            a stock guest that boots from its own disk through GRUB, for the
+                     test module (the hook_kernel role installs kernels in it)
   hook_lab, stock_lab real OOMs in those guests, driven as data (tests/vm/lab.py)
   hook_policies      documents applied to the hook guest through ebpf.oom.policy
 and run_playbook(playbook, inventory, extra_vars=None, check=True), play(guest, tasks, tmp).
@@ -55,6 +57,11 @@ def global_vm(_session_fleet):
     guest = _session_fleet.start("global", kernel="hook", memory=512)
     guest.ssh(["sh", "-c", "for p in $(pgrep -x sshd); do echo -1000 > /proc/$p/oom_score_adj; done"])
     return guest
+
+
+@pytest.fixture(scope="module")
+def disk_vm(vm_factory_module):
+    return vm_factory_module.start("disk", kernel="stock", memory=1024, boot="disk")
 
 
 @pytest.fixture(scope="session")

@@ -131,7 +131,9 @@ class Fleet:
         self.guests = []
         self._lock = threading.Lock()
 
-    def start(self, name, kernel="hook", memory=1024):
+    def start(self, name, kernel="hook", memory=1024, boot=None):
+        """A new guest; boot="disk" boots it through GRUB from its own disk (the image's
+        Debian kernel, until something installed in the guest says otherwise)."""
         reap_stale_guests()
         with _names_lock:  # unique in this process, so a taken name is never ours to stop
             full = PREFIX + name
@@ -141,7 +143,7 @@ class Fleet:
         with self._lock:
             self.guests.append(full)  # registered first: a half-started guest is stopped too
         done = vmctl("start", full, "--kernel", kernel, "--memory", str(memory),
-                     "--owner", str(os.getpid()), check=False)
+                     "--owner", str(os.getpid()), *(["--boot", boot] if boot else []), check=False)
         if done.returncode != 0:
             pytest.fail("vmctl start %s --kernel %s failed:\n%s%s"
                         % (full, kernel, done.stdout, done.stderr), pytrace=False)
@@ -224,6 +226,11 @@ def play(guest, tasks, tmp_path, extra_vars=None, check=True, become=False, chec
     with open(book, "w") as handle:
         json.dump([{"hosts": "all", "gather_facts": False, "become": become,
                     "tasks": tasks}], handle)
+    return playbook(guest, book, tmp_path, extra_vars, check, check_mode)
+
+
+def playbook(guest, book, tmp_path, extra_vars=None, check=True, check_mode=False):
+    """Run a playbook file on the guest; a PlayResult (as play())."""
     argv = [venv_tool("ansible-playbook"), "-i", guest.inventory(tmp_path), book]
     if extra_vars:
         argv += ["-e", json.dumps(extra_vars)]
