@@ -647,3 +647,20 @@ def test_boot_kernel_writes_grubs_environment_block_once_and_refuses_what_grub_w
     refused = boot(HOOK, "default")
     assert refused.get("failed") and "was not made with GRUB_DEFAULT=saved" in refused["msg"], refused
     assert env.read_bytes() == written
+
+
+def test_hook_kernel_role_in_check_mode_only_says_what_it_would_do(host, tmp_path):
+    """The role ebpf.oom.hook_kernel in check mode on this host: it asks kernel_info, passes
+    the Secure Boot check (this host has none), says what it would do and stops there: no
+    build, no package, no GRUB file, nothing changed. (Its real runs: tests/vm/test_hook_kernel_role.py.)"""
+    cache = tmp_path / "build-cache"
+    results, proc = host.play([{"name": "role", "ansible.builtin.include_role": {"name": "ebpf.oom.hook_kernel"},
+                                "vars": {"hook_kernel_cache": str(cache),
+                                         "hook_kernel_package_dir": str(tmp_path / "packages")}}], check=True)
+    said = [r for name, r in results.items() if name.endswith("Say what would change")]
+    assert said and "would build or reuse the package" in said[0]["result"]["msg"], proc.stdout
+    assert not [name for name, r in results.items() if r["result"].get("changed")], proc.stdout
+    ran = [name.split(" : ")[-1] for name, r in results.items() if r["status"] != "skipped"]
+    assert not [name for name in ran if "Build" in name or "Install" in name or "Reboot" in name], ran
+    assert not cache.exists() and not (tmp_path / "packages").exists()
+    assert not os.path.exists("/etc/default/grub.d/ebpf-oom-hook-kernel.cfg")
