@@ -10,7 +10,10 @@
   OOM follows it. (The session's stock guest, the role with the score_adj backend.)
 - The OOM observer keeps the last 64 victims in a ring (bpf/observer.h OBSERVER_VICTIMS):
   after more kills than that, ebpf.oom.events_info still reports the newest 64 kills by pid,
-  in order, and its count is every kill. (The stock guest: the observer runs on any kernel.)
+  in order, and its count is every kill. (The session's hook guest with no policy loaded:
+  the kernel's own choice, and the patch's one kill per OOM, which seventy OOMs in a row
+  need; on the stock kernel an OOM may kill twice when the guest's CPU is starved, as
+  a CI run showed.)
 """
 
 import contextlib
@@ -24,6 +27,7 @@ from vmharness import documented_task, loaded, play, role
 
 GLOBAL = "CONSTRAINT_NONE"
 STOCK = None  # a stock kernel's OOM report names no policy
+KERNEL = "default"  # the hook kernel's report when no policy decided
 EBPF_OOM = "/usr/lib/ebpf-oom/ebpf-oom"
 BPFFS = "/sys/fs/bpf/ebpf_oom"
 STATE = "/var/lib/ebpf-oom"
@@ -237,8 +241,8 @@ def holder(i):
 
 
 @pytest.fixture
-def observer(stock_vm, tmp_path):
-    with observing(stock_vm, tmp_path):
+def observer(hook_vm, tmp_path):
+    with observing(hook_vm, tmp_path):
         yield
 
 
@@ -252,26 +256,31 @@ def events(guest, tmp_path):
 
 @pytest.mark.timeout(3600)
 def test_the_observer_ring_wraps_and_events_info_keeps_the_newest_64_kills(
-        stock_vm, stock_lab, observer, tmp_path):
+        hook_vm, hook_lab, observer, tmp_path):
     """Seventy one-kill memory cgroup OOMs among 74 tiny holders, which the kernel kills in
     the order of their oom_score_adj (the trigger, at -1000, never dies): the observer's
     count grows by 70, and its ring holds the last 64 victims, by pid, in the order of the
     kills; the six first ones are gone from it (the kernel log may still have them).
+    On the stock guest a CI run once saw one OOM kill h30 and then h31: the stock kernel
+    stops waiting for a victim once its mm is marked MMF_OOM_SKIP, before its pages are
+    freed, and a vCPU starved by the host's other guests let the trigger allocate again
+    in that window. The hook kernel's patch hides a victim only once its pages are freed,
+    so the test runs there, with no policy loaded (the kernel's choice, policy_name=default).
     Measured under TCG on the stock guest: the holders ready in 5-7 s, the 70 OOMs in
     144-151 s (a median of 2 s each), the whole test about 200 s."""
     holders = [task(holder(i), 1, adj=1000 - ADJ_STEP * i) for i in range(HOLDERS)]
-    first = observer_state(stock_vm, tmp_path)["kills"]
+    first = observer_state(hook_vm, tmp_path)["kills"]
     victims, took = [], []
     started = time.monotonic()
-    with stock_lab.scenario("promise-ring", spec(*holders, trigger={"adj": -1000})) as s:
+    with hook_lab.scenario("promise-ring", spec(*holders, trigger={"adj": -1000})) as s:
         ready = time.monotonic()
         for i in range(KILLS):
             t0 = time.monotonic()
             report = s.oom()
             took.append(time.monotonic() - t0)
             spared = [holder(j) for j in range(i + 1, HOLDERS)]
-            victims.extend(killed_by(report, holder(i), STOCK, spared=spared))
-        ring, both = events(stock_vm, tmp_path)
+            victims.extend(killed_by(report, holder(i), KERNEL, spared=spared))
+        ring, both = events(hook_vm, tmp_path)
     took.sort()
     print("\nobserver ring: %d holders ready in %.1f s; %d OOMs in %.1f s (median %.1f s, "
           "max %.1f s); the whole scenario %.1f s"
